@@ -1,0 +1,272 @@
+"""bayesdl's command line: parses and dispatches, nothing else.
+
+    bayesdl list
+    bayesdl fit MODEL [options] --out DIR
+    bayesdl evaluate DIR
+    bayesdl predict DIR --input FILE
+    bayesdl tour --out DIR
+    bayesdl gradient-variance MODEL [options]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+from inference.errors import UserError
+from inference.train import FitConfig, Interrupted
+
+PROG = "bayesdl"
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr and exit status 2."""
+
+    def error(self, message: str):  # noqa: D102
+        sys.stderr.write(f"{PROG}: error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(2)
+
+
+def _registry() -> dict:
+    import workflows  # noqa: F401  (registers the built-in models)
+    from models.registry import REGISTRY
+
+    return REGISTRY
+
+
+def _lookup(name: str):
+    registry = _registry()
+    if name not in registry:
+        raise UserError(f"unknown model {name!r}; known models: {', '.join(sorted(registry))}")
+    return registry[name]
+
+
+def _optional_int(s: str) -> int | None:
+    return None if s.lower() in ("none", "full", "0") else int(s)
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser, workflow) -> None:
+    """The shared engine's options, with the model's own defaults."""
+    d = {f.name: f.default for f in fields(FitConfig)}
+    d.update(workflow.fit_defaults)
+    d["estimator"] = workflow.fit_defaults.get("estimator", workflow.default_estimator)
+    from inference.estimators import ESTIMATORS
+
+    g = parser.add_argument_group("inference")
+    g.add_argument("--guide", default=workflow.default_guide,
+                   help=f"variational family: {', '.join(workflow.guides) or 'see model'} "
+                   f"(default {workflow.default_guide})")
+    g.add_argument("--estimator", default=d["estimator"], choices=sorted(ESTIMATORS),
+                   help=f"ELBO gradient estimator (default {d['estimator']})")
+    g.add_argument("--steps", type=int, default=d["steps"], help=f"optimizer steps (default {d['steps']})")
+    g.add_argument("--lr", type=float, default=d["lr"], help=f"learning rate (default {d['lr']})")
+    g.add_argument("--optimizer", default=d["optimizer"], help="adam | adamw | sgd (default adam)")
+    g.add_argument("--lr-schedule", default=d["lr_schedule"], help="constant | linear | cosine")
+    g.add_argument("--lr-warmup", type=int, default=d["lr_warmup"], help="steps of linear LR warm-up")
+    g.add_argument("--particles", type=int, default=d["particles"], help="samples per ELBO estimate")
+    g.add_argument("--no-vectorize-particles", dest="vectorize_particles", action="store_false",
+                   help="draw particles in a Python loop (for models that do not broadcast)")
+    g.add_argument("--batch-size", type=_optional_int, default=d["batch_size"],
+                   help="minibatch size (likelihood scaled by N / B); default full batch")
+    g.add_argument("--clip-norm", type=float, default=d["clip_norm"], help="clip gradient norm")
+    g.add_argument("--kl-warmup", type=int, default=d["kl_warmup"],
+                   help="anneal the KL weight from 0 to 1 over this many steps")
+    g.add_argument("--kl-warmup-start", type=int, default=d["kl_warmup_start"],
+                   help="step at which KL warm-up begins")
+    g.add_argument("--seed", type=int, default=d["seed"], help="random seed (default 0)")
+    g.add_argument("--device", default=d["device"], help="cpu | cuda | cuda:N | auto (default cpu)")
+    g.add_argument("--log-every", type=int, default=d["log_every"], help="steps between metric rows")
+    g.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"],
+                   help="steps between checkpoints")
+    g.add_argument("--max-plate-nesting", type=float, default=d["max_plate_nesting"],
+                   help=argparse.SUPPRESS)
+
+
+def _fit_parser(workflow, prog: str) -> Parser:
+    p = Parser(prog=prog, description=workflow.description)
+    workflow.add_arguments(p)
+    add_engine_arguments(p, workflow)
+    return p
+
+
+def _model_and_rest(argv: list[str], what: str):
+    if not argv or argv[0].startswith("-"):
+        if argv and argv[0] in ("-h", "--help"):
+            print(f"usage: {PROG} {what} MODEL [options]; models: {', '.join(sorted(_registry()))}")
+            raise SystemExit(0)
+        raise UserError(f"{what} needs a MODEL: one of {', '.join(sorted(_registry()))}")
+    return _lookup(argv[0]), argv[1:]
+
+
+def cmd_list(argv: list[str]) -> int:
+    Parser(prog=f"{PROG} list", description="registered models").parse_args(argv)
+    registry = _registry()
+    width = max(len(n) for n in registry)
+    for name in sorted(registry):
+        w = registry[name]
+        print(f"{name:<{width}}  {w.latent:<10}  {w.default_estimator:<8}  {w.description}")
+    return 0
+
+
+def cmd_fit(argv: list[str]) -> int:
+    workflow, rest = _model_and_rest(argv, "fit")
+    p = _fit_parser(workflow, f"{PROG} fit {workflow.name}")
+    g = p.add_argument_group("run")
+    g.add_argument("--out", required=True, help="run folder (summary, metrics, checkpoint, figures)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out")
+    g.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(rest)
+    from workflows.run import run_fit
+
+    out, resume, overwrite, quiet = Path(args.out), args.resume, args.overwrite, args.quiet
+    for k in ("out", "resume", "overwrite", "quiet"):
+        delattr(args, k)
+    summary = run_fit(workflow, args, out, resume=resume, overwrite=overwrite, progress=not quiet)
+    print(
+        f"{workflow.name}: {summary['steps']} steps, final ELBO {summary['final_elbo']:.4f}, "
+        f"{summary['wall_seconds']:.1f} s on {summary['device']} -> {out / 'summary.json'}"
+    )
+    return 0
+
+
+def _print_table(result: dict, prefix: str = "") -> None:
+    for key, value in result.items():
+        if isinstance(value, dict):
+            _print_table(value, f"{prefix}{key}.")
+        elif isinstance(value, list) and len(value) > 12:
+            print(f"  {prefix + key:<40} [{len(value)} values]")
+        else:
+            v = f"{value:.6g}" if isinstance(value, float) else value
+            print(f"  {prefix + key:<40} {v}")
+
+
+def cmd_evaluate(argv: list[str]) -> int:
+    p = Parser(prog=f"{PROG} evaluate", description="held-out metrics of a fitted run")
+    p.add_argument("run", help="run folder made by `bayesdl fit`")
+    p.add_argument("--device", default=None, help="cpu | cuda | auto (default: the run's)")
+    args = p.parse_args(argv)
+    from workflows.run import evaluate_run
+
+    result = evaluate_run(Path(args.run), _registry(), args.device)
+    print(f"evaluation of {args.run}:")
+    _print_table(result)
+    print(f"-> {Path(args.run) / 'evaluation.json'}")
+    return 0
+
+
+def cmd_predict(argv: list[str]) -> int:
+    p = Parser(prog=f"{PROG} predict", description="posterior predictive for new inputs")
+    p.add_argument("run", help="run folder made by `bayesdl fit`")
+    p.add_argument("--input", required=True, help="inputs (.npz with `x`, .csv or .npy)")
+    p.add_argument("--output", help="write predictions here as JSON (default: print)")
+    p.add_argument("--device", default=None, help="cpu | cuda | auto (default: the run's)")
+    args = p.parse_args(argv)
+    from workflows.run import predict_run, write_json
+
+    result = predict_run(Path(args.run), _registry(), Path(args.input), args.device)
+    if args.output:
+        write_json(Path(args.output), result)
+        print(f"predictions -> {args.output}")
+    else:
+        print(json.dumps(result, indent=1))
+    return 0
+
+
+def cmd_tour(argv: list[str]) -> int:
+    p = Parser(prog=f"{PROG} tour", description="fit every model on bundled data, one HTML report")
+    p.add_argument("--out", required=True, help="report folder (index.html and one folder per run)")
+    p.add_argument("--only", help="comma-separated models to include (default all)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    from workflows import report
+    from workflows.run import run_fit
+
+    registry = _registry()
+    names = sorted(registry) if not args.only else [n.strip() for n in args.only.split(",")]
+    for n in names:
+        _lookup(n)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sections, t0 = [], time.perf_counter()
+    for name in names:
+        workflow = registry[name]
+        runs = []
+        for i, run_argv in enumerate(workflow.tour_runs):
+            args_ns = _fit_parser(workflow, f"{PROG} fit {name}").parse_args(run_argv)
+            run_dir = out / (name if len(workflow.tour_runs) == 1 else f"{name}-{i + 1}-{args_ns.guide}")
+            print(f"[tour] {name} {' '.join(run_argv)}", file=sys.stderr)
+            summary = run_fit(workflow, args_ns, run_dir, overwrite=True, progress=not args.quiet)
+            command = f"{PROG} fit {name} {shlex.join(run_argv)} --out {run_dir}"
+            runs.append({
+                "label": f"{name}: guide {args_ns.guide}", "summary": summary, "dir": run_dir,
+                "rows": workflow(args_ns).comparison(summary), "command": command,
+            })
+        sections.append(report.section(name, workflow.description, runs))
+    header = f"Every registered model fitted with quick defaults; {time.perf_counter() - t0:.0f} s in all."
+    (out / "index.html").write_text(report.page(sections, header))
+    print(f"tour: {len(names)} models -> {out / 'index.html'}")
+    return 0
+
+
+def cmd_gradient_variance(argv: list[str]) -> int:
+    workflow, rest = _model_and_rest(argv, "gradient-variance")
+    p = _fit_parser(workflow, f"{PROG} gradient-variance {workflow.name}")
+    p.add_argument("--draws", type=int, default=1000, help="gradient estimates per estimator")
+    p.add_argument("--compare", default="reparam,score",
+                   help="comma-separated estimators to compare (default reparam,score)")
+    p.add_argument("--init-steps", type=int, default=0,
+                   help="fit this many steps first (default 0: at initialisation)")
+    args = p.parse_args(rest)
+    from inference.diagnostics import gradient_variance_table
+
+    if args.draws < 2:
+        raise UserError("--draws must be >= 2")
+    problem = workflow(args).build()
+    table = gradient_variance_table(problem, args, [e.strip() for e in args.compare.split(",")])
+    print(f"{'estimator':<10} {'parameter':<24} {'mean':>12} {'variance':>12} {'std err':>10}")
+    for row in table:
+        print(f"{row['estimator']:<10} {row['param']:<24} {row['mean']:>12.5g} "
+              f"{row['variance']:>12.5g} {row['stderr']:>10.3g}")
+    return 0
+
+
+COMMANDS = {
+    "list": cmd_list,
+    "fit": cmd_fit,
+    "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
+    "tour": cmd_tour,
+    "gradient-variance": cmd_gradient_variance,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``bayesdl`` command."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0 if argv else 2
+    if argv[0] not in COMMANDS:
+        sys.stderr.write(f"{PROG}: error: unknown command {argv[0]!r}; choose {', '.join(COMMANDS)}\n")
+        return 2
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except UserError as e:
+        sys.stderr.write(f"{PROG}: error: {e}\n")
+        return 2
+    except Interrupted as e:
+        where = f"; checkpoint saved to {e.path}" if e.path else ""
+        sys.stderr.write(
+            f"{PROG}: interrupted at step {e.step}{where}; rerun the command with --resume to continue\n"
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

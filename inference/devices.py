@@ -1,0 +1,26 @@
+"""Device choice: ``cpu``, ``cuda`` (or ``cuda:N``) or ``auto``, always explicit."""
+
+from __future__ import annotations
+
+import torch
+
+from inference.errors import UserError
+
+
+def resolve_device(name: str = "cpu") -> torch.device:
+    """Map ``cpu | cuda[:N] | auto`` to a :class:`torch.device`, failing clearly if CUDA is absent."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(
+                f"--device {name} asked for, but this torch ({torch.__version__}) sees no CUDA "
+                "device; use --device cpu or auto, or install a CUDA build of torch"
+            )
+        dev = torch.device(name)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+        return dev
+    raise UserError(f"unknown device {name!r}; choose cpu, cuda or auto")

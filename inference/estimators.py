@@ -1,0 +1,137 @@
+"""Gradient estimators of the ELBO, each one of Pyro's ELBO classes.
+
+``L(lambda) = E_q[log p(x, z) - log q(z | lambda)]`` and its gradient by
+
+* ``reparam`` -- pathwise: ``z = g(eps, lambda)`` (:class:`~pyro.infer.Trace_ELBO`);
+* ``score``   -- REINFORCE / log-derivative trick for *every* latent site, even
+  reparameterizable ones: ``E_q[(log p - log q - b) grad log q]``, Rao-Blackwellised
+  through the plate structure with decaying-average baselines ``b``
+  (:class:`~pyro.infer.TraceGraph_ELBO`; Williams 1992, Schulman et al. 2015);
+* ``enum``    -- discrete latent sites summed out exactly (:class:`~pyro.infer.TraceEnum_ELBO`).
+
+Extra estimators register themselves in :data:`ESTIMATORS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from pyro.infer import ELBO, TraceEnum_ELBO, TraceGraph_ELBO, Trace_ELBO, config_enumerate
+from pyro.poutine.messenger import Messenger
+
+
+def _no_rsample(fn):
+    """Force score-function sampling on ``fn`` (walking through ``Independent`` wrappers)."""
+    d = fn
+    while True:
+        try:
+            d.has_rsample_(False)
+            return fn
+        except AttributeError:
+            d = d.base_dist
+
+
+class ScoreFunction(Messenger):
+    """Make every latent guide site non-reparameterized and give it a baseline.
+
+    ``baseline`` is passed to ``site["infer"]["baseline"]`` unless the site sets its own
+    (decaying average with ``beta = 0.9`` by default, as in Pyro's SVI tutorial part III).
+    """
+
+    def __init__(self, baseline: dict | None = None):
+        super().__init__()
+        self.baseline = (
+            {"use_decaying_avg_baseline": True, "baseline_beta": 0.9}
+            if baseline is None
+            else baseline
+        )
+
+    def _pyro_sample(self, msg):
+        if msg["is_observed"] or type(msg["fn"]).__name__ == "_Subsample":
+            return
+        _no_rsample(msg["fn"])
+        if self.baseline and "baseline" not in msg["infer"]:
+            msg["infer"] = {**msg["infer"], "baseline": dict(self.baseline)}
+
+
+@dataclass
+class Estimator:
+    """An ELBO object plus the guide/model rewrites it needs; ``loss`` is differentiable."""
+
+    name: str
+    elbo: ELBO
+    wrap_model: Callable = lambda m: m
+    wrap_guide: Callable = lambda g: g
+
+    def loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """A differentiable surrogate of ``-ELBO`` (its gradient is the estimator's)."""
+        if isinstance(self.elbo, TraceGraph_ELBO):
+            # TraceGraph_ELBO has no public differentiable_loss; this is what its
+            # loss_and_grads differentiates, minus the host sync of .item().
+            elbo, surrogate = self.elbo._loss_and_surrogate_loss(model, guide, args, kwargs)
+            # value = -ELBO, gradient = that of the surrogate
+            return surrogate + (-elbo - surrogate).detach()
+        return self.elbo.differentiable_loss(model, guide, *args, **kwargs)
+
+
+def _reparam(particles: int, vectorize: bool, max_plate_nesting: float) -> Estimator:
+    return Estimator(
+        "reparam",
+        Trace_ELBO(
+            num_particles=particles,
+            vectorize_particles=vectorize,
+            max_plate_nesting=max_plate_nesting,
+        ),
+    )
+
+
+def _score(particles: int, vectorize: bool, max_plate_nesting: float) -> Estimator:
+    return Estimator(
+        "score",
+        TraceGraph_ELBO(
+            num_particles=particles,
+            vectorize_particles=vectorize,
+            max_plate_nesting=max_plate_nesting,
+        ),
+        wrap_guide=lambda g: ScoreFunction()(g),
+    )
+
+
+def _enum(particles: int, vectorize: bool, max_plate_nesting: float) -> Estimator:
+    return Estimator(
+        "enum",
+        TraceEnum_ELBO(
+            num_particles=particles,
+            vectorize_particles=vectorize,
+            max_plate_nesting=max_plate_nesting,
+        ),
+        wrap_model=lambda m: config_enumerate(m, default="parallel"),
+        wrap_guide=lambda g: config_enumerate(g, default="parallel"),
+    )
+
+
+#: name -> factory(particles, vectorize, max_plate_nesting) -> Estimator
+ESTIMATORS: dict[str, Callable[[int, bool, float], Estimator]] = {
+    "reparam": _reparam,
+    "score": _score,
+    "enum": _enum,
+}
+
+
+def make_estimator(
+    name: str,
+    particles: int = 1,
+    vectorize: bool = True,
+    max_plate_nesting: float = float("inf"),
+) -> Estimator:
+    """Build the named estimator; ``particles`` samples, vectorized when ``vectorize``."""
+    from inference.errors import UserError
+
+    if name not in ESTIMATORS:
+        raise UserError(f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}")
+    if particles < 1:
+        raise UserError(f"--particles must be >= 1, got {particles}")
+    return ESTIMATORS[name](particles, vectorize and particles > 1, max_plate_nesting)
+

@@ -1,0 +1,97 @@
+"""Posterior and posterior predictive by Monte Carlo, over :class:`pyro.infer.Predictive`.
+
+``q(y | x, D) ~= 1/M sum_m p(y | x, theta_m)``, ``theta_m ~ q(theta)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from pyro import poutine
+from pyro.infer import Predictive
+
+
+def latent_sites(guide: Callable, data: Mapping[str, Any]) -> dict[str, torch.Size]:
+    """Names and shapes of the latent sites the guide samples (one draw)."""
+    tr = poutine.trace(guide).get_trace(**data)
+    return {
+        name: site["value"].shape
+        for name, site in tr.nodes.items()
+        if site["type"] == "sample"
+        and not site["is_observed"]
+        and type(site["fn"]).__name__ != "_Subsample"
+    }
+
+
+def sample_posterior(
+    guide: Callable,
+    data: Mapping[str, Any],
+    num_samples: int = 1000,
+    sites: list[str] | None = None,
+) -> dict[str, torch.Tensor]:
+    """``num_samples`` draws of the guide's latent sites, stacked on dim 0.
+
+    Vectorized (one pass under a plate of samples) where the guide allows, else sequential.
+    """
+    with torch.no_grad():
+        try:
+            pred = Predictive(guide, num_samples=num_samples, return_sites=sites, parallel=True)
+            out = pred(**data)
+        except Exception:  # noqa: BLE001 - guides that do not broadcast: draw one at a time
+            pred = Predictive(guide, num_samples=num_samples, return_sites=sites)
+            out = pred(**data)
+    return {k: v for k, v in out.items() if sites is None or k in sites}
+
+
+def posterior_summary(
+    guide: Callable,
+    data: Mapping[str, Any],
+    num_samples: int = 1000,
+    max_elements: int = 100,
+) -> dict[str, dict[str, Any]]:
+    """Mean and standard deviation of every latent site with at most ``max_elements``."""
+    small = [n for n, shape in latent_sites(guide, data).items() if shape.numel() <= max_elements]
+    if not small:
+        return {}
+    draws = sample_posterior(guide, data, num_samples, small)
+    summary = {}
+    for name in small:
+        v = draws[name].float().reshape(num_samples, *latent_sites_shape(draws[name]))
+        summary[name] = {
+            "mean": _tolist(v.mean(0)),
+            "std": _tolist(v.std(0)),
+        }
+    return summary
+
+
+def latent_sites_shape(v: torch.Tensor) -> tuple[int, ...]:
+    """Shape of one draw of a stacked sample (squeezing Predictive's singleton dims)."""
+    shape = list(v.shape[1:])
+    while shape and shape[0] == 1:
+        shape.pop(0)
+    return tuple(shape)
+
+
+def predictive(
+    model: Callable,
+    guide: Callable,
+    data: Mapping[str, Any],
+    num_samples: int = 100,
+    return_sites: list[str] | None = None,
+    parallel: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Posterior predictive samples of ``return_sites`` (observed ones by default)."""
+    with torch.no_grad():
+        return Predictive(
+            model,
+            guide=guide,
+            num_samples=num_samples,
+            return_sites=return_sites,
+            parallel=parallel,
+        )(**data)
+
+
+def _tolist(t: torch.Tensor):
+    return t.item() if t.dim() == 0 else t.tolist()

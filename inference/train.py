@@ -1,0 +1,352 @@
+"""Stochastic variational inference: ``max_lambda E_q[log p(x, z) - log q(z | lambda)]``.
+
+One loop for every model, written the way ``examples/svi_torch.py`` in Pyro writes it:
+the estimator gives a differentiable loss, a plain :mod:`torch.optim` optimizer steps on
+the parameters it touches. What the loop adds over ``SVI.step`` is only bookkeeping that
+never waits on the device between log points: minibatch indices, learning-rate and KL
+schedules, gradient clipping, metrics, atomic checkpoints, exact resume and clean
+SIGINT/SIGTERM handling.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+from pyro import poutine
+from tqdm.auto import tqdm
+
+from inference import checkpoint as ckpt
+from inference.batching import DataSubsample, EpochBatcher
+from inference.devices import resolve_device
+from inference.errors import UserError
+from inference.estimators import make_estimator
+from inference.schedules import LR_SCHEDULES, KLScale, kl_weight, lr_factor
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+
+
+@dataclass
+class FitConfig:
+    """Everything that decides a fit; saved with every checkpoint."""
+
+    steps: int = 1000
+    lr: float = 1e-2
+    optimizer: str = "adam"
+    estimator: str = "reparam"
+    particles: int = 1
+    vectorize_particles: bool = True
+    max_plate_nesting: float = float("inf")
+    batch_size: int | None = None
+    lr_schedule: str = "constant"
+    lr_warmup: int = 0
+    clip_norm: float | None = None
+    kl_warmup: int = 0
+    kl_warmup_start: int = 0
+    seed: int = 0
+    device: str = "cpu"
+    log_every: int = 100
+    checkpoint_every: int = 1000
+
+    def validate(self) -> None:
+        """Reject impossible settings with a :class:`UserError`."""
+        if self.steps <= 0:
+            raise UserError(f"--steps must be positive, got {self.steps}")
+        if not self.lr > 0:
+            raise UserError(f"--lr must be positive, got {self.lr}")
+        if self.particles < 1:
+            raise UserError(f"--particles must be >= 1, got {self.particles}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise UserError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise UserError(f"--clip-norm must be positive, got {self.clip_norm}")
+        if self.log_every < 1 or self.checkpoint_every < 1:
+            raise UserError("--log-every and --checkpoint-every must be >= 1")
+        if self.kl_warmup < 0:
+            raise UserError(f"--kl-warmup must be >= 0, got {self.kl_warmup}")
+
+
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
+}
+
+
+@dataclass
+class FitResult:
+    """What a fit produced (the parameters themselves live in Pyro's param store)."""
+
+    steps: int
+    final_elbo: float
+    wall_seconds: float
+    device: str
+    history: list[dict] = field(default_factory=list)
+    interrupted: bool = False
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; a checkpoint was saved at ``step``."""
+
+    def __init__(self, step: int, path: Path | None):
+        super().__init__(f"interrupted at step {step}")
+        self.step, self.path = step, path
+
+
+class _StopFlag:
+    """Turns SIGINT/SIGTERM into a flag the loop reads between steps."""
+
+    def __init__(self) -> None:
+        self.raised: int | None = None
+        self._old: dict = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame):  # noqa: ARG002
+        self.raised = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+def _to_device(data: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in data.items()}
+
+
+def trainable_params(model, guide, data: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Run model and guide once (no gradients) and return their unconstrained parameters,
+    by name, so the optimizer holds the very tensors Pyro's param store holds."""
+    with torch.no_grad(), poutine.trace(param_only=True) as tr:
+        guide_tr = poutine.trace(guide).get_trace(**data)
+        poutine.replay(model, trace=guide_tr)(**data)
+    unconstrained = dict(pyro.get_param_store().named_parameters())
+    return {
+        name: unconstrained[name]
+        for name in sorted(tr.trace.nodes)
+        if tr.trace.nodes[name]["type"] == "param"
+    }
+
+
+def fit(
+    model: Callable,
+    guide: Callable,
+    data: Mapping[str, Any],
+    config: FitConfig,
+    out_dir: str | Path | None = None,
+    *,
+    data_size: int | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    stop_at_step: int | None = None,
+) -> FitResult:
+    """Fit ``guide`` to ``model`` by SVI; ``data`` are the keyword arguments of both.
+
+    :param data_size: N, the size of the model's ``pyro.plate("data", N)``; needed for
+        minibatches (``config.batch_size``).
+    :param out_dir: where ``metrics.jsonl`` and ``checkpoint.pt`` go (none when ``None``).
+    :param resume: continue from ``out_dir/checkpoint.pt``; the result equals an
+        uninterrupted run with the same seed.
+    :param stop_at_step: behave as if SIGINT arrived after this step (for tests).
+    """
+    config.validate()
+    device = resolve_device(config.device)
+    out = Path(out_dir) if out_dir is not None else None
+    if resume and out is None:
+        raise UserError("--resume needs --out DIR holding the checkpoint")
+    state = ckpt.load(out / CHECKPOINT) if resume else None
+    if state is not None and state["step"] >= config.steps:
+        raise UserError(
+            f"the checkpoint is at step {state['step']}, not before --steps {config.steps}; "
+            "raise --steps to train longer"
+        )
+
+    pyro.set_rng_seed(config.seed)
+    pyro.clear_param_store()
+    data = _to_device(data, device)
+    if isinstance(model, torch.nn.Module):
+        model.to(device)
+    if isinstance(guide, torch.nn.Module):
+        guide.to(device)
+
+    estimator = make_estimator(
+        config.estimator, config.particles, config.vectorize_particles, config.max_plate_nesting
+    )
+    subsample = DataSubsample("data")
+    kl = KLScale()
+    train_model = subsample(kl(estimator.wrap_model(model)))
+    train_guide = subsample(kl(estimator.wrap_guide(guide)))
+
+    batcher = None
+    if config.batch_size is not None:
+        if data_size is None:
+            raise UserError("this model has no data plate to split into minibatches")
+        if config.batch_size < data_size:
+            batcher = EpochBatcher(data_size, config.batch_size, device)
+            subsample.indices = batcher.next()  # indices for the initialisation pass
+
+    params = trainable_params(train_model, train_guide, data)
+    if not params:
+        raise UserError("nothing to fit: the model and guide have no parameters")
+    optimizer = OPTIMIZERS[config.optimizer](list(params.values()), lr=config.lr)
+
+    start = 0
+    history: list[dict] = []
+    if state is not None:
+        ckpt.load_param_store_state(state["param_store"], device)
+        optimizer.load_state_dict(state["optimizer"])
+        if batcher is not None and state.get("batcher") is not None:
+            batcher.load_state_dict(state["batcher"])
+        ckpt.set_rng_state(state["rng"])
+        start = state["step"]
+        history = state.get("history", [])
+    elif batcher is not None:
+        batcher._pos = batcher.batches_per_epoch  # the first epoch starts at step 0
+
+    metrics_path = out / METRICS if out is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        _truncate_metrics(metrics_path, start)
+
+    def save_checkpoint(step: int) -> None:
+        if out is None:
+            return
+        ckpt.save(
+            out / CHECKPOINT,
+            {
+                "format": 1,
+                "step": step,
+                "param_store": ckpt.param_store_state(),
+                "optimizer": optimizer.state_dict(),
+                "batcher": batcher.state_dict() if batcher is not None else None,
+                "rng": ckpt.rng_state(),
+                "config": asdict(config),
+                "history": history,
+            },
+        )
+
+    param_list = list(params.values())
+    running = torch.zeros((), device=device)
+    count = 0
+    wall0 = time.perf_counter()
+    bar = tqdm(
+        total=config.steps,
+        initial=start,
+        disable=not progress,
+        desc=f"fit ({config.estimator})",
+        unit="step",
+        dynamic_ncols=True,
+        leave=False,
+    )
+    interrupted_at = None
+    with _StopFlag() as stop:
+        for step in range(start, config.steps):
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr * lr_factor(
+                    config.lr_schedule, step, config.steps, config.lr_warmup
+                )
+            kl.beta = kl_weight(step, config.kl_warmup, config.kl_warmup_start)
+            if batcher is not None:
+                subsample.indices = batcher.next()
+            loss = estimator.loss(train_model, train_guide, **data)
+            loss.backward()
+            if config.clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(param_list, config.clip_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            running += loss.detach()
+            count += 1
+
+            done = step + 1
+            if done % config.log_every == 0 or done == config.steps:
+                elbo = -float(running) / count  # the only host sync: once per log window
+                running.zero_()
+                count = 0
+                if elbo != elbo or abs(elbo) == float("inf"):
+                    bar.close()
+                    raise UserError(
+                        f"the ELBO became {elbo} by step {done}: lower --lr or set --clip-norm "
+                        "(the last finite checkpoint is kept)"
+                    )
+                row = {
+                    "step": done,
+                    "elbo": elbo,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "kl_weight": kl.beta,
+                    "wall_seconds": round(time.perf_counter() - wall0, 4),
+                }
+                history.append(row)
+                if metrics_path is not None:
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps(row) + "\n")
+                bar.set_postfix(elbo=f"{elbo:.4g}")
+            if done % config.checkpoint_every == 0 and done != config.steps:
+                save_checkpoint(done)
+            bar.update(1)
+            if stop.raised is not None or (stop_at_step is not None and done == stop_at_step):
+                interrupted_at = done
+                break
+    bar.close()
+    wall = time.perf_counter() - wall0
+    final_step = interrupted_at if interrupted_at is not None else config.steps
+    save_checkpoint(final_step)
+    if interrupted_at is not None:
+        raise Interrupted(final_step, out / CHECKPOINT if out is not None else None)
+    final = history[-1]["elbo"] if history else float("nan")
+    return FitResult(
+        steps=config.steps,
+        final_elbo=final,
+        wall_seconds=wall,
+        device=str(device),
+        history=history,
+    )
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Keep only metric rows up to ``step`` (a resumed run rewrites what came after)."""
+    if not path.exists():
+        return
+    keep = [
+        line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step
+    ]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def restore(
+    model: Callable,
+    guide: Callable,
+    data: Mapping[str, Any],
+    checkpoint_path: str | Path,
+    device: str = "cpu",
+) -> torch.device:
+    """Load a checkpoint's parameters for prediction: create the parameters by running model
+    and guide once, then overwrite them with the saved values."""
+    dev = resolve_device(device)
+    state = ckpt.load(checkpoint_path)
+    pyro.clear_param_store()
+    if isinstance(model, torch.nn.Module):
+        model.to(dev)
+    if isinstance(guide, torch.nn.Module):
+        guide.to(dev)
+    trainable_params(model, guide, _to_device(data, dev))
+    ckpt.load_param_store_state(state["param_store"], dev)
+    return dev

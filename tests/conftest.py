@@ -1,0 +1,40 @@
+"""Shared test helpers: a clean Pyro state per test and a way to run the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyro
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def clean_pyro():
+    """Every test starts with an empty param store and a fixed seed."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    yield
+    pyro.clear_param_store()
+
+
+def run_cli(*args: str, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:
+    """Run ``python cli.py ARGS`` as a user would; returns the finished process."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), *args],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"cli {args} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture
+def cli():
+    """The :func:`run_cli` helper as a fixture."""
+    return run_cli

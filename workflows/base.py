@@ -1,0 +1,74 @@
+"""What a registered model provides: options, data, model + guide, and its reports."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from inference.errors import UserError
+
+
+@dataclass
+class Problem:
+    """A model, its guide and the keyword arguments both take.
+
+    ``data_size`` is N of the model's ``pyro.plate("data", N)`` (for minibatches);
+    ``extra`` holds what reports need (test split, exact posterior, ...).
+    """
+
+    model: Callable
+    guide: Callable
+    data: dict[str, Any]
+    data_size: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Workflow:
+    """Base class of the registered models. Subclasses set the class attributes and
+    override :meth:`build`; every report hook is optional."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    latent: ClassVar[str] = "continuous"  # continuous | discrete | mixed
+    default_estimator: ClassVar[str] = "reparam"
+    guides: ClassVar[tuple[str, ...]] = ()
+    default_guide: ClassVar[str] = ""
+    #: engine defaults for this model (FitConfig field -> value)
+    fit_defaults: ClassVar[dict[str, Any]] = {}
+    #: the runs `bayesdl tour` makes of this model, each a list of `fit` arguments
+    #: (quick settings, bundled data)
+    tour_runs: ClassVar[list[list[str]]] = [[]]
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Model-specific command-line options."""
+
+    def build(self) -> Problem:
+        """Load the data and pair the model with the chosen guide."""
+        raise NotImplementedError
+
+    def summarize(self, problem: Problem) -> dict[str, Any]:
+        """Model-specific entries of ``summary.json`` (exact posterior, KL, predictives ...)."""
+        return {}
+
+    def figures(self, problem: Problem, out: Path) -> list[str]:
+        """Write PNG figures into ``out``; return their file names."""
+        return []
+
+    def evaluate(self, problem: Problem, out: Path) -> dict[str, Any]:
+        """Held-out metrics of a fitted run."""
+        return {}
+
+    def predict(self, problem: Problem, path: Path) -> dict[str, Any]:
+        """Posterior predictive for the inputs in ``path``."""
+        raise UserError(f"model {self.name!r} has no predict")
+
+    def comparison(self, summary: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+        """Rows ``(quantity, exact or reference, fitted)`` for the tour report."""
+        return []

@@ -1,0 +1,178 @@
+"""Coin tossing, fitted three ways: full Bayes (Beta guide), MAP and MLE (point guides)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyro
+import torch
+from torch.distributions import Beta, kl_divergence
+
+import guides.coin as coin_guides
+import models.coin as coin
+from inference.data import load_arrays
+from inference.errors import UserError
+from models.registry import register
+from workflows.base import Problem, Workflow
+from workflows.figures import plt, save
+
+
+@register
+class Coin(Workflow):
+    """``pi ~ Beta(a, b)``, ``x_n ~ Bern(pi)``: exact posterior known, three estimates compared."""
+
+    name = "coin"
+    description = "coin tossing, Beta-Bernoulli: full Bayes vs MAP vs MLE"
+    latent = "continuous"
+    default_estimator = "reparam"
+    guides = ("beta", "map", "mle")
+    default_guide = "beta"
+    fit_defaults = {"steps": 2000, "lr": 0.05, "log_every": 100}
+    tour_runs = [
+        ["--heads", "3", "--tails", "0", "--guide", g, "--steps", "1500"] for g in ("beta", "map", "mle")
+    ]
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("coin")
+        g.add_argument("--prior-a", type=float, default=1.0, help="Beta prior a (default 1: uniform)")
+        g.add_argument("--prior-b", type=float, default=1.0, help="Beta prior b (default 1)")
+        g.add_argument("--heads", type=int, help="number of heads observed")
+        g.add_argument("--tails", type=int, help="number of tails observed")
+        g.add_argument("--flips", help="comma-separated flips, e.g. 1,0,1,1")
+        g.add_argument("--data", help="file of 0/1 flips (.csv, .txt, .npy, or .npz with `flips`)")
+        g.add_argument("--simulate", type=float, metavar="P", help="simulate flips with P(heads)=P")
+        g.add_argument("--n", type=int, default=20, help="number of simulated flips (default 20)")
+
+    def _flips(self) -> torch.Tensor:
+        a = self.args
+        sources = [a.heads is not None or a.tails is not None, a.flips, a.data, a.simulate is not None]
+        if sum(bool(s) for s in sources) > 1:
+            raise UserError("give the flips one way: --heads/--tails, --flips, --data or --simulate")
+        if a.prior_a <= 0 or a.prior_b <= 0:
+            raise UserError("--prior-a and --prior-b must be positive")
+        if a.flips:
+            try:
+                x = np.array([float(v) for v in a.flips.split(",") if v.strip()])
+            except ValueError:
+                raise UserError(f"--flips must be comma-separated 0/1 values, got {a.flips!r}") from None
+        elif a.data:
+            arrays = load_arrays(a.data)
+            x = arrays.get("flips", arrays.get("table", next(iter(arrays.values()))))
+            x = np.asarray(x, dtype=np.float64).reshape(-1)
+        elif a.simulate is not None:
+            if not 0 <= a.simulate <= 1:
+                raise UserError(f"--simulate takes a probability in [0, 1], got {a.simulate}")
+            if a.n < 0:
+                raise UserError(f"--n must be >= 0, got {a.n}")
+            rng = np.random.default_rng(a.seed)
+            x = (rng.random(a.n) < a.simulate).astype(np.float64)
+        else:
+            h, t = a.heads or 0, a.tails or 0
+            if h < 0 or t < 0:
+                raise UserError("--heads and --tails must be >= 0")
+            x = np.concatenate([np.ones(h), np.zeros(t)])
+        if not np.isin(x, (0.0, 1.0)).all():
+            raise UserError("coin flips must be 0 or 1")
+        return torch.as_tensor(x, dtype=torch.float32)
+
+    def build(self) -> Problem:
+        a = self.args
+        flips = self._flips()
+        guide = {"beta": coin_guides.beta, "map": coin_guides.delta, "mle": coin_guides.delta}
+        if a.guide not in guide:
+            raise UserError(f"coin has guides {', '.join(self.guides)}, not {a.guide!r}")
+        if a.guide == "mle" and flips.numel() == 0:
+            raise UserError("the MLE needs at least one flip")
+        data = {"flips": flips, "prior_a": a.prior_a, "prior_b": a.prior_b, "mle": a.guide == "mle"}
+        h = int(flips.sum())
+        return Problem(
+            coin.model, guide[a.guide], data, data_size=flips.numel(),
+            extra={"heads": h, "tails": flips.numel() - h},
+        )
+
+    def summarize(self, problem: Problem) -> dict[str, Any]:
+        a, b = self.args.prior_a, self.args.prior_b
+        h, t = problem.extra["heads"], problem.extra["tails"]
+        pa, pb = coin.posterior(a, b, h, t)
+        exact = Beta(torch.tensor(pa), torch.tensor(pb))
+        out: dict[str, Any] = {
+            "data": {"heads": h, "tails": t},
+            "prior": {"a": a, "b": b},
+            "exact_posterior": {
+                "a": pa, "b": pb, "mean": exact.mean.item(), "std": exact.stddev.item(),
+            },
+            "log_evidence": coin.log_evidence(a, b, h, t),
+            "predictive_exact": {
+                "bayes": coin.predictive_bayes(a, b, h, t),
+                "map": coin.map_estimate(a, b, h, t),
+                "mle": coin.mle_estimate(h, t),
+            },
+        }
+        store = pyro.get_param_store()
+        if self.args.guide == "beta":
+            q = Beta(store["a_q"].detach().cpu(), store["b_q"].detach().cpu())
+            out["fitted"] = {
+                "a_q": q.concentration1.item(), "b_q": q.concentration0.item(),
+                "mean": q.mean.item(), "std": q.stddev.item(),
+                "kl_to_exact": kl_divergence(q, exact).item(),
+                "predictive": q.mean.item(),
+            }
+        else:
+            pi_hat = store["pi_hat"].item()
+            out["fitted"] = {"pi_hat": pi_hat, "predictive": pi_hat}
+        return out
+
+    def figures(self, problem: Problem, out: Path) -> list[str]:
+        s = self.summarize(problem)
+        a, b = s["prior"]["a"], s["prior"]["b"]
+        grid = torch.linspace(1e-3, 1 - 1e-3, 400)
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        ax.plot(grid, Beta(a, b).log_prob(grid).exp(), "--", color="grey", label=f"prior Beta({a:g}, {b:g})")
+        pa, pb = s["exact_posterior"]["a"], s["exact_posterior"]["b"]
+        ax.plot(grid, Beta(pa, pb).log_prob(grid).exp(), lw=2.5, label=f"exact posterior Beta({pa:g}, {pb:g})")
+        f = s["fitted"]
+        if "a_q" in f:
+            ax.plot(grid, Beta(f["a_q"], f["b_q"]).log_prob(grid).exp(), ":", lw=2.5, color="C3",
+                    label=f"fitted q = Beta({f['a_q']:.2f}, {f['b_q']:.2f})")
+        else:
+            ax.axvline(f["pi_hat"], color="C3", ls=":", lw=2.5, label=f"{self.args.guide.upper()} = {f['pi_hat']:.3f}")
+        ax.set_xlabel("pi = P(heads)")
+        ax.set_ylabel("density")
+        ax.set_title(f"coin: {s['data']['heads']} heads, {s['data']['tails']} tails")
+        ax.legend(fontsize=8)
+        names = [save(fig, out, "coin_posterior.png")]
+
+        p = s["predictive_exact"]
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        labels = ["full Bayes", "MAP", "MLE"]
+        vals = [p["bayes"], p["map"], p["mle"]]
+        bars = ax.bar(labels, [0 if v != v else v for v in vals], color=["C0", "C1", "C2"])
+        for bar, v in zip(bars, vals, strict=True):
+            ax.text(bar.get_x() + bar.get_width() / 2, (v if v == v else 0) + 0.02,
+                    "n/a" if v != v else f"{v:.3f}", ha="center")
+        ax.set_ylim(0, 1.1)
+        ax.set_ylabel("P(next flip = heads)")
+        ax.set_title("posterior predictive: point estimates are over-confident")
+        names.append(save(fig, out, "coin_predictive.png"))
+        return names
+
+    def evaluate(self, problem: Problem, out: Path) -> dict[str, Any]:
+        s = self.summarize(problem)
+        return {"exact": s["exact_posterior"], "fitted": s["fitted"], "predictive_exact": s["predictive_exact"]}
+
+    def comparison(self, summary: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+        e, f, p = summary["exact_posterior"], summary["fitted"], summary["predictive_exact"]
+        rows = []
+        if "mean" in f:
+            rows += [("posterior mean", e["mean"], f["mean"]), ("posterior std", e["std"], f["std"]),
+                     ("KL(q || exact)", 0.0, f["kl_to_exact"])]
+        rows += [
+            ("P(next = 1): full Bayes", p["bayes"], f["predictive"] if "mean" in f else None),
+            ("P(next = 1): MAP", p["map"], f["predictive"] if self.args.guide == "map" else None),
+            ("P(next = 1): MLE", p["mle"], f["predictive"] if self.args.guide == "mle" else None),
+        ]
+        return rows
