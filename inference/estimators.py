@@ -19,18 +19,49 @@ from dataclasses import dataclass
 
 import torch
 from pyro.infer import ELBO, TraceEnum_ELBO, TraceGraph_ELBO, Trace_ELBO, config_enumerate
+from pyro.distributions import TorchDistribution
 from pyro.poutine.messenger import Messenger
 
 
-def _no_rsample(fn):
-    """Force score-function sampling on ``fn`` (walking through ``Independent`` wrappers)."""
-    d = fn
-    while True:
-        try:
-            d.has_rsample_(False)
-            return fn
-        except AttributeError:
-            d = d.base_dist
+class ScoreOnly(TorchDistribution):
+    """``base`` with its pathwise gradient switched off: samples are detached, so the ELBO's
+    gradient comes from the score function ``grad log q`` (survives ``expand``, unlike
+    ``has_rsample_(False)`` on an ``Independent``)."""
+
+    arg_constraints: dict = {}
+    has_rsample = False
+
+    def __init__(self, base):
+        self.base = base
+        super().__init__(base.batch_shape, base.event_shape, validate_args=False)
+
+    @property
+    def support(self):
+        return self.base.support
+
+    @property
+    def has_enumerate_support(self):
+        return self.base.has_enumerate_support
+
+    def enumerate_support(self, expand=True):
+        return self.base.enumerate_support(expand)
+
+    def sample(self, sample_shape=torch.Size()):
+        return self.base.sample(sample_shape)
+
+    def log_prob(self, value):
+        return self.base.log_prob(value)
+
+    def expand(self, batch_shape, _instance=None):
+        return ScoreOnly(self.base.expand(batch_shape))
+
+    @property
+    def mean(self):
+        return self.base.mean
+
+    @property
+    def variance(self):
+        return self.base.variance
 
 
 class ScoreFunction(Messenger):
@@ -51,7 +82,8 @@ class ScoreFunction(Messenger):
     def _pyro_sample(self, msg):
         if msg["is_observed"] or type(msg["fn"]).__name__ == "_Subsample":
             return
-        _no_rsample(msg["fn"])
+        if msg["fn"].has_rsample:
+            msg["fn"] = ScoreOnly(msg["fn"])
         if self.baseline and "baseline" not in msg["infer"]:
             msg["infer"] = {**msg["infer"], "baseline": dict(self.baseline)}
 

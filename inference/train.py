@@ -205,6 +205,8 @@ def fit(
             subsample.indices = batcher.next()  # indices for the initialisation pass
 
     params = trainable_params(train_model, train_guide, data)
+    with torch.no_grad():  # lets Pyro settle lazy state (plate nesting, baselines) before any
+        estimator.loss(train_model, train_guide, **data)  # RNG state is saved or restored
     if not params:
         raise UserError("nothing to fit: the model and guide have no parameters")
     optimizer = OPTIMIZERS[config.optimizer](list(params.values()), lr=config.lr)
