@@ -2,7 +2,8 @@
 
     bayesdl list
     bayesdl fit MODEL [options] --out DIR
-    bayesdl evaluate DIR
+    bayesdl evaluate DIR [--iw-samples K]
+    bayesdl sample DIR [--out DIR]
     bayesdl predict DIR --input FILE
     bayesdl tour --out DIR
     bayesdl gradient-variance MODEL [options]
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shlex
 import sys
 import time
@@ -41,9 +43,20 @@ def _registry() -> dict:
 
 def _lookup(name: str):
     registry = _registry()
+    from workflows.user_model import file_workflow, is_file_spec
+
+    if name not in registry and is_file_spec(name):
+        return file_workflow(name)  # `fit path/to/file.py:model`
     if name not in registry:
         raise UserError(f"unknown model {name!r}; known models: {', '.join(sorted(registry))}")
     return registry[name]
+
+
+def _run_registry(run: str) -> dict:
+    """The registry with what a saved run needs: its --plugin files, its model file."""
+    from workflows.user_model import run_registry
+
+    return run_registry(Path(run), _registry())
 
 
 def _optional_int(s: str) -> int | None:
@@ -83,6 +96,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser, workflow) -> None:
     g.add_argument("--log-every", type=int, default=d["log_every"], help="steps between metric rows")
     g.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"],
                    help="steps between checkpoints")
+    g.add_argument("--threads", type=int, default=d["threads"],
+                   help="torch intra-op threads (default: torch's; 1 is fastest for small models "
+                   "on a busy machine)")
     g.add_argument("--max-plate-nesting", type=float, default=d["max_plate_nesting"],
                    help=argparse.SUPPRESS)
 
@@ -91,10 +107,17 @@ def _fit_parser(workflow, prog: str) -> Parser:
     p = Parser(prog=prog, description=workflow.description)
     workflow.add_arguments(p)
     add_engine_arguments(p, workflow)
+    from workflows.user_model import absolute_path
+
+    p.add_argument("--plugin", action="append", default=[], type=absolute_path, metavar="FILE",
+                   help="Python file whose @register models to load (repeatable)")
     return p
 
 
 def _model_and_rest(argv: list[str], what: str):
+    from workflows.user_model import load_plugins, plugin_paths
+
+    load_plugins(plugin_paths(argv))  # before the name is looked up: `fit NAME --plugin FILE`
     if not argv or argv[0].startswith("-"):
         if argv and argv[0] in ("-h", "--help"):
             print(f"usage: {PROG} {what} MODEL [options]; models: {', '.join(sorted(_registry()))}")
@@ -104,8 +127,13 @@ def _model_and_rest(argv: list[str], what: str):
 
 
 def cmd_list(argv: list[str]) -> int:
-    Parser(prog=f"{PROG} list", description="registered models").parse_args(argv)
+    p = Parser(prog=f"{PROG} list", description="registered models")
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE",
+                   help="also list the @register models of this Python file (repeatable)")
+    from workflows.user_model import load_plugins
+
     registry = _registry()
+    load_plugins(p.parse_args(argv).plugin)
     width = max(len(n) for n in registry)
     for name in sorted(registry):
         w = registry[name]
@@ -150,10 +178,17 @@ def cmd_evaluate(argv: list[str]) -> int:
     p = Parser(prog=f"{PROG} evaluate", description="held-out metrics of a fitted run")
     p.add_argument("run", help="run folder made by `bayesdl fit`")
     p.add_argument("--device", default=None, help="cpu | cuda | auto (default: the run's)")
+    p.add_argument("--iw-samples", type=int, default=None,
+                   help="importance samples per example for log p(x) (generative models)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="posterior samples M of the predictive (default: the run's --samples)")
     args = p.parse_args(argv)
     from workflows.run import evaluate_run
 
-    result = evaluate_run(Path(args.run), _registry(), args.device)
+    overrides = {"iw_samples": args.iw_samples} if args.iw_samples is not None else {}
+    if args.samples is not None:
+        overrides["samples"] = args.samples
+    result = evaluate_run(Path(args.run), _run_registry(args.run), args.device, overrides)
     print(f"evaluation of {args.run}:")
     _print_table(result)
     print(f"-> {Path(args.run) / 'evaluation.json'}")
@@ -169,12 +204,27 @@ def cmd_predict(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from workflows.run import predict_run, write_json
 
-    result = predict_run(Path(args.run), _registry(), Path(args.input), args.device)
+    result = predict_run(Path(args.run), _run_registry(args.run), Path(args.input), args.device)
     if args.output:
         write_json(Path(args.output), result)
         print(f"predictions -> {args.output}")
     else:
         print(json.dumps(result, indent=1))
+    return 0
+
+
+def cmd_sample(argv: list[str]) -> int:
+    p = Parser(prog=f"{PROG} sample", description="draw from a fitted generative model")
+    p.add_argument("run", help="run folder made by `bayesdl fit`")
+    p.add_argument("--out", default=None, help="folder for the images (default: the run folder)")
+    p.add_argument("--device", default=None, help="cpu | cuda | auto (default: the run's)")
+    args = p.parse_args(argv)
+    from workflows.run import sample_run
+
+    result = sample_run(Path(args.run), _run_registry(args.run),
+                        None if args.out is None else Path(args.out), args.device)
+    print(f"samples of {args.run}:")
+    _print_table(result)
     return 0
 
 
@@ -241,6 +291,7 @@ COMMANDS = {
     "fit": cmd_fit,
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
+    "sample": cmd_sample,
     "tour": cmd_tour,
     "gradient-variance": cmd_gradient_variance,
 }
@@ -249,6 +300,7 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bayesdl`` command."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    logging.getLogger("pyro").setLevel(logging.WARNING)  # "Guessed max_plate_nesting" etc.
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         return 0 if argv else 2

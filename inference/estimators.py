@@ -167,3 +167,5 @@ def make_estimator(
         raise UserError(f"--particles must be >= 1, got {particles}")
     return ESTIMATORS[name](particles, vectorize and particles > 1, max_plate_nesting)
 
+
+import inference.relaxed  # noqa: E402, F401  (registers `relaxed` in ESTIMATORS)

@@ -22,6 +22,7 @@ def latent_sites(guide: Callable, data: Mapping[str, Any]) -> dict[str, torch.Si
         if site["type"] == "sample"
         and not site["is_observed"]
         and type(site["fn"]).__name__ != "_Subsample"
+        and not site["infer"].get("is_auxiliary")  # autoguides' internal (unconstrained) sites
     }
 
 

@@ -55,6 +55,7 @@ class FitConfig:
     device: str = "cpu"
     log_every: int = 100
     checkpoint_every: int = 1000
+    threads: int | None = None
 
     def validate(self) -> None:
         """Reject impossible settings with a :class:`UserError`."""
@@ -74,6 +75,8 @@ class FitConfig:
             raise UserError(f"--clip-norm must be positive, got {self.clip_norm}")
         if self.log_every < 1 or self.checkpoint_every < 1:
             raise UserError("--log-every and --checkpoint-every must be >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"--threads must be >= 1, got {self.threads}")
         if self.kl_warmup < 0:
             raise UserError(f"--kl-warmup must be >= 0, got {self.kl_warmup}")
 
@@ -158,6 +161,7 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     stop_at_step: int | None = None,
+    data_hook: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None,
 ) -> FitResult:
     """Fit ``guide`` to ``model`` by SVI; ``data`` are the keyword arguments of both.
 
@@ -167,6 +171,10 @@ def fit(
     :param resume: continue from ``out_dir/checkpoint.pt``; the result equals an
         uninterrupted run with the same seed.
     :param stop_at_step: behave as if SIGINT arrived after this step (for tests).
+    :param data_hook: ``data_hook(epoch, data) -> data`` gives the data of each epoch (e.g.
+        dynamic binarization); called at every epoch start (every step without minibatches)
+        with the original ``data``. Its randomness must come from torch's RNGs: the RNG state
+        at the epoch start is checkpointed, so a resume mid-epoch redraws the same data.
     """
     config.validate()
     device = resolve_device(config.device)
@@ -180,9 +188,15 @@ def fit(
             "raise --steps to train longer"
         )
 
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     pyro.set_rng_seed(config.seed)
     pyro.clear_param_store()
-    data = _to_device(data, device)
+    data = base_data = _to_device(data, device)
+    epoch_rng = None  # RNG state at the start of the current epoch (for data_hook)
+    if data_hook is not None:  # epoch 0's data, also for the initialisation pass
+        epoch_rng = ckpt.rng_state()
+        data = data_hook(0, base_data)
     if isinstance(model, torch.nn.Module):
         model.to(device)
     if isinstance(guide, torch.nn.Module):
@@ -205,14 +219,16 @@ def fit(
             subsample.indices = batcher.next()  # indices for the initialisation pass
 
     params = trainable_params(train_model, train_guide, data)
-    with torch.no_grad():  # lets Pyro settle lazy state (plate nesting, baselines) before any
-        estimator.loss(train_model, train_guide, **data)  # RNG state is saved or restored
     if not params:
         raise UserError("nothing to fit: the model and guide have no parameters")
+    # lets Pyro settle lazy state (plate nesting, baselines) before any RNG state is saved or
+    # restored; with gradients on, as TraceEnum_ELBO refuses a loss it cannot differentiate
+    estimator.loss(train_model, train_guide, **data).detach()
     optimizer = OPTIMIZERS[config.optimizer](list(params.values()), lr=config.lr)
 
     start = 0
     history: list[dict] = []
+    epoch_len = batcher.batches_per_epoch if batcher is not None else 1
     if state is not None:
         ckpt.load_param_store_state(state["param_store"], device)
         optimizer.load_state_dict(state["optimizer"])
@@ -221,6 +237,11 @@ def fit(
         ckpt.set_rng_state(state["rng"])
         start = state["step"]
         history = state.get("history", [])
+        if data_hook is not None and start % epoch_len:
+            epoch_rng = state["epoch_rng"]  # redraw this epoch's data as it was drawn
+            ckpt.set_rng_state(epoch_rng)
+            data = data_hook(start // epoch_len, base_data)
+            ckpt.set_rng_state(state["rng"])
     elif batcher is not None:
         batcher._pos = batcher.batches_per_epoch  # the first epoch starts at step 0
 
@@ -241,12 +262,14 @@ def fit(
                 "optimizer": optimizer.state_dict(),
                 "batcher": batcher.state_dict() if batcher is not None else None,
                 "rng": ckpt.rng_state(),
+                "epoch_rng": epoch_rng,
                 "config": asdict(config),
                 "history": history,
             },
         )
 
     param_list = list(params.values())
+    set_step = getattr(estimator, "set_step", None)  # optional per-step schedule hook
     running = torch.zeros((), device=device)
     count = 0
     wall0 = time.perf_counter()
@@ -267,6 +290,11 @@ def fit(
                     config.lr_schedule, step, config.steps, config.lr_warmup
                 )
             kl.beta = kl_weight(step, config.kl_warmup, config.kl_warmup_start)
+            if set_step is not None:  # e.g. the relaxed estimator's temperature
+                set_step(step, config.steps)
+            if data_hook is not None and step % epoch_len == 0 and step > 0:
+                epoch_rng = ckpt.rng_state()
+                data = data_hook(step // epoch_len, base_data)
             if batcher is not None:
                 subsample.indices = batcher.next()
             loss = estimator.loss(train_model, train_guide, **data)

@@ -16,7 +16,8 @@ class Problem:
     """A model, its guide and the keyword arguments both take.
 
     ``data_size`` is N of the model's ``pyro.plate("data", N)`` (for minibatches);
-    ``extra`` holds what reports need (test split, exact posterior, ...).
+    ``extra`` holds what reports need (test split, exact posterior, ...);
+    ``data_hook(epoch, data) -> data`` redraws the data each epoch (see ``inference.train.fit``).
     """
 
     model: Callable
@@ -24,6 +25,7 @@ class Problem:
     data: dict[str, Any]
     data_size: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    data_hook: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None
 
 
 class Workflow:
@@ -68,6 +70,10 @@ class Workflow:
     def predict(self, problem: Problem, path: Path) -> dict[str, Any]:
         """Posterior predictive for the inputs in ``path``."""
         raise UserError(f"model {self.name!r} has no predict")
+
+    def sample(self, problem: Problem, out: Path) -> dict[str, Any]:
+        """Draw from the fitted generative model into ``out`` (images, arrays); return a summary."""
+        raise UserError(f"model {self.name!r} has no sample")
 
     def comparison(self, summary: dict[str, Any]) -> list[tuple[str, Any, Any]]:
         """Rows ``(quantity, exact or reference, fitted)`` for the tour report."""

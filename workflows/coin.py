@@ -30,7 +30,7 @@ class Coin(Workflow):
     default_estimator = "reparam"
     guides = ("beta", "map", "mle")
     default_guide = "beta"
-    fit_defaults = {"steps": 2000, "lr": 0.05, "log_every": 100}
+    fit_defaults = {"steps": 2000, "lr": 0.1, "lr_schedule": "linear", "particles": 8}
     tour_runs = [
         ["--heads", "3", "--tails", "0", "--guide", g, "--steps", "1500"] for g in ("beta", "map", "mle")
     ]

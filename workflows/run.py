@@ -83,6 +83,7 @@ def run_fit(
         data_size=problem.data_size,
         resume=resume,
         progress=progress,
+        data_hook=problem.data_hook,
     )
     summary: dict[str, Any] = {
         "model": workflow_cls.name,
@@ -107,8 +108,17 @@ def _on(data: dict[str, Any], device: str) -> dict[str, Any]:
     return {k: v.to(device) if hasattr(v, "to") else v for k, v in data.items()}
 
 
-def load_run(run_dir: str | Path, registry: dict, device: str | None = None):
-    """Rebuild a finished (or interrupted) run: its workflow and problem, parameters restored."""
+def load_run(
+    run_dir: str | Path,
+    registry: dict,
+    device: str | None = None,
+    overrides: dict[str, Any] | None = None,
+):
+    """Rebuild a finished (or interrupted) run: its workflow and problem, parameters restored.
+
+    ``overrides`` replace options of the run's fit command (e.g. ``{"iw_samples": 100}`` for
+    ``bayesdl evaluate --iw-samples``); an option the model does not have is a UserError.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} is not a run folder")
@@ -124,6 +134,11 @@ def load_run(run_dir: str | Path, registry: dict, device: str | None = None):
     args = argparse.Namespace(**cfg["args"])
     if device is not None:
         args.device = device
+    for key, value in (overrides or {}).items():
+        if not hasattr(args, key):
+            option = "--" + key.replace("_", "-")
+            raise UserError(f"model {cfg['model']!r} has no option {option}")
+        setattr(args, key, value)
     workflow = registry[cfg["model"]](args)
     problem = workflow.build()
     dev = restore(problem.model, problem.guide, problem.data, run_dir / CHECKPOINT, args.device)
@@ -131,9 +146,14 @@ def load_run(run_dir: str | Path, registry: dict, device: str | None = None):
     return workflow, problem
 
 
-def evaluate_run(run_dir: Path, registry: dict, device: str | None = None) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: Path,
+    registry: dict,
+    device: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Held-out metrics of a run, saved to ``evaluation.json``."""
-    workflow, problem = load_run(run_dir, registry, device)
+    workflow, problem = load_run(run_dir, registry, device, overrides)
     result = workflow.evaluate(problem, Path(run_dir))
     write_json(Path(run_dir) / EVALUATION, result)
     return result
@@ -143,3 +163,15 @@ def predict_run(run_dir: Path, registry: dict, path: Path, device: str | None = 
     """Posterior predictive of a run for new inputs."""
     workflow, problem = load_run(run_dir, registry, device)
     return workflow.predict(problem, Path(path))
+
+
+def sample_run(
+    run_dir: Path, registry: dict, out: Path | None = None, device: str | None = None
+) -> dict[str, Any]:
+    """Draw from a fitted generative model into ``out`` (default: the run folder)."""
+    workflow, problem = load_run(run_dir, registry, device)
+    out = Path(run_dir) if out is None else Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return workflow.sample(problem, out)

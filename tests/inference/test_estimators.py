@@ -1,0 +1,111 @@
+"""Gradient estimators against their known properties: mean (unbiased) and variance.
+
+Toy problem (Mohamed et al. 2020, figs. 2-3): q(x) = N(mu, 1) at mu = 1, model density
+exp(-(x - k)^2) on an improper flat prior, so the ELBO integrand is
+f(x) = -(x - k)^2 - log q(x). With eps = x - mu and c = mu - k:
+  pathwise:       g = -2 (x - k)              mean -2c, variance 4 (for every k, as in the paper)
+  score function: g = eps f(x)                mean -2c,
+                  variance 15/4 + 8 c^2 + d^2 - 3 d  with d = log(2 pi) / 2 - c^2
+                  (d = 1/2 with the mean as baseline)
+(the paper's 30 / 15 / 87 / 495 are for the bare cost without the -log q term: 15 + 14c^2 + c^4,
+checked below too).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from torch.distributions import constraints
+
+from inference.diagnostics import gradient_draws
+from inference.estimators import Estimator, ScoreFunction, make_estimator
+
+DRAWS = 4000
+
+
+def toy(k: float):
+    def model():
+        x = pyro.sample("x", dist.ImproperUniform(constraints.real, (), ()))
+        pyro.factor("cost", -((x - k) ** 2))
+
+    def guide():
+        mu = pyro.param("mu", torch.tensor(1.0))
+        pyro.sample("x", dist.Normal(mu, 1.0))
+
+    return model, guide
+
+
+def score_without_baseline() -> Estimator:
+    est = make_estimator("score")
+    est.wrap_guide = lambda g: ScoreFunction(baseline={})(g)
+    return est
+
+
+def _closed_form_score_variance(k: float, baseline: float | None = None) -> float:
+    """Variance of eps * (f - b); the optimal constant b = E f leaves d = 1/2."""
+    c = 1.0 - k
+    d = 0.5 if baseline == "mean" else 0.5 * math.log(2 * math.pi) - c**2
+    return 15 / 4 + 8 * c**2 + d**2 - 3 * d
+
+
+@pytest.mark.parametrize("k", [0.0, 3.0])
+def test_pathwise_gradient_variance_is_four(k):
+    model, guide = toy(k)
+    g = gradient_draws(model, guide, {}, "reparam", DRAWS)["mu"]
+    # d/dmu of -ELBO: mean 2(1 - k); sample variance of 4 has relative s.e. sqrt(2 / S) ~ 2.2 %
+    assert g.mean().item() == pytest.approx(2 * (1 - k), abs=4 * 2 / math.sqrt(DRAWS))
+    assert g.var().item() == pytest.approx(4.0, rel=4 * math.sqrt(2 / DRAWS))
+
+
+@pytest.mark.parametrize("k", [0.0, 3.0])
+def test_score_function_is_unbiased_with_its_known_variance(k):
+    model, guide = toy(k)
+    g = gradient_draws(model, guide, {}, score_without_baseline(), DRAWS)["mu"]
+    var = _closed_form_score_variance(k)
+    se = math.sqrt(var / DRAWS)
+    assert g.mean().item() == pytest.approx(2 * (1 - k), abs=4 * se)
+    # heavy-tailed (eps^3 terms): allow 20 % on the variance
+    assert g.var().item() == pytest.approx(var, rel=0.2)
+    assert g.var().item() > 2 * 4.0  # larger than the pathwise variance
+
+
+def test_anchor_numbers_of_bare_cost():
+    # the formula used above reproduces the paper's numbers when the -log q term is dropped
+    for k, expected in [(0, 30), (1, 15), (3, 87), (-3, 495)]:
+        c = 1.0 - k
+        assert 15 + 14 * c**2 + c**4 == expected
+
+
+def test_baseline_reduces_score_variance():
+    model, guide = toy(3.0)
+    plain = gradient_draws(model, guide, {}, score_without_baseline(), DRAWS)["mu"]
+    pyro.clear_param_store()
+    based = gradient_draws(model, guide, {}, "score", DRAWS)["mu"]
+    # a decaying average of f converges to E f: the variance of the optimal constant baseline
+    assert based.var().item() == pytest.approx(_closed_form_score_variance(3.0, "mean"), rel=0.2)
+    assert based.var() < 0.8 * plain.var()
+    assert based.mean().item() == pytest.approx(-4.0, abs=4 * math.sqrt(based.var().item() / DRAWS))
+
+
+def test_score_and_reparam_agree_on_linear_regression():
+    """Both estimate the same gradient (unbiased); REINFORCE pays in variance."""
+    from guides.linear_regression import mean_field
+    from inference.datasets import diabetes
+    from models.linear_regression import model
+
+    s = diabetes()
+    data = {"x": s.x_train[:60], "y": s.y_train[:60]}
+    guide = mean_field(model)
+    draws = 1500
+    rep = gradient_draws(model, guide, data, "reparam", draws)
+    sco = gradient_draws(model, guide, data, "score", draws)
+    for name in rep:
+        r, q = rep[name].reshape(draws, -1), sco[name].reshape(draws, -1)
+        se = ((r.var(0) + q.var(0)) / draws).sqrt()
+        z = ((r.mean(0) - q.mean(0)) / se).abs()
+        assert (z < 4.5).all(), (name, z)
+        assert (q.var(0) > r.var(0)).all(), name

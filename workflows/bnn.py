@@ -1,0 +1,354 @@
+"""Bayesian neural-network classifier: ``y | x, theta ~ Cat(softmax f_theta(x))``,
+``theta ~ p(theta)``, predicted by ``p(y | x, D) ~= 1/M sum_m p(y | x, theta_m)``,
+``theta_m ~ q(theta)``; mean field, dropout, sparse VD, MAP and MLE compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pyro import poutine
+from pyro.infer.autoguide import AutoNormal
+
+import guides.bnn as bnn_guides
+import models.bnn as bnn
+from inference import datasets, metrics
+from inference.data import load_arrays
+from inference.errors import UserError
+from models.registry import register
+from workflows.base import Problem, Workflow
+from workflows.figures import plt, save
+
+ROWS_PER_PASS = 1 << 16  # inputs x samples pushed through the network at once
+OOD_MAX = 2000  # in- and out-of-domain inputs compared for the OOD check
+
+# Molchanov, Ashukha, Vetrov (ICML 2017), table 1: (test accuracy, compression)
+PAPER = {
+    ("mlp", "sparse-vd"): (0.9808, 68.0),
+    ("mlp", "mle"): (0.9836, 1.0),
+    ("lenet5", "sparse-vd"): (0.9925, 280.0),
+    ("lenet5", "mle"): (0.9920, 1.0),
+}
+
+
+def _hidden(s: str) -> tuple[int, ...]:
+    try:
+        h = tuple(int(v) for v in s.split(",") if v.strip())
+    except ValueError:
+        raise UserError(f"--hidden takes comma-separated layer widths, got {s!r}") from None
+    if not h or min(h) < 1:
+        raise UserError(f"--hidden takes positive layer widths, got {s!r}")
+    return h
+
+
+@register
+class BNN(Workflow):
+    """Bayesian neural network for classification (MLP or LeNet-5)."""
+
+    name = "bnn"
+    description = "Bayesian neural-network classifier: mean field, dropout, sparse VD, MAP, MLE"
+    latent = "continuous"
+    default_estimator = "reparam"
+    guides = ("meanfield", "dropout", "sparse-vd", "map", "mle")
+    default_guide = "meanfield"
+    fit_defaults = {"steps": 3000, "lr": 1e-2, "batch_size": 128, "kl_warmup": 500,
+                    "log_every": 100, "checkpoint_every": 5000}
+    tour_runs = [["--guide", g, "--steps", "2000"] for g in ("meanfield", "sparse-vd", "mle")]
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("bnn")
+        g.add_argument("--data", default="digits",
+                       help="digits (bundled 8x8, default) | mnist | FILE.npz with x, y")
+        g.add_argument("--data-dir", help="folder of the MNIST IDX files (or $BAYESDL_MNIST_DIR)")
+        g.add_argument("--split-seed", type=int, default=0,
+                       help="seed of the train/test split of digits or an .npz (default 0)")
+        g.add_argument("--arch", default="mlp", choices=("mlp", "lenet5"),
+                       help="mlp (default) or lenet5 (28x28 images)")
+        g.add_argument("--hidden", default=None,
+                       help="MLP hidden widths (default 300,100 = LeNet-300-100 for mnist, "
+                       "100 otherwise)")
+        g.add_argument("--prior-scale", type=float, default=30.0,
+                       help="s of the N(0, s^2 / fan_in) prior of meanfield and map (default 30)")
+        g.add_argument("--no-local-reparam", dest="local_reparam", action="store_false",
+                       help="meanfield: sample weights (Pyro latent sites, AutoNormal guide)")
+        g.add_argument("--dropout", type=float, default=0.2,
+                       help="dropout: probability p of dropping each layer input (default 0.2)")
+        g.add_argument("--prune-threshold", type=float, default=3.0,
+                       help="sparse-vd: prune weights with log alpha >= this (default 3)")
+        g.add_argument("--samples", type=int, default=100,
+                       help="posterior samples M of the predictive (default 100)")
+
+    # -- building ------------------------------------------------------------------------------
+
+    @property
+    def hidden(self) -> str:
+        """The MLP's hidden widths: ``--hidden``, else LeNet-300-100 on MNIST, else 100."""
+        if self.args.hidden:
+            return self.args.hidden
+        return "300,100" if self.args.data == "mnist" else "100"
+
+    def _split(self) -> datasets.Split:
+        a = self.args
+        if a.data == "digits":
+            return datasets.digits(seed=a.split_seed)
+        if a.data == "mnist":
+            return datasets.mnist(a.data_dir)
+        if a.data.endswith(".npz"):
+            return datasets.npz_classification(a.data, seed=a.split_seed)
+        raise UserError(f"--data must be digits, mnist or an .npz file, got {a.data!r}")
+
+    def _layer(self):
+        a = self.args
+        if a.guide == "meanfield" and a.local_reparam:
+            return lambda shape: bnn.MeanField(shape, bnn.prior_std(shape, a.prior_scale))
+        if a.guide == "dropout":
+            return lambda shape: bnn.Dropout(shape, a.dropout)
+        if a.guide == "sparse-vd":
+            return lambda shape: bnn.SparseVD(shape, a.prune_threshold)
+        if a.guide == "map":
+            return lambda shape: bnn.Deterministic(shape, bnn.prior_std(shape, a.prior_scale))
+        return lambda shape: bnn.Deterministic(shape)  # mle; meanfield without local reparam
+
+    def build(self) -> Problem:
+        a = self.args
+        if a.guide not in self.guides:
+            raise UserError(f"bnn has guides {', '.join(self.guides)}, not {a.guide!r}")
+        if not a.prior_scale > 0:
+            raise UserError(f"--prior-scale must be positive, got {a.prior_scale}")
+        if not 0 <= a.dropout < 1:
+            raise UserError(f"--dropout must be in [0, 1), got {a.dropout}")
+        if a.samples < 1:
+            raise UserError(f"--samples must be >= 1, got {a.samples}")
+        split = self._split()
+        k = split.num_classes or int(split.y_train.max()) + 1
+        with torch.random.fork_rng():  # the initial weights depend on --seed only
+            torch.manual_seed(a.seed)
+            if a.arch == "lenet5":
+                if split.x_train.shape[1] != 28 * 28:
+                    raise UserError("--arch lenet5 needs 28x28 images (--data mnist)")
+                net = bnn.LeNet5(k, self._layer())
+            else:
+                net = bnn.MLP(split.x_train.shape[1], _hidden(self.hidden), k, self._layer())
+        sampled = a.guide == "meanfield" and not a.local_reparam
+        if sampled:
+            init = {f"layers.{i}.theta": lay.theta.detach().clone()
+                    for i, lay in enumerate(net.layers)}
+            model = bnn.BNN(bnn.bayesian_(net, a.prior_scale))
+            guide = bnn_guides.mean_field(model, init)
+        else:
+            model, guide = bnn.BNN(net), bnn_guides.in_layers
+        data = {"x": split.x_train, "y": split.y_train}
+        return Problem(model, guide, data, data_size=len(split.y_train), extra={"split": split})
+
+    # -- prediction ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def probs(self, problem: Problem, x: torch.Tensor, samples: int | None = None,
+              mean_net: bool = False) -> torch.Tensor:
+        """``p(y | x, theta_m)`` for ``m = 1..M``, shape ``(M, N, K)``; ``mean_net``: the
+        network at the mean of ``q`` (pruned for sparse VD), ``M = 1``."""
+        net, guide = problem.model.net, problem.guide
+        dev = next(iter(problem.model.parameters()), torch.empty(0)).device
+        x = x.to(dev)
+        m = 1 if mean_net or self.args.guide in ("map", "mle") else (samples or self.args.samples)
+        net.eval()
+        for lay in net.layers:
+            lay.sample = not mean_net
+        try:
+            if isinstance(guide, AutoNormal):  # weights are latent sites: one draw per pass
+                out = []
+                for _ in range(m):
+                    if mean_net:
+                        tr = poutine.trace(guide.median).get_trace(**problem.data)
+                    else:
+                        tr = poutine.trace(guide).get_trace(**problem.data)
+                    with poutine.replay(trace=tr):
+                        out.append(torch.cat([net(c) for c in x.split(ROWS_PER_PASS)]).softmax(-1))
+                return torch.stack(out)
+            # the layers sample per row: M copies of each input are M posterior draws
+            out = []
+            for c in x.split(max(1, ROWS_PER_PASS // m)):
+                rep = c.repeat(m, *([1] * (c.dim() - 1)))
+                out.append(net(rep).softmax(-1).reshape(m, len(c), -1))
+            return torch.cat(out, 1)
+        finally:
+            net.train()
+            for lay in net.layers:
+                lay.sample = True
+
+    def sparsity(self, problem: Problem) -> dict[str, Any] | None:
+        """Per-layer and total fraction of pruned weights and the compression ratio."""
+        layers = problem.model.net.layers
+        if not all(isinstance(lay, bnn.SparseVD) for lay in layers):
+            return None
+        n = [lay.theta.numel() for lay in layers]
+        kept = [int(lay.mask.sum()) for lay in layers]
+        return {
+            "per_layer": [{"weights": w, "kept": k, "sparsity": 1 - k / w}
+                          for w, k in zip(n, kept, strict=True)],
+            "sparsity": 1 - sum(kept) / sum(n),
+            "compression": sum(n) / max(1, sum(kept)),
+        }
+
+    def _ood_inputs(self, problem: Problem) -> dict[str, torch.Tensor]:
+        split = problem.extra["split"]
+        x = split.x_test[:OOD_MAX]
+        lo, hi = float(split.x_train.min()), float(split.x_train.max())
+        g = torch.Generator().manual_seed(1234)
+        out = {"noise": lo + (hi - lo) * torch.rand(x.shape, generator=g), "inverted": lo + hi - x}
+        if split.image_shape is not None:
+            out["flipped"] = x.reshape(len(x), *split.image_shape).flip(-1).reshape(x.shape)
+        return out
+
+    def _report(self, problem: Problem) -> dict[str, Any]:
+        """Test metrics, OOD entropies and sparsity; computed once per problem."""
+        if "report" in problem.extra:
+            return problem.extra["report"]
+        split = problem.extra["split"]
+        yte = split.y_test
+        p = self.probs(problem, split.x_test).cpu()
+        h_in = metrics.entropy(p)
+        test = {
+            "n": len(yte), "samples": p.shape[0],
+            "accuracy": metrics.accuracy(p, yte), "nll": metrics.nll(p, yte),
+            "ece": metrics.ece(p, yte, bins=15), "brier": metrics.brier(p, yte),
+            "entropy": h_in.mean().item(),
+            "mutual_information": metrics.mutual_information(p).mean().item(),
+        }
+        n_in = min(len(yte), OOD_MAX)
+        mi_in = metrics.mutual_information(p[:, :n_in])
+        ood, h_out = {}, {}
+        for kind, xo in self._ood_inputs(problem).items():
+            po = self.probs(problem, xo).cpu()
+            h_out[kind] = metrics.entropy(po)
+            mi = metrics.mutual_information(po)
+            ood[kind] = {
+                "entropy": h_out[kind].mean().item(),
+                "mutual_information": mi.mean().item(),
+                "auroc_entropy": metrics.auroc(h_in[:n_in], h_out[kind]),
+                "auroc_mutual_information": metrics.auroc(mi_in, mi) if p.shape[0] > 1 else None,
+            }
+        report: dict[str, Any] = {"test": test, "ood": ood}
+        if (sp := self.sparsity(problem)) is not None:
+            report["sparsity"] = sp
+            report["test"]["accuracy_pruned_mean_network"] = metrics.accuracy(
+                self.probs(problem, split.x_test, mean_net=True).cpu(), yte
+            )
+        problem.extra["report"] = report
+        problem.extra["arrays"] = {"probs": p, "entropy_in": h_in[:n_in], "entropy_out": h_out}
+        return report
+
+    # -- reports -------------------------------------------------------------------------------
+
+    def summarize(self, problem: Problem) -> dict[str, Any]:
+        a = self.args
+        split = problem.extra["split"]
+        return {
+            "data": {"name": a.data, "train": len(split.y_train), "test": len(split.y_test)},
+            "arch": a.arch if a.arch == "lenet5" else f"mlp {self.hidden}",
+            "local_reparam": a.local_reparam if a.guide == "meanfield" else None,
+            **self._report(problem),
+        }
+
+    def evaluate(self, problem: Problem, out: Path) -> dict[str, Any]:
+        return self._report(problem)
+
+    def figures(self, problem: Problem, out: Path) -> list[str]:
+        self._report(problem)
+        arrays, split = problem.extra["arrays"], problem.extra["split"]
+        rel = metrics.reliability(arrays["probs"], split.y_test, bins=15)
+        fig, ax = plt.subplots(figsize=(4.2, 4))
+        edges, count = np.array(rel["edges"]), np.array(rel["count"])
+        shown = count > 0
+        mids = (edges[:-1] + edges[1:]) / 2
+        ax.bar(mids[shown], np.array(rel["accuracy"])[shown], width=1 / 15, edgecolor="k",
+               alpha=0.7, label="accuracy")
+        ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+        ax.set_xlabel("confidence (max predictive probability)")
+        ax.set_ylabel("accuracy")
+        ece = problem.extra["report"]["test"]["ece"]
+        ax.set_title(f"bnn {self.args.guide}: reliability, ECE {ece:.3f}")
+        ax.legend(fontsize=8)
+        names = [save(fig, out, "bnn_reliability.png")]
+
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        hmax = float(np.log(arrays["probs"].shape[-1]))
+        bins = np.linspace(0, hmax, 31)
+        ax.hist(arrays["entropy_in"].numpy(), bins, alpha=0.6, density=True, label="test digits")
+        for kind, h in arrays["entropy_out"].items():
+            auc = problem.extra["report"]["ood"][kind]["auroc_entropy"]
+            ax.hist(h.numpy(), bins, histtype="step", lw=2, density=True,
+                    label=f"{kind} (AUROC {auc:.2f})")
+        ax.set_xlabel("predictive entropy (nats)")
+        ax.set_ylabel("density")
+        ax.set_title(f"bnn {self.args.guide}: in- vs out-of-domain")
+        ax.legend(fontsize=8)
+        names.append(save(fig, out, "bnn_entropy_ood.png"))
+
+        if self.args.guide == "sparse-vd" and self.args.arch == "mlp" and split.image_shape:
+            names.append(self._mask_figure(problem, out, split.image_shape))
+        return names
+
+    def _mask_figure(self, problem: Problem, out: Path, shape: tuple[int, ...]) -> str:
+        """First layer's kept weights, one image per hidden unit (most kept first)."""
+        mask = problem.model.net.layers[0].mask.detach().cpu()
+        order = mask.sum(1).argsort(descending=True)[:64]
+        cols = 8
+        rows = max(1, (len(order) + cols - 1) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.1 + 0.5))
+        for i, ax in enumerate(np.atleast_1d(axes).ravel()):
+            ax.axis("off")
+            if i < len(order):
+                j = order[i]
+                ax.imshow(mask[j].reshape(shape), cmap="gray_r", vmin=0, vmax=1)
+        kept = int(mask.sum())
+        fig.suptitle(f"sparse VD, first layer: {kept} of {mask.numel()} weights kept; "
+                     f"{int((mask.sum(1) > 0).sum())} of {len(mask)} units alive", fontsize=9)
+        return save(fig, out, "bnn_sparsity_mask.png")
+
+    def predict(self, problem: Problem, path: Path) -> dict[str, Any]:
+        arrays = load_arrays(path)
+        x = arrays.get("x", arrays.get("table"))
+        if x is None:
+            raise UserError(f"{path}: needs an array `x` (an .npz) or a table (.csv)")
+        d = problem.extra["split"].x_train.shape[1]
+        x = np.asarray(x, dtype=np.float32).reshape(len(x), -1) if np.ndim(x) > 1 else np.asarray(
+            x, dtype=np.float32).reshape(1, -1)
+        if x.shape[1] != d:
+            raise UserError(f"{path}: inputs have {x.shape[1]} features, the network takes {d}")
+        p = self.probs(problem, torch.from_numpy(x)).cpu()
+        mean = metrics.mean_probs(p)
+        return {
+            "samples": p.shape[0],
+            "probs": mean.tolist(),
+            "predicted": mean.argmax(-1).tolist(),
+            "entropy": metrics.entropy(p).tolist(),
+            "mutual_information": metrics.mutual_information(p).tolist(),
+        }
+
+    def comparison(self, summary: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+        t = summary["test"]
+        paper = PAPER.get((self.args.arch, self.args.guide)) if self.args.data == "mnist" else None
+        ref_acc = f"{paper[0]} (Molchanov et al. 2017)" if paper else ">= 0.93 (issue #3 target)"
+        rows = [
+            ("test accuracy", ref_acc, t["accuracy"]),
+            ("test NLL (nats)", None, t["nll"]),
+            ("ECE (15 bins)", 0.0, t["ece"]),
+            ("Brier score", None, t["brier"]),
+            ("mutual information (test)", None, t["mutual_information"]),
+        ]
+        for kind, o in summary["ood"].items():
+            rows.append((f"OOD AUROC of entropy: {kind}", 1.0, o["auroc_entropy"]))
+        if "sparsity" in summary:
+            ref = f"{paper[1]}x (Molchanov et al. 2017)" if paper else None
+            comp = summary["sparsity"]["compression"]
+            rows.append(("compression (all / kept weights)", ref, comp))
+            rows.append(("accuracy of the pruned mean network", None,
+                         t["accuracy_pruned_mean_network"]))
+        return rows
+

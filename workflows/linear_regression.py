@@ -1,0 +1,227 @@
+"""Bayesian linear regression checked against its closed-form posterior and predictive."""
+
+from __future__ import annotations
+
+import argparse
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.distributions import MultivariateNormal, kl_divergence
+
+import guides.linear_regression as lr_guides
+import models.linear_regression as linreg
+from inference.data import load_arrays
+from inference.datasets import diabetes
+from inference.errors import UserError
+from inference.predictive import sample_posterior
+from models.registry import register
+from workflows.base import Problem, Workflow
+from workflows.figures import plt, save
+
+
+def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(x))
+    n_test = int(round(test_fraction * len(x)))
+    te, tr = perm[:n_test], perm[n_test:]
+    t = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+    return t(x[tr]), t(y[tr]), t(x[te]), t(y[te])
+
+
+@register
+class LinearRegression(Workflow):
+    """``theta ~ N(mu0, s0^2 I)``, ``y ~ N(theta^T x, sigma^2)``: Gaussian guides vs the exact posterior."""
+
+    name = "linreg"
+    description = "Bayesian linear regression (known noise): Gaussian guides vs exact posterior"
+    latent = "continuous"
+    default_estimator = "reparam"
+    guides = ("full-covariance", "mean-field")
+    default_guide = "full-covariance"
+    fit_defaults = {"steps": 3000, "lr": 0.05, "lr_schedule": "linear", "particles": 32}
+    tour_runs = [
+        ["--guide", "full-covariance"],
+        ["--guide", "mean-field"],
+        ["--simulate", "40", "--dim", "1", "--noise-scale", "0.5", "--guide", "full-covariance"],
+    ]
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("linear regression")
+        g.add_argument("--data", default="diabetes",
+                       help="`diabetes` (scikit-learn, standardized; default), or a .npz with x, y, "
+                       "or a .csv (y = --y-col, x = the other columns)")
+        g.add_argument("--y-col", help="the .csv column holding y (default: the last)")
+        g.add_argument("--simulate", type=int, metavar="N", help="simulate N points instead")
+        g.add_argument("--dim", type=int, default=1, help="inputs per simulated point (default 1)")
+        g.add_argument("--prior-loc", type=float, default=0.0, help="prior mean mu0 (default 0)")
+        g.add_argument("--prior-scale", type=float, default=1.0, help="prior std s0 (default 1)")
+        g.add_argument("--noise-scale", type=float, default=1.0, help="known noise std sigma (default 1)")
+        g.add_argument("--test-fraction", type=float, default=0.25, help="held-out share (default 0.25)")
+
+    def _data(self):
+        a = self.args
+        if a.prior_scale <= 0 or a.noise_scale <= 0:
+            raise UserError("--prior-scale and --noise-scale must be positive")
+        if not 0 <= a.test_fraction < 1:
+            raise UserError("--test-fraction must be in [0, 1)")
+        if a.simulate is not None:
+            if a.simulate < 2 or a.dim < 1:
+                raise UserError("--simulate needs N >= 2 points and --dim >= 1")
+            rng = np.random.default_rng(a.seed)
+            theta = a.prior_loc + a.prior_scale * rng.standard_normal(a.dim)
+            x = rng.uniform(-3, 3, size=(a.simulate, a.dim))
+            y = x @ theta + a.noise_scale * rng.standard_normal(a.simulate)
+            return (*_split(x, y, a.test_fraction, a.seed), theta.tolist())
+        if a.data == "diabetes":
+            s = diabetes(a.test_fraction or 0.25, seed=a.seed)
+            return s.x_train, s.y_train, s.x_test, s.y_test, None
+        arrays = load_arrays(a.data)
+        if "x" in arrays and "y" in arrays:
+            x, y = arrays["x"], arrays["y"]
+        elif "table" in arrays and arrays["table"].ndim == 2 and arrays["table"].shape[1] >= 2:
+            table = arrays["table"]
+            names = [k for k in arrays if k != "table"]
+            j = table.shape[1] - 1
+            if a.y_col is not None:
+                if a.y_col not in names:
+                    raise UserError(f"--y-col {a.y_col!r} is not a column of {a.data} ({', '.join(names)})")
+                j = names.index(a.y_col)
+            x, y = np.delete(table, j, axis=1), table[:, j]
+        else:
+            raise UserError(f"data file {a.data} needs arrays x and y (or a table of >= 2 columns)")
+        x = np.asarray(x, dtype=np.float64)
+        x = x[:, None] if x.ndim == 1 else x
+        y = np.asarray(y, dtype=np.float64)
+        if x.ndim != 2 or y.ndim != 1 or len(x) != len(y):
+            raise UserError(
+                f"data file {a.data}: x must be N x D and y of length N, got x {x.shape}, y {y.shape}"
+            )
+        if len(x) < 2:
+            raise UserError(f"data file {a.data}: needs at least 2 rows")
+        return (*_split(x, y, a.test_fraction, a.seed), None)
+
+    def build(self) -> Problem:
+        a = self.args
+        x, y, x_test, y_test, theta_true = self._data()
+        kw = {"prior_loc": a.prior_loc, "prior_scale": a.prior_scale, "noise_scale": a.noise_scale}
+        make = {"full-covariance": lr_guides.full_covariance, "mean-field": lr_guides.mean_field}
+        if a.guide not in make:
+            raise UserError(f"linreg has guides {', '.join(self.guides)}, not {a.guide!r}")
+        guide = make[a.guide](linreg.model)
+        mu, cov = linreg.posterior(x, y, **kw)
+        return Problem(
+            linreg.model, guide, {"x": x, "y": y, **kw}, data_size=len(x),
+            extra={"x_test": x_test, "y_test": y_test, "mu_N": mu, "Sigma_N": cov,
+                   "theta_true": theta_true},
+        )
+
+    def _fitted(self, problem: Problem) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, cov = lr_guides.gaussian(problem.guide)
+        return loc.cpu().double(), cov.cpu().double()
+
+    def _test_loglik(self, problem: Problem, loc, cov) -> float | None:
+        x_te, y_te = problem.extra["x_test"], problem.extra["y_test"]
+        if len(x_te) == 0:
+            return None
+        return linreg.predictive(x_te, loc, cov, self.args.noise_scale).log_prob(y_te.double()).mean().item()
+
+    def summarize(self, problem: Problem) -> dict[str, Any]:
+        mu, cov = problem.extra["mu_N"], problem.extra["Sigma_N"]
+        loc, qcov = self._fitted(problem)
+        kl = kl_divergence(MultivariateNormal(loc, qcov), MultivariateNormal(mu, cov)).item()
+        # Monte Carlo predictive from the guide's own samples, as a user would compute it
+        x_te, y_te = problem.extra["x_test"], problem.extra["y_test"]
+        mc = None
+        if len(x_te):
+            dev = problem.data["x"].device
+            theta = sample_posterior(problem.guide, problem.data, 2000, ["theta"])["theta"]
+            theta = theta.reshape(2000, -1).double().cpu()
+            lp = torch.distributions.Normal(x_te.double() @ theta.T, self.args.noise_scale).log_prob(
+                y_te.double()[:, None]
+            )
+            mc = (torch.logsumexp(lp, 1) - np.log(2000)).mean().item()
+            del dev
+        return {
+            "data": {"n_train": len(problem.data["x"]), "n_test": len(x_te), "dim": mu.numel(),
+                     "source": "simulated" if self.args.simulate else self.args.data},
+            "theta_true": problem.extra["theta_true"],
+            "exact_posterior": {"mean": mu.tolist(), "std": cov.diagonal().sqrt().tolist(),
+                                "cov": cov.tolist()},
+            "mean_field_optimum_std": linreg.mean_field_optimum_variance(cov).sqrt().tolist(),
+            "fitted": {"mean": loc.tolist(), "std": qcov.diagonal().sqrt().tolist(), "cov": qcov.tolist(),
+                       "kl_to_exact": kl,
+                       "max_abs_mean_error": (loc - mu).abs().max().item()},
+            "test_loglik": {"exact": self._test_loglik(problem, mu, cov),
+                            "fitted": self._test_loglik(problem, loc, qcov),
+                            "fitted_monte_carlo": mc},
+        }
+
+    def figures(self, problem: Problem, out: Path) -> list[str]:
+        mu, cov = problem.extra["mu_N"], problem.extra["Sigma_N"]
+        loc, qcov = self._fitted(problem)
+        d = mu.numel()
+        fig, ax = plt.subplots(figsize=(max(5, 0.6 * d + 2), 3.5))
+        i = np.arange(d)
+        ax.errorbar(i - 0.12, mu, 2 * cov.diagonal().sqrt(), fmt="o", capsize=3, label="exact posterior")
+        ax.errorbar(i + 0.12, loc, 2 * qcov.diagonal().sqrt(), fmt="s", capsize=3, color="C3",
+                    label=f"fitted ({self.args.guide})")
+        ax.set_xticks(i, [f"theta_{k}" for k in i], rotation=45 if d > 6 else 0)
+        ax.set_ylabel("mean +- 2 std")
+        ax.set_title("posterior over coefficients")
+        ax.legend(fontsize=8)
+        names = [save(fig, out, "linreg_coefficients.png")]
+        if d == 1:
+            x, y = problem.data["x"].cpu(), problem.data["y"].cpu()
+            grid = torch.linspace(float(x.min()) - 0.5, float(x.max()) + 0.5, 200)[:, None]
+            fig, ax = plt.subplots(figsize=(6, 3.8))
+            ax.scatter(x[:, 0], y, s=12, color="k", label="train")
+            xt, yt = problem.extra["x_test"], problem.extra["y_test"]
+            if len(xt):
+                ax.scatter(xt[:, 0], yt, s=14, facecolors="none", edgecolors="grey", label="test")
+            for (m, c), label, color in (((mu, cov), "exact", "C0"), ((loc, qcov), "fitted", "C3")):
+                p = linreg.predictive(grid, m, c, self.args.noise_scale)
+                ax.plot(grid[:, 0], p.mean, color=color, label=f"{label} predictive mean")
+                ax.fill_between(grid[:, 0], p.mean - 1.96 * p.stddev, p.mean + 1.96 * p.stddev,
+                                color=color, alpha=0.15, label=f"{label} 95% band")
+            ax.set_xlabel("x")
+            ax.set_ylabel("y")
+            ax.legend(fontsize=7)
+            names.append(save(fig, out, "linreg_predictive.png"))
+        return names
+
+    def evaluate(self, problem: Problem, out: Path) -> dict[str, Any]:
+        s = self.summarize(problem)
+        return {"kl_to_exact": s["fitted"]["kl_to_exact"],
+                "max_abs_mean_error": s["fitted"]["max_abs_mean_error"],
+                "test_loglik": s["test_loglik"]}
+
+    def predict(self, problem: Problem, path: Path) -> dict[str, Any]:
+        arrays = load_arrays(path)
+        x = arrays.get("x", arrays.get("table"))
+        x = np.asarray(x if x is not None else next(iter(arrays.values())), dtype=np.float64)
+        x = x[:, None] if x.ndim == 1 else x
+        d = problem.extra["mu_N"].numel()
+        if x.ndim != 2 or x.shape[1] != d:
+            raise UserError(f"{path}: inputs must be N x {d}, got {x.shape}")
+        loc, qcov = self._fitted(problem)
+        p = linreg.predictive(torch.as_tensor(x), loc, qcov, self.args.noise_scale)
+        return {"mean": p.mean.tolist(), "std": p.stddev.tolist(),
+                "lower_95": (p.mean - 1.96 * p.stddev).tolist(),
+                "upper_95": (p.mean + 1.96 * p.stddev).tolist()}
+
+    def comparison(self, summary: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+        e, f, t = summary["exact_posterior"], summary["fitted"], summary["test_loglik"]
+        rows = [("KL(q || exact)", 0.0, f["kl_to_exact"]),
+                ("max |mean error|", 0.0, f["max_abs_mean_error"])]
+        for k in range(min(4, len(e["mean"]))):
+            rows.append((f"theta_{k} mean", e["mean"][k], f["mean"][k]))
+            rows.append((f"theta_{k} std", e["std"][k], f["std"][k]))
+        rows.append(("test log-lik per point", t["exact"], t["fitted"]))
+        return rows
+
+
+

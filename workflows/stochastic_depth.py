@@ -1,0 +1,371 @@
+"""``stochastic-depth``: a residual network whose depth z is a per-input discrete latent.
+
+Fits the model of :mod:`models.stochastic_depth` with the amortized ``q(z | x)`` of
+:mod:`guides.stochastic_depth` (weights point-estimated), then reports three test-time rules:
+(a) early exit at the mode of ``q(z | x)``, running only those blocks; (b) the mode of
+``p(y, z | x)`` by enumeration; (c) the predictive ``sum_z p(z) p(y | x, z)`` (and the same sum
+under ``q(z | x)``), beside the full-depth read-out of the same network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import guides.stochastic_depth as sd_guides
+import models.stochastic_depth as sd
+from inference import metrics
+from inference.data import load_arrays
+from inference.datasets import Split, digits, mnist, npz_classification
+from inference.errors import UserError
+from models.registry import register
+from workflows.base import Problem, Workflow
+from workflows.figures import plt, save
+
+
+def _depth_stats(depth: torch.Tensor, blocks: int) -> dict[str, Any]:
+    """Mean depth (blocks run), histogram over 1..L and the fraction of blocks skipped."""
+    hist = torch.bincount(depth.cpu() - 1, minlength=blocks).tolist()
+    mean = depth.float().mean().item()
+    return {"mean_depth": mean, "depth_histogram": hist, "fraction_skipped": 1.0 - mean / blocks}
+
+
+def _time_per_example(fn, repeats: int = 15) -> float:
+    """Least wall time of ``fn()`` over ``repeats`` calls after a warm-up call (the minimum is
+    the least disturbed by other processes on a shared machine)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(min(times))
+
+
+@register
+class StochasticDepth(Workflow):
+    """``z ~ TruncGeom(lambda)``, ``y | x, z ~ Cat(pi(x, z))``, blocks ``[l <= z] F_l + id``."""
+
+    name = "stochastic-depth"
+    description = "residual net whose depth is a discrete latent: early exit by amortized q(z | x)"
+    latent = "discrete"
+    default_estimator = "enum"
+    guides = ("amortized",)
+    default_guide = "amortized"
+    fit_defaults = {
+        "steps": 1000,
+        "lr": 3e-3,
+        "batch_size": 256,
+        "log_every": 100,
+        "max_plate_nesting": 1,
+    }
+    tour_runs = [["--steps", "600", "--depth-penalty", "0.05"]]
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("stochastic-depth")
+        g.add_argument(
+            "--dataset",
+            default="digits",
+            choices=("digits", "mnist", "npz"),
+            help="digits (bundled 8x8), mnist (--data-dir) or npz (--data)",
+        )
+        g.add_argument("--data", help=".npz with x (N x D) and integer y, for --dataset npz")
+        g.add_argument("--data-dir", help="folder of the MNIST IDX files (or $BAYESDL_MNIST_DIR)")
+        g.add_argument("--max-train", type=int, help="use only the first N training examples")
+        g.add_argument(
+            "--arch",
+            default="auto",
+            choices=("auto", "mlp", "conv"),
+            help="residual MLP or conv net (auto: conv for mnist, else mlp)",
+        )
+        g.add_argument(
+            "--blocks", type=int, default=8, help="L, the number of residual blocks (default 8)"
+        )
+        g.add_argument(
+            "--width",
+            type=int,
+            default=None,
+            help="hidden units (mlp, default 64) or channels (conv, default 32)",
+        )
+        g.add_argument(
+            "--depth-prior",
+            default="geometric",
+            choices=("geometric", "uniform"),
+            help="p(z): truncated geometric (default) or uniform on 1..L",
+        )
+        g.add_argument(
+            "--depth-penalty",
+            type=float,
+            default=0.5,
+            help="lambda: p(z) ∝ exp(-lambda (z - 1)), nats per block (default 0.5)",
+        )
+        g.add_argument(
+            "--weight-prior-scale",
+            type=float,
+            default=1.0,
+            help="s of the MAP weight prior N(0, s^2); 0 for maximum likelihood",
+        )
+        g.add_argument(
+            "--fixed-depth", type=int, help="no latent: a plain network of this many blocks"
+        )
+        g.add_argument("--guide-hidden", type=int, default=32, help="hidden units of q(z | x)")
+
+    # -- data and model -----------------------------------------------------------------------
+    def _split(self) -> Split:
+        a = self.args
+        if a.dataset == "digits":
+            split = digits(seed=0)
+        elif a.dataset == "mnist":
+            split = mnist(a.data_dir)
+        else:
+            if not a.data:
+                raise UserError("--dataset npz needs --data FILE.npz with arrays x and y")
+            split = npz_classification(a.data)
+        if a.max_train is not None:
+            if a.max_train < 1:
+                raise UserError(f"--max-train must be >= 1, got {a.max_train}")
+            split.x_train, split.y_train = (
+                split.x_train[: a.max_train],
+                split.y_train[: a.max_train],
+            )
+        return split
+
+    def _arch(self, split: Split) -> str:
+        arch = self.args.arch
+        if arch == "auto":
+            arch = "conv" if self.args.dataset == "mnist" else "mlp"
+        if arch == "conv" and split.image_shape is None:
+            raise UserError("--arch conv needs image data (digits or mnist)")
+        return arch
+
+    def build(self) -> Problem:
+        a = self.args
+        if a.guide not in self.guides:
+            raise UserError(f"stochastic-depth has guide {', '.join(self.guides)}, not {a.guide!r}")
+        if a.blocks < 1:
+            raise UserError(f"--blocks must be >= 1, got {a.blocks}")
+        if a.depth_penalty < 0:
+            raise UserError(f"--depth-penalty must be >= 0, got {a.depth_penalty}")
+        if a.weight_prior_scale < 0:
+            raise UserError(f"--weight-prior-scale must be >= 0, got {a.weight_prior_scale}")
+        if a.fixed_depth is not None and not 1 <= a.fixed_depth <= a.blocks:
+            raise UserError(
+                f"--fixed-depth must be in 1..--blocks ({a.blocks}), got {a.fixed_depth}"
+            )
+        if a.estimator == "score" and a.particles > 1 and a.vectorize_particles:
+            raise UserError(
+                "--estimator score with --particles > 1 needs --no-vectorize-particles "
+                "(the per-input baseline is not broadcast over particles)"
+            )
+        if a.estimator == "reparam" and a.fixed_depth is None:
+            raise UserError("depth is discrete: use --estimator enum, score or relaxed")
+        split = self._split()
+        k = split.num_classes or int(split.y_train.max()) + 1
+        torch.manual_seed(a.seed)  # the networks' initial weights
+        d = split.x_train.shape[1]
+        if self._arch(split) == "conv":
+            net = sd.ResidualConvNet(split.image_shape, k, a.blocks, a.width or 32)
+        else:
+            net = sd.ResidualMLP(d, k, a.blocks, a.width or 64)
+        penalty = 0.0 if a.depth_prior == "uniform" else a.depth_penalty
+        model = sd.StochasticDepthModel(
+            net,
+            sd.depth_prior_logits(a.blocks, penalty),
+            weight_scale=a.weight_prior_scale or None,
+            fixed_depth=a.fixed_depth,
+        )
+        guide = (
+            sd_guides.no_latent
+            if a.fixed_depth
+            else sd_guides.AmortizedDepthGuide(d, a.blocks, a.guide_hidden)
+        )
+        return Problem(
+            model,
+            guide,
+            {"x": split.x_train, "y": split.y_train},
+            data_size=len(split.x_train),
+            extra={
+                "x_test": split.x_test,
+                "y_test": split.y_test,
+                "image_shape": split.image_shape,
+            },
+        )
+
+    # -- test-time rules ----------------------------------------------------------------------
+    def _q_depth(self, problem: Problem, x: torch.Tensor) -> torch.Tensor:
+        """Depth (1..L) at the mode of q(z | x); the fixed depth when there is no latent."""
+        if self.args.fixed_depth:
+            return torch.full((len(x),), self.args.fixed_depth, dtype=torch.long, device=x.device)
+        return problem.guide.logits(x).argmax(-1) + 1
+
+    @torch.no_grad()
+    def _rules(
+        self, problem: Problem, x: torch.Tensor, y: torch.Tensor | None = None
+    ) -> dict[str, Any]:
+        net, L = problem.model.net, self.args.blocks
+        log_pi = net(x).log_softmax(-1)  # (B, L, K)
+        log_prior = problem.model.prior_logits.to(x.device)
+        out: dict[str, Any] = {}
+        depth_q = self._q_depth(problem, x)
+        exit_logits = sd.early_exit_logits(net, x, depth_q).log_softmax(-1)
+        joint = log_prior[None, :, None] + log_pi  # log p(y, z | x)
+        flat = joint.reshape(len(x), -1).argmax(-1)
+        depth_joint, y_joint = flat // joint.shape[-1] + 1, flat % joint.shape[-1]
+        batch = torch.arange(len(x), device=x.device)
+        probs = {
+            "early_exit_q_mode": exit_logits.exp(),
+            "joint_mode": log_pi[batch, depth_joint - 1].exp(),
+            "predictive_prior": (log_prior[None, :, None] + log_pi).logsumexp(1).exp(),
+            "full_depth_readout": log_pi[:, -1].exp(),
+        }
+        depths = {"early_exit_q_mode": depth_q, "joint_mode": depth_joint}
+        if not self.args.fixed_depth:
+            log_q = problem.guide.logits(x).log_softmax(-1)
+            probs["predictive_q"] = (log_q[:, :, None] + log_pi).logsumexp(1).exp()
+        for rule, p in probs.items():
+            row: dict[str, Any] = {}
+            if (
+                rule == "joint_mode"
+            ):  # the label is the joint argmax, not the argmax of p(y | x, z*)
+                row["prediction"] = y_joint
+            else:
+                row["prediction"] = p.argmax(-1)
+            row["probs"] = p
+            if y is not None:
+                row["accuracy"] = (row["prediction"] == y).float().mean().item()
+                row["nll"] = metrics.nll(p, y)
+            if rule in depths:
+                row.update(_depth_stats(depths[rule], L))
+            else:
+                row.update({"mean_depth": float(L), "fraction_skipped": 0.0})
+            out[rule] = row
+        return out
+
+    def _timing(self, problem: Problem, x: torch.Tensor) -> dict[str, float]:
+        """Measured seconds per example: early exit (q's mode + only those blocks) against the
+        full-depth network (all blocks, last head), same inputs, one batch."""
+        net = problem.model.net
+
+        def early():
+            with torch.no_grad():
+                sd.early_exit_logits(net, x, self._q_depth(problem, x))
+
+        def full():
+            with torch.no_grad():
+                sd.full_depth_logits(net, x)
+
+        te, tf = _time_per_example(early), _time_per_example(full)
+        return {
+            "early_exit_s_per_example": te / len(x),
+            "full_depth_s_per_example": tf / len(x),
+            "speedup": tf / te,
+            "batch": len(x),
+            "threads": torch.get_num_threads(),
+        }
+
+    # -- reports ------------------------------------------------------------------------------
+    def summarize(self, problem: Problem) -> dict[str, Any]:
+        x, y = problem.extra["x_test"], problem.extra["y_test"]
+        dev = next(problem.model.net.parameters()).device
+        rules = self._rules(problem, x.to(dev), y.to(dev))
+        return {
+            "test": {
+                r: {k: v for k, v in row.items() if k not in ("prediction", "probs")}
+                for r, row in rules.items()
+            },
+            "blocks": self.args.blocks,
+            "depth_penalty": 0.0 if self.args.depth_prior == "uniform" else self.args.depth_penalty,
+        }
+
+    def evaluate(self, problem: Problem, out: Path) -> dict[str, Any]:
+        result = self.summarize(problem)
+        dev = next(problem.model.net.parameters()).device
+        result["timing"] = self._timing(problem, problem.extra["x_test"].to(dev))
+        return result
+
+    def figures(self, problem: Problem, out: Path) -> list[str]:
+        if self.args.fixed_depth:
+            return []
+        x, y = problem.extra["x_test"], problem.extra["y_test"]
+        dev = next(problem.model.net.parameters()).device
+        rules = self._rules(problem, x.to(dev), y.to(dev))
+        L = self.args.blocks
+        fig, ax = plt.subplots(figsize=(6, 3.4))
+        width = 0.4
+        for i, (rule, label) in enumerate(
+            (("early_exit_q_mode", "mode of q(z | x)"), ("joint_mode", "mode of p(y, z | x)"))
+        ):
+            hist = rules[rule]["depth_histogram"]
+            ax.bar(
+                np.arange(1, L + 1) + (i - 0.5) * width,
+                hist,
+                width,
+                label=f"{label}: acc {rules[rule]['accuracy']:.3f}, "
+                f"mean {rules[rule]['mean_depth']:.2f}",
+            )
+        ax.set_xlabel("depth z (blocks run)")
+        ax.set_ylabel("test inputs")
+        ax.set_title(f"depth used on the test set (penalty {self.args.depth_penalty:g} nats/block)")
+        ax.legend(fontsize=8)
+        names = [save(fig, out, "stochastic_depth_histogram.png")]
+
+        shape = problem.extra["image_shape"]
+        if shape is not None:
+            depth = rules["early_exit_q_mode"]["depth_histogram"]
+            d = self._q_depth(problem, x.to(dev)).cpu()
+            order = torch.argsort(d, stable=True)
+            n = min(8, len(order) // 2)
+            fig, axes = plt.subplots(2, n, figsize=(1.3 * n, 3.2))
+            for row, idx in enumerate((order[:n], order.flip(0)[:n])):
+                for j, i in enumerate(idx.tolist()):
+                    ax = axes[row, j]
+                    ax.imshow(x[i].reshape(shape).numpy(), cmap="gray_r")
+                    ax.set_title(f"y={int(y[i])} z={int(d[i])}", fontsize=7)
+                    ax.axis("off")
+            fig.suptitle(
+                f"shallowest (top) and deepest (bottom) test inputs by q(z | x); histogram {depth}",
+                fontsize=8,
+            )
+            names.append(save(fig, out, "stochastic_depth_examples.png"))
+        return names
+
+    def predict(self, problem: Problem, path: Path) -> dict[str, Any]:
+        arrays = load_arrays(path)
+        x = arrays.get("x", next(iter(arrays.values())))
+        x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+        d = problem.data["x"].shape[1]
+        if x.shape[1] != d:
+            raise UserError(f"inputs in {path} have {x.shape[1]} features; the model takes {d}")
+        dev = next(problem.model.net.parameters()).device
+        rules = self._rules(problem, torch.from_numpy(x).to(dev))
+        ee = rules["early_exit_q_mode"]
+        return {
+            "early_exit_depth": self._q_depth(problem, torch.from_numpy(x).to(dev)).tolist(),
+            "early_exit_class": ee["prediction"].tolist(),
+            "early_exit_probs": ee["probs"].tolist(),
+            "predictive_class": rules["predictive_prior"]["prediction"].tolist(),
+            "predictive_probs": rules["predictive_prior"]["probs"].tolist(),
+        }
+
+    def comparison(self, summary: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+        t = summary["test"]
+        rows = [(f"test accuracy: {r}", None, t[r]["accuracy"]) for r in t]
+        rows += [
+            (f"mean depth: {r}", summary["blocks"], t[r]["mean_depth"])
+            for r in t
+            if "depth_histogram" in t[r]
+        ]
+        rows.append(
+            (
+                "fraction of blocks skipped (early exit)",
+                0.0,
+                t["early_exit_q_mode"]["fraction_skipped"],
+            )
+        )
+        return rows

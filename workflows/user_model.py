@@ -1,0 +1,606 @@
+"""Your own model: a plain Pyro function in a file, fitted like the registered ones.
+
+    bayesdl fit my_model.py:model --data data.npz --guide auto-normal --out runs/mine
+    bayesdl fit NAME --plugin my_plugin.py --out runs/mine      (a file that uses @register)
+
+The data file's arrays (``.npz``) or columns (``.csv``) become keyword arguments of the model
+(``--x-cols``/``--y-col`` give the regression shape ``x``, ``y``; ``--arg name=value`` adds
+scalars); the sites the model marks with ``obs=`` are observed, every other ``pyro.sample`` is
+latent. The guide is one of Pyro's autoguides by name or a function ``file.py:guide``. With
+``--estimator enum`` the autoguides cover only the continuous sites and the discrete ones are
+summed out (``poutine.block(model, hide=...)``, as in Pyro's enumeration tutorial).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import inspect
+import json
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import ModuleType
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from pyro import poutine
+from pyro.infer import Predictive
+from pyro.infer.autoguide import (
+    AutoDelta,
+    AutoLaplaceApproximation,
+    AutoLowRankMultivariateNormal,
+    AutoMultivariateNormal,
+    AutoNormal,
+)
+from pyro.infer.autoguide.initialization import (
+    init_to_feasible,
+    init_to_mean,
+    init_to_median,
+    init_to_sample,
+    init_to_value,
+)
+from pyro.poutine.messenger import Messenger
+
+from inference.data import load_arrays
+from inference.errors import UserError
+from inference.estimators import make_estimator
+from inference.predictive import posterior_summary
+from workflows.base import Problem, Workflow
+
+#: ``--guide`` names -> Pyro's autoguide classes
+AUTOGUIDES: dict[str, type] = {
+    "auto-normal": AutoNormal,
+    "auto-mvn": AutoMultivariateNormal,
+    "auto-lowrank": AutoLowRankMultivariateNormal,
+    "auto-delta": AutoDelta,
+    "auto-laplace": AutoLaplaceApproximation,
+}
+#: ``--init`` names -> Pyro's initialisation strategies of the autoguides' locations
+INITS: dict[str, Callable] = {
+    "feasible": init_to_feasible,
+    "median": init_to_median,
+    "mean": init_to_mean,
+    "sample": init_to_sample,
+}
+PREDICT_SAMPLES = 1000
+
+
+# ----------------------------------------------------------------------------- user files
+
+
+def load_module(path: str | Path) -> ModuleType:
+    """Import a Python file by its path (once per path); any failure is a :class:`UserError`
+    naming the file and the line."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"model file {path} does not exist")
+    if path.is_dir() or path.suffix != ".py":
+        raise UserError(f"model file {path} is not a Python file (.py)")
+    full = path.resolve()
+    key = f"_bayesdl_user_{full.stem}_{hashlib.sha1(str(full).encode()).hexdigest()[:10]}"
+    if key in sys.modules:
+        return sys.modules[key]
+    spec = importlib.util.spec_from_file_location(key, full)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[key] = module
+    if str(full.parent) not in sys.path:
+        sys.path.append(str(full.parent))  # helpers next to the file import; ours come first
+    try:
+        spec.loader.exec_module(module)
+    except UserError:
+        del sys.modules[key]
+        raise
+    except BaseException as e:  # noqa: BLE001 - SyntaxError, ImportError, anything it raises
+        del sys.modules[key]
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        raise UserError(f"cannot import {path}: {_describe(e, full)}") from None
+    return module
+
+
+def load_function(path: str | Path, name: str, what: str = "function") -> Callable:
+    """The callable ``name`` defined in the file ``path``."""
+    module = load_module(path)
+    fn = getattr(module, name, None)
+    if fn is None:
+        defined = sorted(
+            k for k, v in vars(module).items()
+            if inspect.isfunction(v) and v.__module__ == module.__name__ and not k.startswith("_")
+        )
+        raise UserError(
+            f"{path} has no {what} {name!r}; it defines: {', '.join(defined) or 'no functions'}"
+        )
+    if not callable(fn):
+        raise UserError(f"{path}: {name!r} is a {type(fn).__name__}, not a {what}")
+    return fn
+
+
+def is_file_spec(spec: str) -> bool:
+    """``path/to/file.py:function`` (or a bare ``file.py``, which :func:`split_spec` rejects)."""
+    return spec.endswith(".py") or (":" in spec and spec.rpartition(":")[0].endswith(".py"))
+
+
+def split_spec(spec: str, what: str = "function") -> tuple[str, str]:
+    """``'dir/m.py:model'`` -> ``('dir/m.py', 'model')``."""
+    path, sep, name = spec.rpartition(":")
+    if not sep or not path.endswith(".py") or not name.isidentifier():
+        raise UserError(f"name the {what} in the file: {spec.split(':')[0]}:FUNCTION, e.g. "
+                        f"{spec.split(':')[0]}:model")
+    return path, name
+
+
+def file_workflow(spec: str, path: str | None = None, function: str | None = None) -> type:
+    """A :class:`UserModel` class for the function ``spec = file.py:function`` (not registered;
+    ``path``/``function`` override the spec, e.g. the absolute path a run saved)."""
+    if path is None or function is None:
+        path, function = split_spec(spec)
+    fn = load_function(path, function)
+    doc = (inspect.getdoc(fn) or "").strip().splitlines()
+    return type("UserFileModel", (UserModel,), {
+        "name": spec,
+        "description": doc[0] if doc else f"{function} from {path}",
+        "model_fn": staticmethod(fn),
+        "model_file": str(Path(path).expanduser().resolve()),
+        "model_function": function,
+        "__doc__": f"The model {function} of {path}.",
+    })
+
+
+def plugin_paths(argv: Iterable[str]) -> list[str]:
+    """The files named by ``--plugin FILE`` / ``--plugin=FILE`` in a command line."""
+    argv, out = list(argv), []
+    for i, a in enumerate(argv):
+        if a == "--plugin" and i + 1 < len(argv):
+            out.append(argv[i + 1])
+        elif a.startswith("--plugin="):
+            out.append(a.split("=", 1)[1])
+    return out
+
+
+def load_plugins(paths: Iterable[str]) -> None:
+    """Import plugin files so that their ``@register`` classes join the registry."""
+    for p in paths:
+        load_module(p)
+
+
+def absolute_path(s: str) -> str:
+    """argparse ``type``: a path made absolute (runs are re-opened from anywhere)."""
+    return str(Path(s).expanduser().resolve())
+
+
+def run_registry(run_dir: str | Path, registry: dict) -> dict:
+    """The registry a saved run needs: its plugins imported, its model file re-imported."""
+    cfg_path = Path(run_dir) / "config.json"
+    try:
+        cfg = json.loads(cfg_path.read_text())
+        args, model = cfg.get("args", {}), cfg.get("model")
+    except (OSError, ValueError, AttributeError):
+        return registry  # load_run says what is wrong with the folder
+    load_plugins(args.get("plugin") or [])
+    if model not in registry and args.get("model_file") and args.get("model_function"):
+        return {**registry, model: file_workflow(model, args["model_file"], args["model_function"])}
+    return registry
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    if a.dtype.kind == "b":
+        return torch.as_tensor(a)
+    if a.dtype.kind in "iu":
+        return torch.as_tensor(a.astype(np.int64))
+    return torch.as_tensor(a, dtype=torch.get_default_dtype())
+
+
+def read_data(
+    path: str | Path,
+    x_cols: str | None = None,
+    y_col: str | None = None,
+    require_y: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Keyword arguments from a data file: every array of a ``.npz``; every named column of a
+    ``.csv``, or ``x`` (columns ``x_cols``, shape N x d) and ``y`` (column ``y_col``).
+
+    Floating arrays become the default float dtype, integers ``int64`` (usable as indices)."""
+    arrays = load_arrays(path)
+    table = arrays.pop("table", None)
+    is_table = Path(path).suffix.lower() != ".npz"
+    if not is_table:
+        if x_cols or y_col:
+            raise UserError("--x-cols and --y-col pick columns of a .csv; a .npz gives its arrays "
+                            "by name")
+        if table is not None:
+            arrays["table"] = table
+        return {k: _tensor(v) for k, v in arrays.items()}
+    columns = arrays  # by header name; empty without a header
+
+    def column(c: str) -> np.ndarray:
+        if c in columns:
+            return columns[c]
+        ncols = 0 if table is None else table.shape[1]
+        if c.lstrip("-").isdigit() and -ncols <= int(c) < ncols:
+            return table[:, int(c)]
+        known = ", ".join(columns) if columns else f"{table.shape[1]} unnamed columns (0-based)"
+        raise UserError(f"data file {path} has no column {c!r}; it has {known}")
+
+    if not x_cols and not y_col:
+        if not columns:
+            raise UserError(f"data file {path} has no header: name its columns in a first row, "
+                            "or pick them with --x-cols/--y-col (0-based indices)")
+        return {k: _tensor(v) for k, v in columns.items()}
+    out: dict[str, torch.Tensor] = {}
+    names = list(columns) or [str(j) for j in range(table.shape[1])]
+    if y_col:
+        try:
+            out["y"] = _tensor(column(y_col))
+        except UserError:
+            if require_y:
+                raise
+    if x_cols:
+        xs = [c.strip() for c in x_cols.split(",") if c.strip()]
+    else:
+        xs = [c for c in names if c != y_col and c != str(y_col)]
+    if not xs:
+        raise UserError(f"data file {path}: no columns left for x")
+    out["x"] = _tensor(np.stack([column(c) for c in xs], axis=1))
+    return out
+
+
+def parse_kv(items: Iterable[str] | None) -> dict[str, Any]:
+    """``--arg name=value`` pairs; values read as JSON (numbers, true/false, lists), else text."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier():
+            raise UserError(f"--arg takes name=value, got {item!r}")
+        try:
+            out[name] = json.loads(value)
+        except ValueError:
+            out[name] = value
+    return out
+
+
+def check_arguments(fn: Callable, kwargs: dict[str, Any], where: str, source: str) -> None:
+    """Refuse keyword arguments that ``fn`` does not take, and required ones that are absent."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    named = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if not takes_any:
+        for k in kwargs:
+            if k not in named:
+                raise UserError(
+                    f"data key {k!r} ({source}) is not an argument of {where}; "
+                    f"it takes: {', '.join(named) or 'no arguments'}"
+                )
+    for n in named:
+        if params[n].default is params[n].empty and n not in kwargs:
+            raise UserError(
+                f"{where} needs the argument {n!r}, which {source} does not give "
+                f"(it gives: {', '.join(kwargs) or 'nothing'})"
+            )
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+class _LastSite(Messenger):
+    """Remembers the name of the last sample site the model reached."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name: str | None = None
+
+    def _pyro_sample(self, msg):
+        if type(msg["fn"]).__name__ != "_Subsample":
+            self.name = msg["name"]
+
+
+def _describe(e: BaseException, user_file: Path | None = None, site: str | None = None) -> str:
+    """One line: exception type, the message's first meaningful lines, the user's line, site."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = lines[0] if lines else ""
+    if text.endswith(":") and len(lines) > 1:
+        text += " " + lines[1]
+    text = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    where = []
+    if user_file is not None:
+        if isinstance(e, SyntaxError) and e.lineno:
+            where.append(f"line {e.lineno}")
+        else:
+            frames = [f for f in traceback.extract_tb(e.__traceback__)
+                      if Path(f.filename).resolve() == user_file]
+            if frames:
+                where.append(f"line {frames[-1].lineno}")
+    if site is not None and f"'{site}'" not in text and f" {site} " not in text:
+        where.append(f"at or after site {site!r}")
+    return text + (f" ({', '.join(where)})" if where else "")
+
+
+# ----------------------------------------------------------------------------- workflow
+
+
+class UserModel(Workflow):
+    """A Pyro function of the user's, fitted with an autoguide or the user's guide.
+
+    Plugins subclass it with ``@register``: set ``name``, ``model_fn = staticmethod(model)``
+    and optionally ``default_guide``, ``default_data`` (a path relative to the plugin file),
+    ``default_args``, ``fit_defaults``, and override ``evaluate``/``summarize``.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = "a user's Pyro model"
+    latent: ClassVar[str] = "continuous"
+    default_estimator: ClassVar[str] = "reparam"
+    guides: ClassVar[tuple[str, ...]] = (*AUTOGUIDES, "FILE.py:guide")
+    default_guide: ClassVar[str] = "auto-normal"
+    fit_defaults: ClassVar[dict[str, Any]] = {"steps": 2000, "lr": 0.02, "lr_schedule": "cosine"}
+    model_fn: ClassVar[Callable | None] = None
+    model_file: ClassVar[str | None] = None  # set for `fit FILE.py:FUNCTION`
+    model_function: ClassVar[str | None] = None
+    default_data: ClassVar[str | None] = None
+    default_args: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def source(cls) -> str:
+        """The model's file (for messages)."""
+        if cls.model_file:
+            return cls.model_file
+        return getattr(sys.modules.get(cls.__module__), "__file__", None) or cls.__module__
+
+    @classmethod
+    def where(cls) -> str:
+        """``function() in file`` for messages."""
+        fn = cls.model_function or getattr(cls.model_fn, "__name__", "model")
+        return f"{fn}() in {cls.source()}"
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        default_data = None
+        if cls.default_data:
+            default_data = str(Path(cls.source()).parent / cls.default_data)
+        g = parser.add_argument_group("your model")
+        g.add_argument("--data", type=absolute_path, default=default_data,
+                       help=".npz (arrays -> keyword arguments) or .csv (columns -> keyword "
+                       f"arguments){f'; default {cls.default_data}' if default_data else ''}")
+        g.add_argument("--x-cols",
+                       help="comma-separated .csv columns (names or 0-based) -> x (N x d)")
+        g.add_argument("--y-col", help=".csv column -> y")
+        g.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
+                       help="extra keyword argument of the model (repeatable)")
+        g.add_argument("--init", choices=sorted(INITS), default=None,
+                       help="autoguide initialisation (default: Pyro's for that autoguide)")
+        g.add_argument("--init-value", action="append", default=[], metavar="SITE=VALUE",
+                       help="start the autoguide at this value of a latent site, e.g. "
+                       "'locs=[-1,1]' (repeatable; other sites as --init)")
+        if cls.model_file:
+            parser.set_defaults(model_file=cls.model_file, model_function=cls.model_function)
+
+    # -- pieces
+
+    def model(self) -> Callable:
+        """The user's model function."""
+        if self.model_fn is None:
+            raise UserError(f"{type(self).__name__} sets no model_fn")
+        return self.model_fn
+
+    def data(self, path: str | None, require_y: bool = True) -> dict[str, Any]:
+        """Keyword arguments: the data file's arrays plus ``--arg`` values."""
+        a = self.args
+        kwargs = dict(self.default_args)
+        if path:
+            kwargs.update(read_data(path, a.x_cols, a.y_col, require_y=require_y))
+        elif a.x_cols or a.y_col:
+            raise UserError("--x-cols/--y-col need --data FILE.csv")
+        kwargs.update(parse_kv(a.arg))
+        return kwargs
+
+    def trial(self, model: Callable, data: dict[str, Any]) -> poutine.Trace:
+        """Run the model once, computing every log-density, so shape errors name the site."""
+        last = _LastSite()
+        try:
+            with torch.no_grad(), last:
+                tr = poutine.trace(model).get_trace(**data)
+                tr.compute_log_prob()
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the user's code may raise anything
+            where = _describe(e, Path(self.source()).resolve(), last.name)
+            raise UserError(f"{self.where()}: {where}") from None
+        return tr
+
+    def make_guide(self, model: Callable, discrete: list[str]) -> Callable:
+        """The guide: an autoguide by name (over the continuous sites) or ``file.py:guide``."""
+        a = self.args
+        spec = a.guide
+        if spec in AUTOGUIDES:
+            if discrete and a.estimator != "enum":
+                raise UserError(
+                    f"{self.where()} has discrete latent sites ({', '.join(discrete)}): autoguides "
+                    "cover continuous sites only; add --estimator enum to sum them out"
+                )
+            if discrete and spec == "auto-laplace":
+                raise UserError("auto-laplace needs a model without discrete latent sites")
+            target = poutine.block(model, hide=discrete) if discrete else model
+            return AUTOGUIDES[spec](target, **self._init_kwargs(spec))
+        if is_file_spec(spec):
+            path, fn = split_spec(spec, "guide")
+            a.guide = f"{absolute_path(path)}:{fn}"  # saved in config.json, reopened from anywhere
+            return load_function(path, fn, "guide")
+        raise UserError(f"unknown guide {spec!r}: choose {', '.join(AUTOGUIDES)} or FILE.py:guide")
+
+    def _init_kwargs(self, spec: str) -> dict[str, Any]:
+        a = self.args
+        values = {}
+        for name, v in parse_kv(getattr(a, "init_value", None)).items():
+            try:
+                values[name] = torch.as_tensor(v, dtype=torch.get_default_dtype())
+            except (TypeError, ValueError):
+                raise UserError(f"--init-value {name}: {v!r} is not a number or list") from None
+        if a.init is None and not values:
+            return {}
+        fallback = INITS[a.init] if a.init else (
+            init_to_feasible if spec == "auto-normal" else init_to_median)  # Pyro's defaults
+        if not values:
+            return {"init_loc_fn": fallback}
+        return {"init_loc_fn": init_to_value(values=values, fallback=fallback)}
+
+    # -- Workflow
+
+    def build(self) -> Problem:
+        a = self.args
+        model = self.model()
+        data = self.data(a.data)
+        if a.data:
+            source = f"from {a.data}"
+        else:
+            source = "from --arg (no --data given)"
+        check_arguments(model, data, self.where(), source)
+        tr = self.trial(model, data)
+        latent, discrete, observed = [], [], []
+        data_size = None
+        for name, site in tr.nodes.items():
+            if site["type"] != "sample":
+                continue
+            if type(site["fn"]).__name__ == "_Subsample":
+                if name == "data":
+                    data_size = int(site["fn"].size)
+                    declared = site["fn"].subsample_size
+                    if a.batch_size is not None and declared not in (None, a.batch_size):
+                        raise UserError(
+                            f"{self.where()} declares pyro.plate('data', "
+                            f"subsample_size={declared}); "
+                            f"--batch-size {a.batch_size} must equal it (or leave --batch-size out)"
+                        )
+                continue
+            if site["is_observed"]:
+                observed.append(name)
+                continue
+            latent.append(name)
+            if site["fn"].support.is_discrete:
+                discrete.append(name)
+                enumerable = getattr(site["fn"], "has_enumerate_support", False)
+                if not enumerable and a.guide in AUTOGUIDES:
+                    raise UserError(f"{self.where()}: latent site {name!r} is discrete and cannot "
+                                    "be enumerated; write a guide for it (FILE.py:guide)")
+        if not latent:
+            raise UserError(
+                f"{self.where()} has no latent site: every pyro.sample in it has obs=, so there "
+                "is nothing to infer"
+            )
+        guide = self.make_guide(model, discrete)
+        if a.guide in AUTOGUIDES:
+            # one ELBO evaluation with the chosen estimator, on a throwaway guide: errors that
+            # only appear under enumeration or vectorized particles name the site here
+            self._trial_elbo(model, self.make_guide(model, discrete), data)
+        else:
+            self._trial_elbo(model, guide, data)
+        return Problem(
+            model, guide, data, data_size=data_size,
+            extra={"latent": latent, "discrete": discrete, "observed": observed},
+        )
+
+    def _trial_elbo(self, model: Callable, guide: Callable, data: dict[str, Any]) -> None:
+        import pyro
+
+        a = self.args
+        est = make_estimator(a.estimator, a.particles, a.vectorize_particles,
+                             float(a.max_plate_nesting))
+        last = _LastSite()
+        try:
+            with last:  # (TraceEnum_ELBO refuses a loss without gradients)
+                est.loss(est.wrap_model(model), est.wrap_guide(guide), **data)
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise UserError(
+                f"{self.where()} with guide {a.guide} and --estimator {a.estimator}: "
+                f"{_describe(e, Path(self.source()).resolve(), last.name)}"
+            ) from None
+        finally:
+            pyro.clear_param_store()
+
+    def posterior_guide(self, problem: Problem) -> Callable:
+        """The guide to draw the posterior from (the Laplace Gaussian for ``auto-laplace``)."""
+        if isinstance(problem.guide, AutoLaplaceApproximation):
+            try:
+                return problem.guide.laplace_approximation(**problem.data)
+            except Exception as e:  # noqa: BLE001 - a singular Hessian
+                raise UserError(f"the Laplace approximation failed: {_describe(e)}") from None
+        return problem.guide
+
+    def summarize(self, problem: Problem) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "user_model": {
+                "function": self.where(),
+                "latent_sites": problem.extra.get("latent", []),
+                "enumerated_sites": problem.extra.get("discrete", []),
+                "observed_sites": problem.extra.get("observed", []),
+                "data_size": problem.data_size,
+            }
+        }
+        if isinstance(problem.guide, AutoLaplaceApproximation):
+            out["map"] = posterior_summary(problem.guide, problem.data, num_samples=2)
+            out["map"] = {k: v["mean"] for k, v in out["map"].items()}
+            out["posterior"] = posterior_summary(self.posterior_guide(problem), problem.data)
+        return out
+
+    def evaluate(self, problem: Problem, out: Path) -> dict[str, Any]:
+        guide = self.posterior_guide(problem)
+        result: dict[str, Any] = {"posterior": posterior_summary(guide, problem.data)}
+        if not isinstance(problem.guide, AutoLaplaceApproximation):
+            a = self.args
+            est = make_estimator(a.estimator, 1, False, float(a.max_plate_nesting))
+            m, g = est.wrap_model(problem.model), est.wrap_guide(problem.guide)
+            losses = [float(est.loss(m, g, **problem.data).detach()) for _ in range(100)]
+            result["elbo"] = -float(np.mean(losses))
+            result["elbo_stderr"] = float(np.std(losses) / np.sqrt(len(losses)))
+        return result
+
+    def predict(self, problem: Problem, path: Path) -> dict[str, Any]:
+        inputs = self.data(str(path), require_y=False)
+        for k in problem.data:  # training keys not given now (the observations) are sampled
+            if k not in inputs:
+                inputs[k] = None
+        model = problem.model
+        check_arguments(model, inputs, self.where(), f"from {path}")
+        sites = problem.extra.get("observed") or None
+        device = next((v.device for v in problem.data.values() if torch.is_tensor(v)), None)
+        inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+        guide = self.posterior_guide(problem)
+        last = _LastSite()
+        try:
+            with torch.no_grad(), last:
+                try:
+                    draws = Predictive(model, guide=guide, num_samples=PREDICT_SAMPLES,
+                                       return_sites=sites, parallel=True)(**inputs)
+                except Exception:  # noqa: BLE001 - models that do not broadcast: one at a time
+                    draws = Predictive(model, guide=guide, num_samples=PREDICT_SAMPLES,
+                                       return_sites=sites)(**inputs)
+        except Exception as e:  # noqa: BLE001
+            raise UserError(f"{self.where()} on {path}: "
+                            f"{_describe(e, Path(self.source()).resolve(), last.name)}") from None
+        result: dict[str, Any] = {"num_samples": PREDICT_SAMPLES}
+        for name, v in draws.items():
+            v = v.float().reshape(PREDICT_SAMPLES, *_squeeze_lead(v))
+            result[name] = {"mean": _tolist(v.mean(0)), "std": _tolist(v.std(0))}
+        return result
+
+
+def _squeeze_lead(v: torch.Tensor) -> tuple[int, ...]:
+    shape = list(v.shape[1:])
+    while shape and shape[0] == 1:
+        shape.pop(0)
+    return tuple(shape)
+
+
+def _tolist(t: torch.Tensor):
+    return t.item() if t.dim() == 0 else t.tolist()
