@@ -30,8 +30,7 @@ class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line on stderr and exit status 2."""
 
     def error(self, message: str):  # noqa: D102
-        sys.stderr.write(f"{PROG}: error: {message} (see {self.prog} --help)\n")
-        raise SystemExit(2)
+        raise UserError(f"{message} (see {self.prog} --help)")
 
 
 def _registry() -> dict:
@@ -156,6 +155,10 @@ def cmd_fit(argv: list[str]) -> int:
     for k in ("out", "resume", "overwrite", "quiet"):
         delattr(args, k)
     summary = run_fit(workflow, args, out, resume=resume, overwrite=overwrite, progress=not quiet)
+    from inference import distributed
+
+    if not distributed.is_main():  # under torchrun rank 0 reports
+        return 0
     print(
         f"{workflow.name}: {summary['steps']} steps, final ELBO {summary['final_elbo']:.4f}, "
         f"{summary['wall_seconds']:.1f} s on {summary['device']} -> {out / 'summary.json'}"
@@ -312,6 +315,17 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         sys.stderr.write(f"{PROG}: error: {e}\n")
         return 2
+    except RuntimeError as e:  # a collective failed: another torchrun process died or timed out
+        from inference import distributed
+
+        if not distributed.is_peer_failure(e):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        sys.stderr.write(
+            f"{PROG}: error: data-parallel run stopped, another process failed or timed out "
+            f"({first}); rank 0's last checkpoint is kept, fix the cause and rerun with --resume\n"
+        )
+        return 1
     except Interrupted as e:
         where = f"; checkpoint saved to {e.path}" if e.path else ""
         sys.stderr.write(

@@ -24,6 +24,9 @@ class Encoder(nn.Module):
         super().__init__()
         self.trunk = mlp([data_dim, *hidden], activation, final_activation=True)
         self.head = nn.Linear(hidden[-1] if hidden else data_dim, 2 * latent_dim)
+        with torch.no_grad():  # start at sigma = 1 whatever the scale of x
+            self.head.weight[latent_dim:].zero_()
+            self.head.bias[latent_dim:].zero_()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and standard deviation of ``q(z | x)``."""

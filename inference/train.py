@@ -15,6 +15,7 @@ import signal
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from pyro import poutine
 from tqdm.auto import tqdm
 
 from inference import checkpoint as ckpt
+from inference import distributed
 from inference.batching import DataSubsample, EpochBatcher
 from inference.devices import resolve_device
 from inference.errors import UserError
@@ -178,10 +180,15 @@ def fit(
     """
     config.validate()
     device = resolve_device(config.device)
+    ddp = distributed.setup(config.device, data_size)  # None unless torchrun started P > 1
+    if ddp is not None:
+        device = ddp.device  # this local rank's GPU, or the CPU
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is None:
         raise UserError("--resume needs --out DIR holding the checkpoint")
-    state = ckpt.load(out / CHECKPOINT) if resume else None
+    state = ckpt.load(out / CHECKPOINT) if resume and (ddp is None or ddp.is_main) else None
+    if resume and ddp is not None:
+        state = ddp.broadcast(state)  # only rank 0 reads the file
     if state is not None and state["step"] >= config.steps:
         raise UserError(
             f"the checkpoint is at step {state['step']}, not before --steps {config.steps}; "
@@ -211,11 +218,14 @@ def fit(
     train_guide = subsample(kl(estimator.wrap_guide(guide)))
 
     batcher = None
-    if config.batch_size is not None:
+    if config.batch_size is not None or ddp is not None:
         if data_size is None:
             raise UserError("this model has no data plate to split into minibatches")
-        if config.batch_size < data_size:
-            batcher = EpochBatcher(data_size, config.batch_size, device)
+        batch_size = config.batch_size
+        if ddp is not None:
+            batch_size = ddp.global_batch(batch_size, data_size)
+        if batch_size < data_size or ddp is not None:  # with P processes: each takes 1/P of it
+            batcher = EpochBatcher(data_size, batch_size, device, *(ddp.shard if ddp else (0, 1)))
             subsample.indices = batcher.next()  # indices for the initialisation pass
 
     params = trainable_params(train_model, train_guide, data)
@@ -224,6 +234,10 @@ def fit(
     # lets Pyro settle lazy state (plate nesting, baselines) before any RNG state is saved or
     # restored; with gradients on, as TraceEnum_ELBO refuses a loss it cannot differentiate
     estimator.loss(train_model, train_guide, **data).detach()
+    loss_fn = partial(estimator.loss, train_model, train_guide)
+    if ddp is not None:  # DistributedDataParallel averages the gradients over the processes
+        ddp.check_shardable(train_model, train_guide, data)
+        params, loss_fn = ddp.wrap(params, loss_fn)
     optimizer = OPTIMIZERS[config.optimizer](list(params.values()), lr=config.lr)
 
     start = 0
@@ -245,6 +259,8 @@ def fit(
     elif batcher is not None:
         batcher._pos = batcher.batches_per_epoch  # the first epoch starts at step 0
 
+    if ddp is not None and not ddp.is_main:
+        out, progress = None, False  # rank 0 alone shows progress, writes metrics and checkpoints
     metrics_path = out / METRICS if out is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -253,6 +269,11 @@ def fit(
     def save_checkpoint(step: int) -> None:
         if out is None:
             return
+        if not all(bool(torch.isfinite(p).all()) for p in param_list):
+            raise UserError(
+                f"training diverged by step {step}: parameters became NaN or infinite; lower "
+                "--lr or set --clip-norm (the last finite checkpoint is kept)"
+            )
         ckpt.save(
             out / CHECKPOINT,
             {
@@ -297,7 +318,16 @@ def fit(
                 data = data_hook(step // epoch_len, base_data)
             if batcher is not None:
                 subsample.indices = batcher.next()
-            loss = estimator.loss(train_model, train_guide, **data)
+            try:
+                loss = loss_fn(**data)
+            except (ValueError, RuntimeError) as e:
+                if not all(bool(torch.isfinite(p).all()) for p in param_list):
+                    bar.close()
+                    raise UserError(
+                        f"training diverged before step {step + 1}: parameters became NaN or "
+                        "infinite; lower --lr or set --clip-norm (the last finite checkpoint is kept)"
+                    ) from e
+                raise
             loss.backward()
             if config.clip_norm is not None:
                 torch.nn.utils.clip_grad_norm_(param_list, config.clip_norm)
@@ -308,6 +338,8 @@ def fit(
 
             done = step + 1
             if done % config.log_every == 0 or done == config.steps:
+                if ddp is not None:  # the global batch's estimate, as one process logs it
+                    ddp.mean_(running)
                 elbo = -float(running) / count  # the only host sync: once per log window
                 running.zero_()
                 count = 0

@@ -19,8 +19,9 @@ def model(flips: torch.Tensor, prior_a: float = 1.0, prior_b: float = 1.0, mle: 
     a = torch.as_tensor(prior_a, dtype=flips.dtype, device=flips.device)
     b = torch.as_tensor(prior_b, dtype=flips.dtype, device=flips.device)
     pi = pyro.sample("pi", dist.Beta(a, b).mask(not mle))
-    with pyro.plate("data", flips.shape[0]) as idx:
-        pyro.sample("x", dist.Bernoulli(pi), obs=flips[idx])
+    if flips.shape[0]:  # with no flips the posterior is the prior
+        with pyro.plate("data", flips.shape[0]) as idx:
+            pyro.sample("x", dist.Bernoulli(pi), obs=flips[idx])
     return pi
 
 

@@ -13,6 +13,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from inference import distributed
 from inference.errors import UserError
 from inference.predictive import posterior_summary
 from inference.train import CHECKPOINT, FitConfig, fit, restore
@@ -69,11 +70,13 @@ def run_fit(
     config.validate()
     workflow = workflow_cls(args)
     problem = workflow.build()
+    main = distributed.is_main()  # under torchrun only rank 0 writes the run folder
     out.mkdir(parents=True, exist_ok=True)
-    if overwrite and not resume:
+    if overwrite and not resume and main:
         for name in (CHECKPOINT, "metrics.jsonl", SUMMARY, EVALUATION):
             (out / name).unlink(missing_ok=True)
-    write_json(out / CONFIG, {"model": workflow_cls.name, "args": vars(args)})
+    if main:
+        write_json(out / CONFIG, {"model": workflow_cls.name, "args": vars(args)})
     result = fit(
         problem.model,
         problem.guide,
@@ -96,8 +99,11 @@ def run_fit(
         "seed": config.seed,
         "particles": config.particles,
         "batch_size": config.batch_size,
-        "posterior": posterior_summary(problem.guide, _on(problem.data, result.device)),
+        "processes": distributed.world_size(),
     }
+    if not main:
+        return summary
+    summary["posterior"] = posterior_summary(problem.guide, _on(problem.data, result.device))
     summary.update(workflow.summarize(problem))
     summary["figures"] = workflow.figures(problem, out)
     write_json(out / SUMMARY, summary)
@@ -131,7 +137,8 @@ def load_run(
             f"{run_dir} was made by model {cfg['model']!r}, which is not registered here "
             "(a --plugin file missing?)"
         )
-    args = argparse.Namespace(**cfg["args"])
+    saved = {k: float(v) if v in ("inf", "-inf") else v for k, v in cfg["args"].items()}
+    args = argparse.Namespace(**saved)
     if device is not None:
         args.device = device
     for key, value in (overrides or {}).items():
