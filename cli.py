@@ -98,6 +98,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser, workflow) -> None:
     g.add_argument("--threads", type=int, default=d["threads"],
                    help="torch intra-op threads (default: torch's; 1 is fastest for small models "
                    "on a busy machine)")
+    g.add_argument("--validate", dest="check_args", action="store_true",
+                   help="keep Pyro's argument checks on at every step (slower; for debugging)")
     g.add_argument("--max-plate-nesting", type=float, default=d["max_plate_nesting"],
                    help=argparse.SUPPRESS)
 

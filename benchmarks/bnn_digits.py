@@ -29,13 +29,15 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="runs/bnn_digits")
     p.add_argument("--seeds", default="0")
+    p.add_argument("--only", help="comma-separated rows to run (default all)")
     a = p.parse_args()
+    runs = {k: v for k, v in RUNS.items() if not a.only or k in a.only.split(",")}
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     print("| guide | seed | accuracy | NLL | ECE | Brier | MI | AUROC noise / inverted / flipped "
           "| compression | fit s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for seed in a.seeds.split(","):
-        for name, argv in RUNS.items():
+        for name, argv in runs.items():
             out = Path(a.out) / f"{name.replace(' ', '_')}-{seed}"
             cmd = ["fit", "bnn", *argv, "--seed", seed, "--quiet", "--overwrite", "--out", str(out)]
             print(f"<!-- bayesdl {' '.join(cmd)} -->", flush=True)

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 import torch
 from pyro.infer import ELBO, TraceEnum_ELBO, TraceGraph_ELBO, Trace_ELBO, config_enumerate
 from pyro.distributions import TorchDistribution
+from pyro.distributions.util import is_identically_zero
+from pyro.infer.trace_elbo import _compute_log_r
+from pyro.infer.traceenum_elbo import _compute_dice_elbo
 from pyro.poutine.messenger import Messenger
 
 
@@ -98,14 +101,57 @@ class Estimator:
     wrap_guide: Callable = lambda g: g
 
     def loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        """A differentiable surrogate of ``-ELBO`` (its gradient is the estimator's)."""
-        if isinstance(self.elbo, TraceGraph_ELBO):
-            # TraceGraph_ELBO has no public differentiable_loss; this is what its
-            # loss_and_grads differentiates, minus the host sync of .item().
-            elbo, surrogate = self.elbo._loss_and_surrogate_loss(model, guide, args, kwargs)
-            # value = -ELBO, gradient = that of the surrogate
-            return surrogate + (-elbo - surrogate).detach()
-        return self.elbo.differentiable_loss(model, guide, *args, **kwargs)
+        """A differentiable surrogate of ``-ELBO``: its value is ``-ELBO``, its gradient the
+        estimator's.
+
+        Pyro's own ``differentiable_loss`` reads every site's ``log_prob_sum`` with ``.item()``
+        and checks for NaN on the host, which stalls a GPU at every step; here the same
+        particle terms (Pyro's ``_get_traces`` and per-particle functions) are summed on the
+        device. NaN is caught by the training loop when it logs.
+        """
+        elbo = self.elbo
+        if isinstance(elbo, TraceGraph_ELBO):
+            value, surrogate = elbo._loss_and_surrogate_loss(model, guide, args, kwargs)
+            return surrogate + (-value - surrogate).detach()
+        if isinstance(elbo, TraceEnum_ELBO):
+            total = 0.0
+            for model_trace, guide_trace in elbo._get_traces(model, guide, args, kwargs):
+                particle = _compute_dice_elbo(model_trace, guide_trace)
+                if not is_identically_zero(particle):
+                    total = total + particle
+            if is_identically_zero(total):
+                raise ValueError("the ELBO is not differentiable (identically zero)")
+            return -total / elbo.num_particles
+        if isinstance(elbo, Trace_ELBO):
+            value = surrogate = 0.0
+            for model_trace, guide_trace in elbo._get_traces(model, guide, args, kwargs):
+                v, s = _trace_elbo_particle(model_trace, guide_trace)
+                value, surrogate = value + v, surrogate + s
+            loss = -surrogate / elbo.num_particles
+            return loss + (-value / elbo.num_particles - loss).detach()
+        return elbo.differentiable_loss(model, guide, *args, **kwargs)
+
+
+def _trace_elbo_particle(model_trace, guide_trace) -> tuple:
+    """``(log p - log q, surrogate)`` of one particle, as ``Trace_ELBO`` computes them."""
+    value = surrogate = 0.0
+    log_r = None
+    for site in model_trace.nodes.values():
+        if site["type"] == "sample":
+            value = value + site["log_prob_sum"]
+            surrogate = surrogate + site["log_prob_sum"]
+    for site in guide_trace.nodes.values():
+        if site["type"] == "sample":
+            _, score_function_term, entropy_term = site["score_parts"]
+            value = value - site["log_prob_sum"]
+            if not is_identically_zero(entropy_term):
+                surrogate = surrogate - entropy_term.sum()
+            if not is_identically_zero(score_function_term):
+                if log_r is None:
+                    log_r = _compute_log_r(model_trace, guide_trace)
+                term = log_r.sum_to(site["cond_indep_stack"])
+                surrogate = surrogate + (term * score_function_term).sum()
+    return value, surrogate
 
 
 def _reparam(particles: int, vectorize: bool, max_plate_nesting: float) -> Estimator:

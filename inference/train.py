@@ -58,6 +58,7 @@ class FitConfig:
     log_every: int = 100
     checkpoint_every: int = 1000
     threads: int | None = None
+    check_args: bool = False
 
     def validate(self) -> None:
         """Reject impossible settings with a :class:`UserError`."""
@@ -214,8 +215,6 @@ def fit(
     )
     subsample = DataSubsample("data")
     kl = KLScale()
-    train_model = subsample(kl(estimator.wrap_model(model)))
-    train_guide = subsample(kl(estimator.wrap_guide(guide)))
 
     batcher = None
     if config.batch_size is not None or ddp is not None:
@@ -228,6 +227,13 @@ def fit(
             batcher = EpochBatcher(data_size, batch_size, device, *(ddp.shard if ddp else (0, 1)))
             subsample.indices = batcher.next()  # indices for the initialisation pass
 
+    def wrap(fn: Callable) -> Callable:
+        # only the messengers this fit needs: each one costs time at every sample site
+        fn = kl(fn) if config.kl_warmup > 0 else fn
+        return subsample(fn) if batcher is not None else fn
+
+    train_model = wrap(estimator.wrap_model(model))
+    train_guide = wrap(estimator.wrap_guide(guide))
     params = trainable_params(train_model, train_guide, data)
     if not params:
         raise UserError("nothing to fit: the model and guide have no parameters")
@@ -304,7 +310,9 @@ def fit(
         leave=False,
     )
     interrupted_at = None
-    with _StopFlag() as stop:
+    # argument checks ran on the first pass; in the loop they would sync with the device at
+    # every distribution (NaN is caught at the next log point instead)
+    with _StopFlag() as stop, pyro.validation_enabled(config.check_args):
         for step in range(start, config.steps):
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * lr_factor(

@@ -76,8 +76,8 @@ class BNN(Workflow):
                        help="s of the N(0, s^2 / fan_in) prior of meanfield and map (default 30)")
         g.add_argument("--no-local-reparam", dest="local_reparam", action="store_false",
                        help="meanfield: sample weights (Pyro latent sites, AutoNormal guide)")
-        g.add_argument("--dropout", type=float, default=0.2,
-                       help="dropout: probability p of dropping each layer input (default 0.2)")
+        g.add_argument("--dropout", type=float, default=0.05,
+                       help="dropout: probability p of dropping each layer input (default 0.05)")
         g.add_argument("--prune-threshold", type=float, default=3.0,
                        help="sparse-vd: prune weights with log alpha >= this (default 3)")
         g.add_argument("--samples", type=int, default=100,

@@ -44,7 +44,7 @@ def digits_run(tmp_path_factory, one_thread):
 def test_short_fit_improves_test_elbo(digits_run):
     s = json.loads((digits_run / "summary.json").read_text())
     gain = s["test"]["elbo"] - s["untrained"]["elbo"]
-    # measured over seeds 0-3: gain 18.6, 18.7, 19.0, 19.2 nats (untrained -44.4 .. -45.0);
+    # measured over seeds 0-3: gain 18.7, 18.8, 18.9, 19.2 nats (untrained -44.3 .. -45.0);
     # 17 is ~7 seed-to-seed standard deviations below that
     assert gain > 17.0
     assert s["test"]["elbo"] > -27.0
@@ -102,8 +102,9 @@ def test_chunked_estimate_equals_one_pass(digits_run):
     # same draws in a different order of chunks: the per-datum sums agree to rounding
     assert torch.allclose(one["log_px"], torch.logsumexp(lw, 0) - math.log(300), atol=1e-5)
     assert torch.allclose(one["elbo"], lw.mean(0), atol=1e-5)
-    # chunked: other draws, same quantity; its Monte Carlo error is far below 0.3 nats here
-    assert (chunked["log_px"] - one["log_px"]).abs().max() < 0.3
+    # chunked: other draws of the same L_300, so the paired differences average to zero
+    diff = chunked["log_px"] - one["log_px"]
+    assert diff.mean().abs() < 4 * diff.std() / math.sqrt(len(x)), diff
     assert (chunked["log_px"] >= chunked["elbo"]).all()
 
 
@@ -123,7 +124,8 @@ def test_linear_gaussian_vae_matches_ppca(tmp_path, cli):
     with torch.no_grad():
         exact_train = ppca_log_marginal(problem.model.decoder, x_train).mean().item()
         exact_test = ppca_log_marginal(problem.model.decoder, x_test).mean().item()
-    # training reaches the PPCA maximum likelihood (measured gap 0.002 nats/example)
+    # training reaches the PPCA maximum likelihood (measured gap 0.001-0.003 nats/example over
+    # seeds 0-3)
     assert abs(exact_train - ppca_max_log_likelihood(x_train, latent)) < 0.02
     # the IW estimate recovers the exact marginal of the fitted model (measured |diff| 0.001-0.004
     # at K = 1000; the ELBO is 0.17 below it)
@@ -141,10 +143,10 @@ def test_sample_writes_images_and_arrays(digits_run, tmp_path, cli):
     assert arrays["originals"].shape == arrays["reconstructions"].shape == (32, 8, 8)
     assert arrays["manifold"].shape == (225, 8, 8)
     assert 0 <= arrays["samples"].min() and arrays["samples"].max() <= 1  # Bernoulli means
-    # reconstructions are closer to their originals than to other test images
+    # reconstructions are closer to their own originals than to the other test images: squared
+    # error paired / unpaired measured 0.71-0.76 over seeds 0-3 (about 1 for an untrained VAE)
     o, rec = arrays["originals"].reshape(32, -1), arrays["reconstructions"].reshape(32, -1)
-    dist = ((o[:, None] - rec[None]) ** 2).sum(-1)
-    assert (dist.argmin(1) == np.arange(32)).mean() > 0.5
+    assert ((o - rec) ** 2).mean() / ((o[:, None] - rec[None]) ** 2).mean() < 0.85
     import matplotlib.image as mpimg
 
     for name in ("vae_samples.png", "vae_reconstructions.png", "vae_latent.png",
