@@ -45,7 +45,7 @@ class LinearRegression(Workflow):
     tour_runs = [
         ["--guide", "full-covariance"],
         ["--guide", "mean-field"],
-        ["--simulate", "40", "--dim", "1", "--noise-scale", "0.5", "--guide", "full-covariance"],
+        ["--simulate", "10", "--dim", "1", "--noise-scale", "0.3", "--guide", "full-covariance"],
     ]
 
     @classmethod
@@ -176,19 +176,21 @@ class LinearRegression(Workflow):
         names = [save(fig, out, "linreg_coefficients.png")]
         if d == 1:
             x, y = problem.data["x"].cpu(), problem.data["y"].cpu()
-            grid = torch.linspace(float(x.min()) - 0.5, float(x.max()) + 0.5, 200)[:, None]
+            grid = torch.linspace(float(x.min()) - 4, float(x.max()) + 4, 200)[:, None]
             fig, ax = plt.subplots(figsize=(6, 3.8))
             ax.scatter(x[:, 0], y, s=12, color="k", label="train")
             xt, yt = problem.extra["x_test"], problem.extra["y_test"]
             if len(xt):
                 ax.scatter(xt[:, 0], yt, s=14, facecolors="none", edgecolors="grey", label="test")
-            for (m, c), label, color in (((mu, cov), "exact", "C0"), ((loc, qcov), "fitted", "C3")):
+            for (m, c), label, color, ls in (((mu, cov), "exact", "C0", "-"),
+                                             ((loc, qcov), "fitted", "C3", "--")):
                 p = linreg.predictive(grid, m, c, self.args.noise_scale)
-                ax.plot(grid[:, 0], p.mean, color=color, label=f"{label} predictive mean")
+                ax.plot(grid[:, 0], p.mean, color=color, ls=ls, label=f"{label} predictive mean")
                 ax.fill_between(grid[:, 0], p.mean - 1.96 * p.stddev, p.mean + 1.96 * p.stddev,
                                 color=color, alpha=0.15, label=f"{label} 95% band")
             ax.set_xlabel("x")
             ax.set_ylabel("y")
+            ax.set_title("predictive: the band widens away from the data (no intercept)")
             ax.legend(fontsize=7)
             names.append(save(fig, out, "linreg_predictive.png"))
         return names

@@ -1,0 +1,47 @@
+"""The README's commands are run here, so they cannot drift from the code."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+
+import numpy as np
+
+import cli
+from tests.conftest import ROOT
+
+README = (ROOT / "README.md").read_text()
+
+
+def _block_after(marker: str) -> str:
+    m = re.search(re.escape(marker) + r".*?```bash\n(.*?)```", README, re.S)
+    assert m, marker
+    return m.group(1)
+
+
+def test_two_commands_install_cpu_torch_first_and_run_the_right_things():
+    main, test = _block_after("<!-- main-command -->"), _block_after("<!-- test-command -->")
+    for cmd in (main, test):
+        assert "pip install torch==2.13.0 &&" in cmd and "python3 -m venv .venv" in cmd
+    assert main.strip().endswith("bayesdl tour --out tour")
+    assert "pip install -e \".[test]\"" in test and "pytest" in test
+
+
+def test_models_section_commands_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    np.savez(tmp_path / "new.npz", x=np.zeros((2, 10)))
+    block = README.split("## Models", 1)[1]
+    code = re.search(r"```bash\n(.*?)```", block, re.S).group(1)
+    commands = [line.split("#")[0].strip() for line in code.splitlines() if line.strip()]
+    assert len(commands) >= 5
+    for command in commands:
+        argv = shlex.split(command)
+        assert argv[0] == "bayesdl"
+        if argv[1] == "fit":
+            argv += ["--quiet", "--steps", "300"]
+        if argv[1] == "gradient-variance":
+            argv[argv.index("--draws") + 1] = "200"
+        assert cli.main(argv[1:]) == 0, command
+    assert json.loads((tmp_path / "runs/coin/summary.json").read_text())["model"] == "coin"
+    assert (tmp_path / "runs/linreg/evaluation.json").exists()
