@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from pyro.infer import ELBO, TraceEnum_ELBO, TraceGraph_ELBO, Trace_ELBO, config_enumerate
 from pyro.distributions import TorchDistribution
 from pyro.distributions.util import is_identically_zero
+from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, config_enumerate
 from pyro.infer.trace_elbo import _compute_log_r
 from pyro.infer.traceenum_elbo import _compute_dice_elbo
 from pyro.poutine.messenger import Messenger
@@ -49,8 +49,8 @@ class ScoreOnly(TorchDistribution):
     def enumerate_support(self, expand=True):
         return self.base.enumerate_support(expand)
 
-    def sample(self, sample_shape=torch.Size()):
-        return self.base.sample(sample_shape)
+    def sample(self, sample_shape=()):
+        return self.base.sample(torch.Size(sample_shape))
 
     def log_prob(self, value):
         return self.base.log_prob(value)

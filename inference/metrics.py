@@ -40,11 +40,10 @@ def ece(probs: torch.Tensor, y: torch.Tensor, bins: int = 15) -> float:
     correct = (pred == y).float()
     edges = torch.linspace(0, 1, bins + 1, device=p.device)
     idx = torch.bucketize(conf, edges[1:-1], right=False)
-    total = torch.zeros(bins, device=p.device).index_add_(0, idx, torch.ones_like(conf))
     acc = torch.zeros(bins, device=p.device).index_add_(0, idx, correct)
     cf = torch.zeros(bins, device=p.device).index_add_(0, idx, conf)
-    gap = (acc - cf).abs()
-    return (gap.sum() / len(y)).item()
+    # sum_b |B_b| / N * |acc_b - conf_b|, with acc and cf kept as per-bin sums
+    return ((acc - cf).abs().sum() / len(y)).item()
 
 
 def reliability(probs: torch.Tensor, y: torch.Tensor, bins: int = 15) -> dict[str, list[float]]:

@@ -15,6 +15,7 @@ import guides.coin as coin_guides
 import models.coin as coin
 from inference.data import load_arrays
 from inference.errors import UserError
+from inference.predictive import sample_posterior
 from models.registry import register
 from workflows.base import Problem, Workflow
 from workflows.figures import plt, save
@@ -163,6 +164,23 @@ class Coin(Workflow):
     def evaluate(self, problem: Problem, out: Path) -> dict[str, Any]:
         s = self.summarize(problem)
         return {"exact": s["exact_posterior"], "fitted": s["fitted"], "predictive_exact": s["predictive_exact"]}
+
+    def predict(self, problem: Problem, path: Path) -> dict[str, Any]:
+        """Predictive probability of new flips (a file of 0/1): exact and under the fitted q."""
+        arrays = load_arrays(path)
+        new = np.asarray(arrays.get("flips", next(iter(arrays.values()))), dtype=np.float64).ravel()
+        if not np.isin(new, (0.0, 1.0)).all():
+            raise UserError(f"{path}: coin flips must be 0 or 1")
+        s = self.summarize(problem)
+        pa, pb = s["exact_posterior"]["a"], s["exact_posterior"]["b"]
+        h, t = int(new.sum()), int(len(new) - new.sum())
+        exact = coin.log_evidence(pa, pb, h, t)  # log p(new | D) = log B(pa+h, pb+t) - log B(pa, pb)
+        draws = sample_posterior(problem.guide, problem.data, 4000, ["pi"])["pi"].reshape(-1).double()
+        draws = draws.clamp(1e-12, 1 - 1e-12).cpu()
+        loglik = h * draws.log() + t * torch.log1p(-draws)
+        fitted = (torch.logsumexp(loglik, 0) - np.log(len(draws))).item()
+        return {"flips": len(new), "heads": h, "p_next_heads": s["fitted"]["predictive"],
+                "log_predictive_exact": exact, "log_predictive_fitted": fitted}
 
     def comparison(self, summary: dict[str, Any]) -> list[tuple[str, Any, Any]]:
         e, f, p = summary["exact_posterior"], summary["fitted"], summary["predictive_exact"]

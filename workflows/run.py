@@ -17,7 +17,7 @@ from inference import distributed
 from inference.errors import UserError
 from inference.predictive import posterior_summary
 from inference.train import CHECKPOINT, FitConfig, fit, restore
-from workflows.base import Problem, Workflow
+from workflows.base import Workflow
 
 CONFIG = "config.json"
 SUMMARY = "summary.json"

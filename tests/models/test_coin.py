@@ -80,3 +80,16 @@ def test_data_sources(tmp_path, capsys):
         assert s["data"]["heads"] + s["data"]["tails"] == 4
         if "--simulate" not in source:
             assert s["data"] == {"heads": 3, "tails": 1}
+
+
+def test_predict_new_flips(tmp_path, capsys):
+    s = fit_coin(tmp_path)
+    (tmp_path / "new.csv").write_text("1\n1\n0\n")
+    out = tmp_path / "p.json"
+    assert cli.main(["predict", str(tmp_path / "run"), "--input", str(tmp_path / "new.csv"),
+                     "--output", str(out)]) == 0
+    p = json.loads(out.read_text())
+    assert p["heads"] == 2 and p["flips"] == 3
+    assert p["p_next_heads"] == pytest.approx(s["predictive_exact"]["bayes"], abs=0.01)
+    # q is close to the exact posterior, so the predictive of the sequence is too
+    assert p["log_predictive_fitted"] == pytest.approx(p["log_predictive_exact"], abs=0.02)
