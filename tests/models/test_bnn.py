@@ -185,3 +185,27 @@ def test_cli_errors(cli, tmp_path):
     assert r.returncode == 2 and "28x28" in r.stderr
     r = cli("fit", "bnn", "--guide", "nope", "--out", str(tmp_path / "r"))
     assert r.returncode == 2 and "guides" in r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("guide", ["sparse-vd", "meanfield", "dropout", "mle"])
+def test_lenet5_on_mnist_runs(guide):
+    """LeNet-5 (conv layers with the same Bayesian layers) trains a few steps on MNIST and
+    predicts; needs $BAYESDL_MNIST_DIR."""
+    import os
+
+    if not os.environ.get("BAYESDL_MNIST_DIR"):
+        pytest.skip("set BAYESDL_MNIST_DIR to the MNIST IDX files")
+    args = _fit_parser(BNN, "bnn").parse_args(
+        ["--data", "mnist", "--arch", "lenet5", "--guide", guide, "--steps", "30",
+         "--samples", "3"])
+    w = BNN(args)
+    problem = w.build()
+    r = fit(problem.model, problem.guide, problem.data, fit_config(args), None,
+            data_size=problem.data_size, progress=False)
+    assert math.isfinite(r.final_elbo)
+    p = w.probs(problem, problem.extra["split"].x_test[:64])
+    assert p.shape == ((1 if guide == "mle" else 3), 64, 10)
+    assert torch.allclose(p.sum(-1), torch.ones(p.shape[:2]), atol=1e-5)
+    # 30 steps of batch 128 already beat chance by far
+    assert metrics.accuracy(p, problem.extra["split"].y_test[:64]) > 0.3
