@@ -83,3 +83,23 @@ def load_param_store_state(state: dict, device: torch.device) -> None:
             else:
                 constraint = state["constraints"][name]
                 store.setdefault(name, transform_to(constraint)(value), constraint)
+
+
+def module_states(modules) -> list[dict | None]:
+    """``state_dict()`` of each ``nn.Module`` among ``modules`` (``None`` for functions)."""
+    return [m.state_dict() if isinstance(m, torch.nn.Module) else None for m in modules]
+
+
+def load_module_states(modules, states: list[dict | None] | None) -> None:
+    """Copy saved module states in place (the optimizer keeps holding the same tensors)."""
+    if states is None:
+        return
+    for m, state in zip(modules, states, strict=False):
+        if isinstance(m, torch.nn.Module) and state is not None:
+            try:
+                m.load_state_dict(state)
+            except RuntimeError as e:
+                raise UserError(
+                    f"checkpoint does not fit this model ({str(e).splitlines()[0]}): "
+                    "was it made with other options?"
+                ) from None

@@ -33,7 +33,7 @@ def gradient_draws(
     """
     est = estimator if isinstance(estimator, Estimator) else make_estimator(estimator, particles)
     m, g = est.wrap_model(model), est.wrap_guide(guide)
-    params = trainable_params(m, g, data)
+    params = trainable_params(m, g, data, (model, guide))
     with torch.no_grad():
         est.loss(m, g, **data)  # settle lazy state (baselines, plate nesting)
     names, tensors = list(params), list(params.values())

@@ -139,18 +139,33 @@ def _to_device(data: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in data.items()}
 
 
-def trainable_params(model, guide, data: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+def trainable_params(
+    model, guide, data: Mapping[str, Any], modules: tuple = ()
+) -> dict[str, torch.Tensor]:
     """Run model and guide once (no gradients) and return their unconstrained parameters,
-    by name, so the optimizer holds the very tensors Pyro's param store holds."""
+    by name, so the optimizer holds the very tensors Pyro's param store holds.
+
+    Parameters of ``modules`` (the model and guide, where they are ``nn.Module`` s, as in
+    Pyro's ``ELBOModule``) are trained too, so a network needs no ``pyro.module`` call at
+    every step.
+    """
     with torch.no_grad(), poutine.trace(param_only=True) as tr:
         guide_tr = poutine.trace(guide).get_trace(**data)
         poutine.replay(model, trace=guide_tr)(**data)
     unconstrained = dict(pyro.get_param_store().named_parameters())
-    return {
+    params = {
         name: unconstrained[name]
         for name in sorted(tr.trace.nodes)
         if tr.trace.nodes[name]["type"] == "param"
     }
+    seen = {id(p) for p in params.values()}
+    for role, module in zip(("model", "guide"), modules, strict=False):
+        if isinstance(module, torch.nn.Module):
+            for name, p in module.named_parameters():
+                if p.requires_grad and id(p) not in seen:
+                    params[f"{role}.{name}"] = p
+                    seen.add(id(p))
+    return params
 
 
 def fit(
@@ -234,7 +249,7 @@ def fit(
 
     train_model = wrap(estimator.wrap_model(model))
     train_guide = wrap(estimator.wrap_guide(guide))
-    params = trainable_params(train_model, train_guide, data)
+    params = trainable_params(train_model, train_guide, data, (model, guide))
     if not params:
         raise UserError("nothing to fit: the model and guide have no parameters")
     # lets Pyro settle lazy state (plate nesting, baselines) before any RNG state is saved or
@@ -250,6 +265,7 @@ def fit(
     history: list[dict] = []
     epoch_len = batcher.batches_per_epoch if batcher is not None else 1
     if state is not None:
+        ckpt.load_module_states((model, guide), state.get("modules"))
         ckpt.load_param_store_state(state["param_store"], device)
         optimizer.load_state_dict(state["optimizer"])
         if batcher is not None and state.get("batcher") is not None:
@@ -286,6 +302,7 @@ def fit(
                 "format": 1,
                 "step": step,
                 "param_store": ckpt.param_store_state(),
+                "modules": ckpt.module_states((model, guide)),
                 "optimizer": optimizer.state_dict(),
                 "batcher": batcher.state_dict() if batcher is not None else None,
                 "rng": ckpt.rng_state(),
@@ -418,5 +435,6 @@ def restore(
     if isinstance(guide, torch.nn.Module):
         guide.to(dev)
     trainable_params(model, guide, _to_device(data, dev))
+    ckpt.load_module_states((model, guide), state.get("modules"))
     ckpt.load_param_store_state(state["param_store"], dev)
     return dev

@@ -209,8 +209,8 @@ class BNN(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        if not isinstance(self.net, PyroModule):
-            pyro.module("bnn", self.net)
+        # the network's parameters are this module's own: the engine trains them directly
+        # (as Pyro's ELBOModule does), so no pyro.module call is paid at every step
         data = pyro.plate("data", x.shape[0])
         idx = data.indices
         logits = self.net(x[idx])  # outside the plate: sampled weights are global
