@@ -53,7 +53,8 @@ def plot(out: Path) -> None:
     ax.set_title("VAE 784-200-200-50 on MNIST")
     ax.legend(fontsize=8)
     print("figure:", save(fig, out, "vae_mnist_learning_curve.png"))
-    print("last rows:", [(r["step"], round(-r["elbo"] / n, 2), r["wall_seconds"]) for r in rows[-3:]])
+    last = [(r["step"], round(-r["elbo"] / n, 2), r["wall_seconds"]) for r in rows[-3:]]
+    print("last rows (step, -ELBO per image, seconds):", last)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -85,7 +86,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         "seconds_iw": round(t2 - t1, 1),
     }
     print(json.dumps(result, indent=1))
-    (Path(args.out) / f"vae_mnist_eval_K{args.k}_n{n}.json").write_text(json.dumps(result, indent=1))
+    path = Path(args.out) / f"vae_mnist_eval_K{args.k}_n{n}.json"
+    path.write_text(json.dumps(result, indent=1))
 
 
 def main() -> None:

@@ -75,11 +75,11 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **extra}
 
 
-def _torchrun(*args: str, nproc: int = 2, timeout: float = 120) -> subprocess.CompletedProcess:
+def _torchrun(*args: str, nproc: int = 2, timeout: float = 400) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
            f"--master_port={_free_port()}", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env=_env(BAYESDL_DIST_TIMEOUT="60"))
+                          env=_env(BAYESDL_DIST_TIMEOUT="240"))  # slow starts on a busy machine
 
 
 def _close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
