@@ -33,24 +33,33 @@ def main() -> None:
     a = p.parse_args()
     runs = {k: v for k, v in RUNS.items() if not a.only or k in a.only.split(",")}
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    print("| guide | seed | accuracy | NLL | ECE | Brier | MI | AUROC noise / inverted / flipped "
-          "| compression | fit s |")
+    print(
+        "| guide | seed | accuracy | NLL | ECE | Brier | MI | AUROC noise / inverted / flipped "
+        "| compression | fit s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for seed in a.seeds.split(","):
         for name, argv in runs.items():
             out = Path(a.out) / f"{name.replace(' ', '_')}-{seed}"
             cmd = ["fit", "bnn", *argv, "--seed", seed, "--quiet", "--overwrite", "--out", str(out)]
             print(f"<!-- bayesdl {' '.join(cmd)} -->", flush=True)
-            subprocess.run([sys.executable, str(ROOT / "cli.py"), *cmd], check=True, env=env,
-                           stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [sys.executable, str(ROOT / "cli.py"), *cmd],
+                check=True,
+                env=env,
+                stdout=subprocess.DEVNULL,
+            )
             s = json.loads((out / "summary.json").read_text())
             t, o = s["test"], s["ood"]
             kinds = ("noise", "inverted", "flipped")
             auc = " / ".join(f"{o[k]['auroc_entropy']:.3f}" for k in kinds)
             comp = f"{s['sparsity']['compression']:.1f}x" if "sparsity" in s else "-"
-            print(f"| {name} | {seed} | {t['accuracy']:.4f} | {t['nll']:.4f} | {t['ece']:.4f} | "
-                  f"{t['brier']:.4f} | {t['mutual_information']:.3f} | {auc} | {comp} | "
-                  f"{s['wall_seconds']:.0f} |", flush=True)
+            print(
+                f"| {name} | {seed} | {t['accuracy']:.4f} | {t['nll']:.4f} | {t['ece']:.4f} | "
+                f"{t['brier']:.4f} | {t['mutual_information']:.3f} | {auc} | {comp} | "
+                f"{s['wall_seconds']:.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,11 @@ STEPS_PER_EPOCH = 60000 // 100
 def run(cmd: list[str]) -> float:
     print("$ " + " ".join(cmd), flush=True)
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, str(ROOT / "cli.py"), *cmd], check=True,
-                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), *cmd],
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     return time.perf_counter() - t0
 
 
@@ -41,19 +44,48 @@ def main() -> None:
     warm_start, warm = max(1, steps // 40), max(1, steps * 3 // 40)
     for guide in a.guides.split(","):
         out = Path(a.out) / guide
-        cmd = ["fit", "bnn", "--data", "mnist", "--arch", "mlp", "--hidden", "300,100",
-               "--guide", guide, "--steps", str(steps), "--batch-size", "100", "--lr", "1e-3",
-               "--lr-schedule", "linear", "--samples", str(a.samples), "--log-every", "600",
-               "--quiet", "--overwrite", "--out", str(out)]
+        cmd = [
+            "fit",
+            "bnn",
+            "--data",
+            "mnist",
+            "--arch",
+            "mlp",
+            "--hidden",
+            "300,100",
+            "--guide",
+            guide,
+            "--steps",
+            str(steps),
+            "--batch-size",
+            "100",
+            "--lr",
+            "1e-3",
+            "--lr-schedule",
+            "linear",
+            "--samples",
+            str(a.samples),
+            "--log-every",
+            "600",
+            "--quiet",
+            "--overwrite",
+            "--out",
+            str(out),
+        ]
         if guide == "sparse-vd":
             cmd += ["--kl-warmup-start", str(warm_start), "--kl-warmup", str(warm)]
         wall = run(cmd)
         s = json.loads((out / "summary.json").read_text())
         t = s["test"]
         line = {
-            "guide": guide, "epochs": a.epochs, "fit_seconds": s["wall_seconds"],
-            "command_seconds": round(wall, 1), "accuracy_mc": t["accuracy"], "nll": t["nll"],
-            "ece": t["ece"], "samples": t["samples"],
+            "guide": guide,
+            "epochs": a.epochs,
+            "fit_seconds": s["wall_seconds"],
+            "command_seconds": round(wall, 1),
+            "accuracy_mc": t["accuracy"],
+            "nll": t["nll"],
+            "ece": t["ece"],
+            "samples": t["samples"],
         }
         if "sparsity" in s:
             line["accuracy_pruned_mean_network"] = t["accuracy_pruned_mean_network"]

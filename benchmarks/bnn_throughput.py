@@ -33,8 +33,18 @@ BATCH = 128
 
 def build(guide: str):
     args = _fit_parser(BNN, "bnn").parse_args(
-        ["--data", "mnist", "--guide", guide, "--batch-size", str(BATCH), "--log-every", "100000",
-         "--checkpoint-every", "1000000"]
+        [
+            "--data",
+            "mnist",
+            "--guide",
+            guide,
+            "--batch-size",
+            str(BATCH),
+            "--log-every",
+            "100000",
+            "--checkpoint-every",
+            "1000000",
+        ]
     )
     return args, BNN(args).build()
 
@@ -44,8 +54,15 @@ def time_engine(guide: str, epochs: int) -> float:
     n = problem.data_size
     args.steps = epochs * (n // BATCH)
     pyro.clear_param_store()
-    r = fit(problem.model, problem.guide, problem.data, fit_config(args), None,
-            data_size=n, progress=False)
+    r = fit(
+        problem.model,
+        problem.guide,
+        problem.data,
+        fit_config(args),
+        None,
+        data_size=n,
+        progress=False,
+    )
     return r.wall_seconds / epochs  # the loop only (set-up excluded)
 
 
@@ -77,8 +94,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    print(f"| guide | plain PyTorch s/epoch | fit bnn s/epoch | ratio |  (threads {a.threads}, "
-          f"{a.epochs} epochs x {a.repeats} repeats, medians)")
+    print(
+        f"| guide | plain PyTorch s/epoch | fit bnn s/epoch | ratio |  (threads {a.threads}, "
+        f"{a.epochs} epochs x {a.repeats} repeats, medians)"
+    )
     print("|---|---|---|---|")
     for guide in a.guides.split(","):
         plain, engine = [], []
@@ -87,8 +106,11 @@ def main() -> None:
             engine.append(time_engine(guide, a.epochs))
         mp, me = statistics.median(plain), statistics.median(engine)
         print(f"| {guide} | {mp:.2f} | {me:.2f} | {me / mp:.3f} |", flush=True)
-        print(f"<!-- {guide}: plain {[round(v, 3) for v in plain]} engine "
-              f"{[round(v, 3) for v in engine]} -->", flush=True)
+        print(
+            f"<!-- {guide}: plain {[round(v, 3) for v in plain]} engine "
+            f"{[round(v, 3) for v in engine]} -->",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -26,10 +26,32 @@ sys.path.insert(0, str(ROOT))
 
 def cmd_fit(args: argparse.Namespace) -> None:
     """Train through the CLI and plot the learning curve."""
-    cmd = [sys.executable, str(ROOT / "cli.py"), "fit", "vae", "--data-dir", args.data_dir,
-           "--hidden", "200,200", "--latent-dim", "50", "--batch-size", "128", "--lr", "1e-3",
-           "--steps", str(args.steps), "--log-every", "468", "--checkpoint-every", "4680",
-           "--out", args.out, "--overwrite", "--quiet"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "cli.py"),
+        "fit",
+        "vae",
+        "--data-dir",
+        args.data_dir,
+        "--hidden",
+        "200,200",
+        "--latent-dim",
+        "50",
+        "--batch-size",
+        "128",
+        "--lr",
+        "1e-3",
+        "--steps",
+        str(args.steps),
+        "--log-every",
+        "468",
+        "--checkpoint-every",
+        "4680",
+        "--out",
+        args.out,
+        "--overwrite",
+        "--quiet",
+    ]
     print(" ".join(cmd), flush=True)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
@@ -44,8 +66,11 @@ def plot(out: Path) -> None:
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     n = 60000
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.plot([r["step"] * 128 / n for r in rows], [-r["elbo"] / n for r in rows],
-            label="training -ELBO (dynamic binarization)")
+    ax.plot(
+        [r["step"] * 128 / n for r in rows],
+        [-r["elbo"] / n for r in rows],
+        label="training -ELBO (dynamic binarization)",
+    )
     ax.axhline(86.76, color="grey", ls="--", label="Burda et al. VAE test -log p(x), 86.76")
     ax.set_ylim(80, 130)
     ax.set_xlabel("epoch")

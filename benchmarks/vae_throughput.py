@@ -71,8 +71,16 @@ def engine_epoch(x: torch.Tensor, seed: int) -> tuple[float, float]:
     steps = len(x) // BATCH
     config = FitConfig(steps=steps, lr=LR, batch_size=BATCH, log_every=steps, seed=seed)
     t0, c0 = time.perf_counter(), time.process_time()
-    fit(VAEModel(dec, LATENT), AmortizedGuide(enc), {"x": x}, config, None, data_size=len(x),
-        progress=False, data_hook=dynamic_binarization)
+    fit(
+        VAEModel(dec, LATENT),
+        AmortizedGuide(enc),
+        {"x": x},
+        config,
+        None,
+        data_size=len(x),
+        progress=False,
+        data_hook=dynamic_binarization,
+    )
     return time.perf_counter() - t0, time.process_time() - c0
 
 
@@ -89,19 +97,26 @@ def main() -> None:
     for e in range(args.epochs):
         plain.append(plain_epoch(x, e))
         engine.append(engine_epoch(x, e))
-        print(f"epoch {e}: wall plain {plain[-1][0]:.2f} s, fit {engine[-1][0]:.2f} s "
-              f"(ratio {engine[-1][0] / plain[-1][0]:.3f}); CPU plain {plain[-1][1]:.2f} s, "
-              f"fit {engine[-1][1]:.2f} s (ratio {engine[-1][1] / plain[-1][1]:.3f})", flush=True)
+        print(
+            f"epoch {e}: wall plain {plain[-1][0]:.2f} s, fit {engine[-1][0]:.2f} s "
+            f"(ratio {engine[-1][0] / plain[-1][0]:.3f}); CPU plain {plain[-1][1]:.2f} s, "
+            f"fit {engine[-1][1]:.2f} s (ratio {engine[-1][1] / plain[-1][1]:.3f})",
+            flush=True,
+        )
     for i, what in ((0, "wall"), (1, "CPU")):
         mp = statistics.median(t[i] for t in plain)
         me = statistics.median(t[i] for t in engine)
         ratios = [b[i] / a[i] for a, b in zip(plain, engine, strict=True)]
-        print(f"{what}: median per epoch plain {mp:.2f} s, fit {me:.2f} s, ratio of medians "
-              f"{me / mp:.3f}; per-pair ratios min {min(ratios):.3f} "
-              f"median {statistics.median(ratios):.3f} max {max(ratios):.3f}")
+        print(
+            f"{what}: median per epoch plain {mp:.2f} s, fit {me:.2f} s, ratio of medians "
+            f"{me / mp:.3f}; per-pair ratios min {min(ratios):.3f} "
+            f"median {statistics.median(ratios):.3f} max {max(ratios):.3f}"
+        )
     machine = platform.processor() or platform.machine()
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {machine}, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, {machine}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+    )
 
 
 if __name__ == "__main__":

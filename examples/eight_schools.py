@@ -36,8 +36,11 @@ def exact_posterior_means(y, sigma, mu_scale=5.0, tau_scale=5.0) -> dict[str, fl
     prec = 1 / mu_scale**2 + (1 / v).sum(1)
     mu_hat = (y[None, :] / v).sum(1) / prec
     # log p(y | tau) with mu integrated out, up to a constant
-    log_like = (-0.5 * np.log(v).sum(1) - 0.5 * np.log(prec * mu_scale**2)
-                - 0.5 * ((y[None, :] ** 2 / v).sum(1) - prec * mu_hat**2))
+    log_like = (
+        -0.5 * np.log(v).sum(1)
+        - 0.5 * np.log(prec * mu_scale**2)
+        - 0.5 * ((y[None, :] ** 2 / v).sum(1) - prec * mu_hat**2)
+    )
     w = np.exp(log_like - log_like.max())
     w /= w.sum()
     return {"mu": float((w * mu_hat).sum()), "tau": float((w * tau).sum())}

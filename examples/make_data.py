@@ -27,10 +27,14 @@ def main() -> None:
     z = rng.random(200) < 0.3
     write_csv("mixture.csv", {"x": np.where(z, -3.0, 4.0) + rng.normal(size=200)})
     # eight schools (Rubin 1981; Gelman et al., BDA, section 5.5): estimated effects, std errors
-    write_csv("eight_schools.csv", {
-        "y": np.array([28, 8, -3, 7, -1, 1, 18, 12]),
-        "sigma": np.array([15, 10, 16, 11, 9, 11, 10, 18]),
-    }, fmt="%g")
+    write_csv(
+        "eight_schools.csv",
+        {
+            "y": np.array([28, 8, -3, 7, -1, 1, 18, 12]),
+            "sigma": np.array([15, 10, 16, 11, 9, 11, 10, 18]),
+        },
+        fmt="%g",
+    )
     # the README's straight line: y = 1 + 2 x + N(0, 0.5^2)
     xs = np.linspace(-2, 2, 50)
     write_csv("line.csv", {"x": xs, "y": 1.0 + 2.0 * xs + 0.5 * rng.normal(size=50)})

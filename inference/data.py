@@ -73,7 +73,9 @@ def _load_table(path: Path, delimiter: str) -> dict[str, np.ndarray]:
     arrays = {"table": table}
     if has_header:
         if len(first) != table.shape[1]:
-            raise UserError(f"data file {path}: header has {len(first)} names, rows {table.shape[1]}")
+            raise UserError(
+                f"data file {path}: header has {len(first)} names, rows {table.shape[1]}"
+            )
         arrays.update({name: table[:, j] for j, name in enumerate(first)})
     return arrays
 

@@ -16,8 +16,8 @@ from inference.data import check_finite, load_arrays
 from inference.errors import UserError
 
 MNIST_FILES = {
-    "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-    "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",  # noqa: E501
+    "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",  # noqa: E501
     "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
     "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
 }
@@ -47,9 +47,12 @@ def digits(test_fraction: float = 0.25, seed: int = 0) -> Split:
         x, d.target, test_size=test_fraction, random_state=seed, stratify=d.target
     )
     return Split(
-        torch.from_numpy(xtr), torch.from_numpy(ytr).long(),
-        torch.from_numpy(xte), torch.from_numpy(yte).long(),
-        image_shape=(8, 8), num_classes=10,
+        torch.from_numpy(xtr),
+        torch.from_numpy(ytr).long(),
+        torch.from_numpy(xte),
+        torch.from_numpy(yte).long(),
+        image_shape=(8, 8),
+        num_classes=10,
     )
 
 
@@ -89,8 +92,10 @@ def _read_idx(path: Path, sha256: str, magic: int) -> np.ndarray:
     raw = path.read_bytes()
     digest = hashlib.sha256(raw).hexdigest()
     if digest != sha256:
-        raise UserError(f"MNIST file {path} is corrupt or truncated (sha256 {digest[:12]}..., "
-                        f"expected {sha256[:12]}...)")
+        raise UserError(
+            f"MNIST file {path} is corrupt or truncated (sha256 {digest[:12]}..., "
+            f"expected {sha256[:12]}...)"
+        )
     data = gzip.decompress(raw)
     got = int.from_bytes(data[:4], "big")
     if got != magic:
@@ -113,7 +118,8 @@ def mnist(data_dir: str | Path | None = None) -> Split:
         torch.from_numpy(arrays["train-labels-idx1-ubyte.gz"].astype(np.int64)),
         f(arrays["t10k-images-idx3-ubyte.gz"]),
         torch.from_numpy(arrays["t10k-labels-idx1-ubyte.gz"].astype(np.int64)),
-        image_shape=(28, 28), num_classes=10,
+        image_shape=(28, 28),
+        num_classes=10,
     )
 
 
@@ -134,7 +140,10 @@ def npz_classification(path: str | Path, test_fraction: float = 0.25, seed: int 
     check_finite(f"{path} x", x)
     x = x.reshape(len(x), -1)
     if "x_test" in arrays and "y_test" in arrays:
-        xte, yte = arrays["x_test"].astype(np.float32).reshape(len(arrays["x_test"]), -1), arrays["y_test"]
+        xte, yte = (
+            arrays["x_test"].astype(np.float32).reshape(len(arrays["x_test"]), -1),
+            arrays["y_test"],
+        )
         xtr, ytr = x, y
     else:
         rng = np.random.default_rng(seed)
@@ -144,7 +153,9 @@ def npz_classification(path: str | Path, test_fraction: float = 0.25, seed: int 
         xtr, ytr, xte, yte = x[tr], y[tr], x[te], y[te]
     k = int(max(ytr.max(), yte.max())) + 1
     return Split(
-        torch.from_numpy(np.ascontiguousarray(xtr)), torch.from_numpy(ytr.astype(np.int64)),
-        torch.from_numpy(np.ascontiguousarray(xte)), torch.from_numpy(yte.astype(np.int64)),
+        torch.from_numpy(np.ascontiguousarray(xtr)),
+        torch.from_numpy(ytr.astype(np.int64)),
+        torch.from_numpy(np.ascontiguousarray(xte)),
+        torch.from_numpy(yte.astype(np.int64)),
         num_classes=k,
     )

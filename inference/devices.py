@@ -8,7 +8,7 @@ from inference.errors import UserError
 
 
 def resolve_device(name: str = "cpu") -> torch.device:
-    """Map ``cpu | cuda[:N] | auto`` to a :class:`torch.device`, failing clearly if CUDA is absent."""
+    """Map ``cpu | cuda[:N] | auto`` to a :class:`torch.device`; clear error without CUDA."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":

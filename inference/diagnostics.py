@@ -57,11 +57,23 @@ def summarize_draws(draws: dict[str, torch.Tensor], max_elements: int = 4) -> li
         if flat.shape[1] <= max_elements:
             for j in range(flat.shape[1]):
                 label = name if flat.shape[1] == 1 else f"{name}[{j}]"
-                rows.append({"param": label, "mean": mean[j].item(), "variance": var[j].item(),
-                             "stderr": (var[j] / s).sqrt().item()})
+                rows.append(
+                    {
+                        "param": label,
+                        "mean": mean[j].item(),
+                        "variance": var[j].item(),
+                        "stderr": (var[j] / s).sqrt().item(),
+                    }
+                )
         else:
-            rows.append({"param": f"{name}[mean over {flat.shape[1]}]", "mean": mean.mean().item(),
-                         "variance": var.mean().item(), "stderr": (var.mean() / s).sqrt().item()})
+            rows.append(
+                {
+                    "param": f"{name}[mean over {flat.shape[1]}]",
+                    "mean": mean.mean().item(),
+                    "variance": var.mean().item(),
+                    "stderr": (var.mean() / s).sqrt().item(),
+                }
+            )
     return rows
 
 
@@ -75,11 +87,19 @@ def gradient_variance_table(problem, args, estimators: list[str]) -> list[dict[s
         pyro.clear_param_store()
         pyro.set_rng_seed(args.seed)
         if args.init_steps > 0:
-            cfg = replace(FitConfig(), steps=args.init_steps, lr=args.lr, seed=args.seed,
-                          particles=args.particles, estimator="reparam", device="cpu")
+            cfg = replace(
+                FitConfig(),
+                steps=args.init_steps,
+                lr=args.lr,
+                seed=args.seed,
+                particles=args.particles,
+                estimator="reparam",
+                device="cpu",
+            )
             fit(problem.model, problem.guide, problem.data, cfg, progress=False)
             pyro.set_rng_seed(args.seed + 1)
-        draws = gradient_draws(problem.model, problem.guide, problem.data, name, args.draws,
-                               args.particles)
+        draws = gradient_draws(
+            problem.model, problem.guide, problem.data, name, args.draws, args.particles
+        )
         rows += [{"estimator": name, **r} for r in summarize_draws(draws)]
     return rows

@@ -183,7 +183,7 @@ class DistContext:
 
 _NO_PLATE = (
     "this model has no data plate to shard: data-parallel training (torchrun with more than "
-    "one process) needs a model that puts its likelihood in `with pyro.plate(\"data\", N) as "
+    'one process) needs a model that puts its likelihood in `with pyro.plate("data", N) as '
     "idx:` and indexes its data by idx; run it as a single process instead"
 )
 

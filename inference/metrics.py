@@ -56,8 +56,12 @@ def reliability(probs: torch.Tensor, y: torch.Tensor, bins: int = 15) -> dict[st
     count = torch.bincount(idx, minlength=bins).float()
     acc = torch.bincount(idx, weights=correct.cpu(), minlength=bins) / count.clamp_min(1)
     cf = torch.bincount(idx, weights=conf.cpu(), minlength=bins) / count.clamp_min(1)
-    return {"edges": edges.tolist(), "confidence": cf.tolist(), "accuracy": acc.tolist(),
-            "count": count.tolist()}
+    return {
+        "edges": edges.tolist(),
+        "confidence": cf.tolist(),
+        "accuracy": acc.tolist(),
+        "count": count.tolist(),
+    }
 
 
 def entropy(probs: torch.Tensor) -> torch.Tensor:

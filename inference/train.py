@@ -350,7 +350,8 @@ def fit(
                     bar.close()
                     raise UserError(
                         f"training diverged before step {step + 1}: parameters became NaN or "
-                        "infinite; lower --lr or set --clip-norm (the last finite checkpoint is kept)"
+                        "infinite; lower --lr or set --clip-norm "
+                        "(the last finite checkpoint is kept)"
                     ) from e
                 raise
             loss.backward()

@@ -28,7 +28,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro.nn import PyroModule, PyroSample
+from pyro.nn import PyroSample
 from pyro.nn.module import to_pyro_module_
 from torch import nn
 
@@ -96,9 +96,12 @@ class MeanField(Deterministic):
     def kl(self) -> torch.Tensor:
         """``sum KL(N(theta, sigma^2) || N(0, s^2))``, in closed form."""
         s2 = self.prior_scale**2
-        return 0.5 * (
-            (self.log_sigma2.exp() + self.theta**2) / s2 - 1 - self.log_sigma2 + math.log(s2)
-        ).sum()
+        return (
+            0.5
+            * (
+                (self.log_sigma2.exp() + self.theta**2) / s2 - 1 - self.log_sigma2 + math.log(s2)
+            ).sum()
+        )
 
 
 def neg_kl_log_uniform(log_alpha: torch.Tensor) -> torch.Tensor:
@@ -221,4 +224,3 @@ class BNN(nn.Module):
             unit = dist.Unit(-k)
             pyro.sample("kl", unit, obs=unit.sample(), infer={"is_kl": True})
         return logits
-

@@ -43,7 +43,10 @@ def posterior(
     precision = torch.eye(d, dtype=x.dtype) / prior_scale**2 + x.T @ x / noise_scale**2
     cov = torch.linalg.inv(precision)
     cov = 0.5 * (cov + cov.T)
-    mu = cov @ (torch.full((d,), float(prior_loc), dtype=x.dtype) / prior_scale**2 + x.T @ y / noise_scale**2)
+    mu = cov @ (
+        torch.full((d,), float(prior_loc), dtype=x.dtype) / prior_scale**2
+        + x.T @ y / noise_scale**2
+    )
     return mu, cov
 
 

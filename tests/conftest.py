@@ -33,7 +33,11 @@ def run_cli(*args: str, timeout: float = 600, check: bool = False) -> subprocess
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "cli.py"), *args],
-        capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=env,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"cli {args} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")

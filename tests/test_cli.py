@@ -39,16 +39,28 @@ def test_error_cases_exit_2_with_one_line(tmp_path, capsys):
     out = str(tmp_path / "r")
     msg = _error(capsys, "fit", "nosuchmodel", "--out", out)
     assert "unknown model 'nosuchmodel'" in msg and "coin" in msg and "linreg" in msg
-    assert "does not exist" in _error(capsys, "fit", "linreg", "--data", "missing.npz", "--out", out)
+    assert "does not exist" in _error(
+        capsys, "fit", "linreg", "--data", "missing.npz", "--out", out
+    )
     (tmp_path / "bad.npz").write_text("not a zip")
-    assert "cannot read" in _error(capsys, "fit", "linreg", "--data", str(tmp_path / "bad.npz"), "--out", out)
+    assert "cannot read" in _error(
+        capsys, "fit", "linreg", "--data", str(tmp_path / "bad.npz"), "--out", out
+    )
     np.savez(tmp_path / "nan.npz", x=np.array([[1.0], [np.nan], [2.0]]), y=np.ones(3))
-    assert "NaN" in _error(capsys, "fit", "linreg", "--data", str(tmp_path / "nan.npz"), "--out", out)
+    assert "NaN" in _error(
+        capsys, "fit", "linreg", "--data", str(tmp_path / "nan.npz"), "--out", out
+    )
     np.savez(tmp_path / "shape.npz", x=np.ones((5, 2)), y=np.ones(4))
-    assert "x must be N x D" in _error(capsys, "fit", "linreg", "--data", str(tmp_path / "shape.npz"), "--out", out)
+    assert "x must be N x D" in _error(
+        capsys, "fit", "linreg", "--data", str(tmp_path / "shape.npz"), "--out", out
+    )
     assert "--steps must be positive" in _error(capsys, "fit", "coin", "--steps", "0", "--out", out)
-    assert "--steps must be positive" in _error(capsys, "fit", "coin", "--steps", "-5", "--out", out)
-    assert "coin flips must be 0 or 1" in _error(capsys, "fit", "coin", "--flips", "1,2", "--out", out)
+    assert "--steps must be positive" in _error(
+        capsys, "fit", "coin", "--steps", "-5", "--out", out
+    )
+    assert "coin flips must be 0 or 1" in _error(
+        capsys, "fit", "coin", "--flips", "1,2", "--out", out
+    )
     assert "invalid int value" in _error(capsys, "fit", "coin", "--steps", "many", "--out", out)
     assert "unknown command" in _error(capsys, "fitt")
     assert "no fitted run" in _error(capsys, "evaluate", str(tmp_path))
@@ -74,12 +86,30 @@ def _final_params(run_dir) -> dict:
 
 
 def test_ctrl_c_saves_and_resume_matches_uninterrupted(tmp_path):
-    args = ["fit", "linreg", "--guide", "mean-field", "--steps", "4000", "--log-every", "100",
-            "--checkpoint-every", "1000", "--batch-size", "64", "--quiet"]
+    args = [
+        "fit",
+        "linreg",
+        "--guide",
+        "mean-field",
+        "--steps",
+        "4000",
+        "--log-every",
+        "100",
+        "--checkpoint-every",
+        "1000",
+        "--batch-size",
+        "64",
+        "--quiet",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     run = tmp_path / "interrupted"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *args, "--out", str(run)],
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "cli.py"), *args, "--out", str(run)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     deadline = time.time() + 300
     while time.time() < deadline:
         metrics = run / "metrics.jsonl"

@@ -25,7 +25,7 @@ def test_two_commands_install_cpu_torch_first_and_run_the_right_things():
     for cmd in (main, test):
         assert "pip install torch==2.13.0 &&" in cmd and "python3 -m venv .venv" in cmd
     assert main.strip().endswith("bayesdl tour --out tour")
-    assert "pip install -e \".[test]\"" in test and "pytest" in test
+    assert 'pip install -e ".[test]"' in test and "pytest" in test
 
 
 def test_models_section_commands_run(tmp_path, monkeypatch, capsys):

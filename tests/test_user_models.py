@@ -70,8 +70,22 @@ def test_gamma_poisson_auto_normal_exact_mean(capsys, tmp_path):
     # Monte Carlo error of the summary (sd/mean/sqrt(1000) ~ 0.4 %) separate the two: 2 %.
     f, data, exact = gamma_poisson(tmp_path)
     out = tmp_path / "run"
-    bayesdl(capsys, "fit", f"{f}:model", "--guide", "auto-normal", "--data", data,
-            "--steps", "800", "--lr", "0.05", "--out", out, "--quiet")
+    bayesdl(
+        capsys,
+        "fit",
+        f"{f}:model",
+        "--guide",
+        "auto-normal",
+        "--data",
+        data,
+        "--steps",
+        "800",
+        "--lr",
+        "0.05",
+        "--out",
+        out,
+        "--quiet",
+    )
     post = summary(out)["posterior"]["rate"]
     assert post["mean"] == pytest.approx(exact, rel=0.02)
     assert set(summary(out)["posterior"]) == {"rate"}  # no autoguide-internal sites
@@ -84,8 +98,23 @@ def test_gamma_poisson_minibatches(capsys, tmp_path, how):
     f, data, exact = gamma_poisson(tmp_path, ", subsample_size=5" if how == "model" else "")
     out = tmp_path / "run"
     extra = ["--batch-size", "5"] if how == "engine" else []
-    bayesdl(capsys, "fit", f"{f}:model", "--data", data, "--out", out, "--quiet",
-            "--steps", "800", "--lr", "0.05", "--particles", "4", *extra)
+    bayesdl(
+        capsys,
+        "fit",
+        f"{f}:model",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--quiet",
+        "--steps",
+        "800",
+        "--lr",
+        "0.05",
+        "--particles",
+        "4",
+        *extra,
+    )
     s = summary(out)
     assert s["user_model"]["data_size"] == 20
     assert s["posterior"]["rate"]["mean"] == pytest.approx(exact, rel=0.03)
@@ -98,10 +127,26 @@ def test_gaussian_mixture_enum_recovers_means(capsys, tmp_path):
     x = np.loadtxt(EXAMPLES / "data" / "mixture.csv", skiprows=1)
     cluster_means = sorted([x[x < 0.5].mean(), x[x >= 0.5].mean()])
     out = tmp_path / "run"
-    bayesdl(capsys, "fit", EXAMPLES / "gaussian_mixture.py:model",
-            "--data", EXAMPLES / "data" / "mixture.csv",
-            "--estimator", "enum", "--arg", "K=2", "--init-value", "locs=[-1,1]",
-            "--steps", "600", "--lr", "0.05", "--out", out, "--quiet")
+    bayesdl(
+        capsys,
+        "fit",
+        EXAMPLES / "gaussian_mixture.py:model",
+        "--data",
+        EXAMPLES / "data" / "mixture.csv",
+        "--estimator",
+        "enum",
+        "--arg",
+        "K=2",
+        "--init-value",
+        "locs=[-1,1]",
+        "--steps",
+        "600",
+        "--lr",
+        "0.05",
+        "--out",
+        out,
+        "--quiet",
+    )
     s = summary(out)
     assert s["user_model"]["enumerated_sites"] == ["z"]
     locs = sorted(s["posterior"]["locs"]["mean"])
@@ -125,10 +170,26 @@ def test_poisson_regression_minibatches_and_predict(capsys, tmp_path):
     table = np.loadtxt(EXAMPLES / "data" / "poisson_regression.csv", delimiter=",", skiprows=1)
     mle = poisson_mle(table[:, :2], table[:, 2])
     out = tmp_path / "run"
-    bayesdl(capsys, "fit", EXAMPLES / "poisson_regression.py:model",
-            "--data", EXAMPLES / "data" / "poisson_regression.csv", "--x-cols", "x1,x2",
-            "--y-col", "y", "--guide", "auto-mvn", "--batch-size", "50", "--steps", "1000",
-            "--out", out, "--quiet")
+    bayesdl(
+        capsys,
+        "fit",
+        EXAMPLES / "poisson_regression.py:model",
+        "--data",
+        EXAMPLES / "data" / "poisson_regression.csv",
+        "--x-cols",
+        "x1,x2",
+        "--y-col",
+        "y",
+        "--guide",
+        "auto-mvn",
+        "--batch-size",
+        "50",
+        "--steps",
+        "1000",
+        "--out",
+        out,
+        "--quiet",
+    )
     post = summary(out)["posterior"]
     assert post["w"]["mean"] == pytest.approx(mle[:2], abs=0.05)
     assert post["b"]["mean"] == pytest.approx(mle[2], abs=0.05)
@@ -148,8 +209,20 @@ def test_eight_schools_plugin(cli, capsys, tmp_path):
     listing = bayesdl(capsys, "list", "--plugin", EXAMPLES / "eight_schools.py")
     assert re.search(r"^eight-schools\s+continuous", listing, re.M)
     out = tmp_path / "run"
-    bayesdl(capsys, "fit", "eight-schools", "--plugin", EXAMPLES / "eight_schools.py",
-            "--steps", "1000", "--particles", "4", "--out", out, "--quiet")
+    bayesdl(
+        capsys,
+        "fit",
+        "eight-schools",
+        "--plugin",
+        EXAMPLES / "eight_schools.py",
+        "--steps",
+        "1000",
+        "--particles",
+        "4",
+        "--out",
+        out,
+        "--quiet",
+    )
     res = cli("evaluate", str(out), check=True)  # a fresh process: the plugin is re-imported
     ev = json.loads((out / "evaluation.json").read_text())
     assert ev["exact"]["mu"] == pytest.approx(4.40, abs=0.02)
@@ -183,7 +256,7 @@ def test_readme_snippet_runs(cli, tmp_path):
 
 # ----------------------------------------------------------------------------- errors
 
-NO_LATENT = '''
+NO_LATENT = """
 import pyro
 import pyro.distributions as dist
 
@@ -191,9 +264,9 @@ import pyro.distributions as dist
 def model(counts):
     with pyro.plate("data", len(counts)):
         pyro.sample("obs", dist.Poisson(3.0), obs=counts)
-'''
+"""
 
-SHAPES = '''
+SHAPES = """
 import pyro
 import pyro.distributions as dist
 
@@ -202,7 +275,7 @@ def model(x, y):
     w = pyro.sample("w", dist.Normal(0.0, 1.0))
     with pyro.plate("data", len(x)):
         pyro.sample("y_obs", dist.Normal(w * x, 1.0), obs=y)
-'''
+"""
 
 
 def fit_error(capsys, *argv: str) -> str:
@@ -248,6 +321,7 @@ def test_errors_name_the_mistake(tmp_path, capsys):
 
 
 def test_discrete_site_needs_enum(capsys):
-    err = fit_error(capsys, "examples/gaussian_mixture.py:model",
-                    "--data", "examples/data/mixture.csv")
+    err = fit_error(
+        capsys, "examples/gaussian_mixture.py:model", "--data", "examples/data/mixture.csv"
+    )
     assert "'z'" not in err and "z" in err and "--estimator enum" in err

@@ -55,33 +55,72 @@ class BNN(Workflow):
     default_estimator = "reparam"
     guides = ("meanfield", "dropout", "sparse-vd", "map", "mle")
     default_guide = "meanfield"
-    fit_defaults = {"steps": 3000, "lr": 1e-2, "batch_size": 128, "kl_warmup": 500,
-                    "log_every": 100, "checkpoint_every": 5000}
+    fit_defaults = {
+        "steps": 3000,
+        "lr": 1e-2,
+        "batch_size": 128,
+        "kl_warmup": 500,
+        "log_every": 100,
+        "checkpoint_every": 5000,
+    }
     tour_runs = [["--guide", g, "--steps", "2000"] for g in ("meanfield", "sparse-vd", "mle")]
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("bnn")
-        g.add_argument("--data", default="digits",
-                       help="digits (bundled 8x8, default) | mnist | FILE.npz with x, y")
+        g.add_argument(
+            "--data",
+            default="digits",
+            help="digits (bundled 8x8, default) | mnist | FILE.npz with x, y",
+        )
         g.add_argument("--data-dir", help="folder of the MNIST IDX files (or $BAYESDL_MNIST_DIR)")
-        g.add_argument("--split-seed", type=int, default=0,
-                       help="seed of the train/test split of digits or an .npz (default 0)")
-        g.add_argument("--arch", default="mlp", choices=("mlp", "lenet5"),
-                       help="mlp (default) or lenet5 (28x28 images)")
-        g.add_argument("--hidden", default=None,
-                       help="MLP hidden widths (default 300,100 = LeNet-300-100 for mnist, "
-                       "100 otherwise)")
-        g.add_argument("--prior-scale", type=float, default=30.0,
-                       help="s of the N(0, s^2 / fan_in) prior of meanfield and map (default 30)")
-        g.add_argument("--no-local-reparam", dest="local_reparam", action="store_false",
-                       help="meanfield: sample weights (Pyro latent sites, AutoNormal guide)")
-        g.add_argument("--dropout", type=float, default=0.05,
-                       help="dropout: probability p of dropping each layer input (default 0.05)")
-        g.add_argument("--prune-threshold", type=float, default=3.0,
-                       help="sparse-vd: prune weights with log alpha >= this (default 3)")
-        g.add_argument("--samples", type=int, default=100,
-                       help="posterior samples M of the predictive (default 100)")
+        g.add_argument(
+            "--split-seed",
+            type=int,
+            default=0,
+            help="seed of the train/test split of digits or an .npz (default 0)",
+        )
+        g.add_argument(
+            "--arch",
+            default="mlp",
+            choices=("mlp", "lenet5"),
+            help="mlp (default) or lenet5 (28x28 images)",
+        )
+        g.add_argument(
+            "--hidden",
+            default=None,
+            help="MLP hidden widths (default 300,100 = LeNet-300-100 for mnist, 100 otherwise)",
+        )
+        g.add_argument(
+            "--prior-scale",
+            type=float,
+            default=30.0,
+            help="s of the N(0, s^2 / fan_in) prior of meanfield and map (default 30)",
+        )
+        g.add_argument(
+            "--no-local-reparam",
+            dest="local_reparam",
+            action="store_false",
+            help="meanfield: sample weights (Pyro latent sites, AutoNormal guide)",
+        )
+        g.add_argument(
+            "--dropout",
+            type=float,
+            default=0.05,
+            help="dropout: probability p of dropping each layer input (default 0.05)",
+        )
+        g.add_argument(
+            "--prune-threshold",
+            type=float,
+            default=3.0,
+            help="sparse-vd: prune weights with log alpha >= this (default 3)",
+        )
+        g.add_argument(
+            "--samples",
+            type=int,
+            default=100,
+            help="posterior samples M of the predictive (default 100)",
+        )
 
     # -- building ------------------------------------------------------------------------------
 
@@ -136,8 +175,9 @@ class BNN(Workflow):
                 net = bnn.MLP(split.x_train.shape[1], _hidden(self.hidden), k, self._layer())
         sampled = a.guide == "meanfield" and not a.local_reparam
         if sampled:
-            init = {f"layers.{i}.theta": lay.theta.detach().clone()
-                    for i, lay in enumerate(net.layers)}
+            init = {
+                f"layers.{i}.theta": lay.theta.detach().clone() for i, lay in enumerate(net.layers)
+            }
             model = bnn.BNN(bnn.bayesian_(net, a.prior_scale))
             guide = bnn_guides.mean_field(model, init)
         else:
@@ -148,8 +188,9 @@ class BNN(Workflow):
     # -- prediction ----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def probs(self, problem: Problem, x: torch.Tensor, samples: int | None = None,
-              mean_net: bool = False) -> torch.Tensor:
+    def probs(
+        self, problem: Problem, x: torch.Tensor, samples: int | None = None, mean_net: bool = False
+    ) -> torch.Tensor:
         """``p(y | x, theta_m)`` for ``m = 1..M``, shape ``(M, N, K)``; ``mean_net``: the
         network at the mean of ``q`` (pruned for sparse VD), ``M = 1``."""
         net, guide = problem.model.net, problem.guide
@@ -189,8 +230,10 @@ class BNN(Workflow):
         n = [lay.theta.numel() for lay in layers]
         kept = [int(lay.mask.sum()) for lay in layers]
         return {
-            "per_layer": [{"weights": w, "kept": k, "sparsity": 1 - k / w}
-                          for w, k in zip(n, kept, strict=True)],
+            "per_layer": [
+                {"weights": w, "kept": k, "sparsity": 1 - k / w}
+                for w, k in zip(n, kept, strict=True)
+            ],
             "sparsity": 1 - sum(kept) / sum(n),
             "compression": sum(n) / max(1, sum(kept)),
         }
@@ -214,9 +257,12 @@ class BNN(Workflow):
         p = self.probs(problem, split.x_test).cpu()
         h_in = metrics.entropy(p)
         test = {
-            "n": len(yte), "samples": p.shape[0],
-            "accuracy": metrics.accuracy(p, yte), "nll": metrics.nll(p, yte),
-            "ece": metrics.ece(p, yte, bins=15), "brier": metrics.brier(p, yte),
+            "n": len(yte),
+            "samples": p.shape[0],
+            "accuracy": metrics.accuracy(p, yte),
+            "nll": metrics.nll(p, yte),
+            "ece": metrics.ece(p, yte, bins=15),
+            "brier": metrics.brier(p, yte),
             "entropy": h_in.mean().item(),
             "mutual_information": metrics.mutual_information(p).mean().item(),
         }
@@ -266,8 +312,14 @@ class BNN(Workflow):
         edges, count = np.array(rel["edges"]), np.array(rel["count"])
         shown = count > 0
         mids = (edges[:-1] + edges[1:]) / 2
-        ax.bar(mids[shown], np.array(rel["accuracy"])[shown], width=1 / 15, edgecolor="k",
-               alpha=0.7, label="accuracy")
+        ax.bar(
+            mids[shown],
+            np.array(rel["accuracy"])[shown],
+            width=1 / 15,
+            edgecolor="k",
+            alpha=0.7,
+            label="accuracy",
+        )
         ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
         ax.set_xlabel("confidence (max predictive probability)")
         ax.set_ylabel("accuracy")
@@ -282,8 +334,14 @@ class BNN(Workflow):
         ax.hist(arrays["entropy_in"].numpy(), bins, alpha=0.6, density=True, label="test digits")
         for kind, h in arrays["entropy_out"].items():
             auc = problem.extra["report"]["ood"][kind]["auroc_entropy"]
-            ax.hist(h.numpy(), bins, histtype="step", lw=2, density=True,
-                    label=f"{kind} (AUROC {auc:.2f})")
+            ax.hist(
+                h.numpy(),
+                bins,
+                histtype="step",
+                lw=2,
+                density=True,
+                label=f"{kind} (AUROC {auc:.2f})",
+            )
         ax.set_xlabel("predictive entropy (nats)")
         ax.set_ylabel("density")
         ax.set_title(f"bnn {self.args.guide}: in- vs out-of-domain")
@@ -307,8 +365,11 @@ class BNN(Workflow):
                 j = order[i]
                 ax.imshow(mask[j].reshape(shape), cmap="gray_r", vmin=0, vmax=1)
         kept = int(mask.sum())
-        fig.suptitle(f"sparse VD, first layer: {kept} of {mask.numel()} weights kept; "
-                     f"{int((mask.sum(1) > 0).sum())} of {len(mask)} units alive", fontsize=9)
+        fig.suptitle(
+            f"sparse VD, first layer: {kept} of {mask.numel()} weights kept; "
+            f"{int((mask.sum(1) > 0).sum())} of {len(mask)} units alive",
+            fontsize=9,
+        )
         return save(fig, out, "bnn_sparsity_mask.png")
 
     def predict(self, problem: Problem, path: Path) -> dict[str, Any]:
@@ -317,8 +378,11 @@ class BNN(Workflow):
         if x is None:
             raise UserError(f"{path}: needs an array `x` (an .npz) or a table (.csv)")
         d = problem.extra["split"].x_train.shape[1]
-        x = np.asarray(x, dtype=np.float32).reshape(len(x), -1) if np.ndim(x) > 1 else np.asarray(
-            x, dtype=np.float32).reshape(1, -1)
+        x = (
+            np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+            if np.ndim(x) > 1
+            else np.asarray(x, dtype=np.float32).reshape(1, -1)
+        )
         if x.shape[1] != d:
             raise UserError(f"{path}: inputs have {x.shape[1]} features, the network takes {d}")
         p = self.probs(problem, torch.from_numpy(x)).cpu()
@@ -348,7 +412,7 @@ class BNN(Workflow):
             ref = f"{paper[1]}x (Molchanov et al. 2017)" if paper else None
             comp = summary["sparsity"]["compression"]
             rows.append(("compression (all / kept weights)", ref, comp))
-            rows.append(("accuracy of the pruned mean network", None,
-                         t["accuracy_pruned_mean_network"]))
+            rows.append(
+                ("accuracy of the pruned mean network", None, t["accuracy_pruned_mean_network"])
+            )
         return rows
-

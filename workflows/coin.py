@@ -33,13 +33,16 @@ class Coin(Workflow):
     default_guide = "beta"
     fit_defaults = {"steps": 2000, "lr": 0.1, "lr_schedule": "linear", "particles": 8}
     tour_runs = [
-        ["--heads", "3", "--tails", "0", "--guide", g, "--steps", "1500"] for g in ("beta", "map", "mle")
+        ["--heads", "3", "--tails", "0", "--guide", g, "--steps", "1500"]
+        for g in ("beta", "map", "mle")
     ]
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("coin")
-        g.add_argument("--prior-a", type=float, default=1.0, help="Beta prior a (default 1: uniform)")
+        g.add_argument(
+            "--prior-a", type=float, default=1.0, help="Beta prior a (default 1: uniform)"
+        )
         g.add_argument("--prior-b", type=float, default=1.0, help="Beta prior b (default 1)")
         g.add_argument("--heads", type=int, help="number of heads observed")
         g.add_argument("--tails", type=int, help="number of tails observed")
@@ -50,16 +53,25 @@ class Coin(Workflow):
 
     def _flips(self) -> torch.Tensor:
         a = self.args
-        sources = [a.heads is not None or a.tails is not None, a.flips, a.data, a.simulate is not None]
+        sources = [
+            a.heads is not None or a.tails is not None,
+            a.flips,
+            a.data,
+            a.simulate is not None,
+        ]
         if sum(bool(s) for s in sources) > 1:
-            raise UserError("give the flips one way: --heads/--tails, --flips, --data or --simulate")
+            raise UserError(
+                "give the flips one way: --heads/--tails, --flips, --data or --simulate"
+            )
         if a.prior_a <= 0 or a.prior_b <= 0:
             raise UserError("--prior-a and --prior-b must be positive")
         if a.flips:
             try:
                 x = np.array([float(v) for v in a.flips.split(",") if v.strip()])
             except ValueError:
-                raise UserError(f"--flips must be comma-separated 0/1 values, got {a.flips!r}") from None
+                raise UserError(
+                    f"--flips must be comma-separated 0/1 values, got {a.flips!r}"
+                ) from None
         elif a.data:
             arrays = load_arrays(a.data)
             x = arrays.get("flips", arrays.get("table", next(iter(arrays.values()))))
@@ -91,7 +103,10 @@ class Coin(Workflow):
         data = {"flips": flips, "prior_a": a.prior_a, "prior_b": a.prior_b, "mle": a.guide == "mle"}
         h = int(flips.sum())
         return Problem(
-            coin.model, guide[a.guide], data, data_size=flips.numel(),
+            coin.model,
+            guide[a.guide],
+            data,
+            data_size=flips.numel(),
             extra={"heads": h, "tails": flips.numel() - h},
         )
 
@@ -104,7 +119,10 @@ class Coin(Workflow):
             "data": {"heads": h, "tails": t},
             "prior": {"a": a, "b": b},
             "exact_posterior": {
-                "a": pa, "b": pb, "mean": exact.mean.item(), "std": exact.stddev.item(),
+                "a": pa,
+                "b": pb,
+                "mean": exact.mean.item(),
+                "std": exact.stddev.item(),
             },
             "log_evidence": coin.log_evidence(a, b, h, t),
             "predictive_exact": {
@@ -117,8 +135,10 @@ class Coin(Workflow):
         if self.args.guide == "beta":
             q = Beta(store["a_q"].detach().cpu(), store["b_q"].detach().cpu())
             out["fitted"] = {
-                "a_q": q.concentration1.item(), "b_q": q.concentration0.item(),
-                "mean": q.mean.item(), "std": q.stddev.item(),
+                "a_q": q.concentration1.item(),
+                "b_q": q.concentration0.item(),
+                "mean": q.mean.item(),
+                "std": q.stddev.item(),
                 "kl_to_exact": kl_divergence(q, exact).item(),
                 "predictive": q.mean.item(),
             }
@@ -132,15 +152,38 @@ class Coin(Workflow):
         a, b = s["prior"]["a"], s["prior"]["b"]
         grid = torch.linspace(1e-3, 1 - 1e-3, 400)
         fig, ax = plt.subplots(figsize=(6, 3.6))
-        ax.plot(grid, Beta(a, b).log_prob(grid).exp(), "--", color="grey", label=f"prior Beta({a:g}, {b:g})")
+        ax.plot(
+            grid,
+            Beta(a, b).log_prob(grid).exp(),
+            "--",
+            color="grey",
+            label=f"prior Beta({a:g}, {b:g})",
+        )
         pa, pb = s["exact_posterior"]["a"], s["exact_posterior"]["b"]
-        ax.plot(grid, Beta(pa, pb).log_prob(grid).exp(), lw=2.5, label=f"exact posterior Beta({pa:g}, {pb:g})")
+        ax.plot(
+            grid,
+            Beta(pa, pb).log_prob(grid).exp(),
+            lw=2.5,
+            label=f"exact posterior Beta({pa:g}, {pb:g})",
+        )
         f = s["fitted"]
         if "a_q" in f:
-            ax.plot(grid, Beta(f["a_q"], f["b_q"]).log_prob(grid).exp(), ":", lw=2.5, color="C3",
-                    label=f"fitted q = Beta({f['a_q']:.2f}, {f['b_q']:.2f})")
+            ax.plot(
+                grid,
+                Beta(f["a_q"], f["b_q"]).log_prob(grid).exp(),
+                ":",
+                lw=2.5,
+                color="C3",
+                label=f"fitted q = Beta({f['a_q']:.2f}, {f['b_q']:.2f})",
+            )
         else:
-            ax.axvline(f["pi_hat"], color="C3", ls=":", lw=2.5, label=f"{self.args.guide.upper()} = {f['pi_hat']:.3f}")
+            ax.axvline(
+                f["pi_hat"],
+                color="C3",
+                ls=":",
+                lw=2.5,
+                label=f"{self.args.guide.upper()} = {f['pi_hat']:.3f}",
+            )
         ax.set_xlabel("pi = P(heads)")
         ax.set_ylabel("density")
         ax.set_title(f"coin: {s['data']['heads']} heads, {s['data']['tails']} tails")
@@ -153,8 +196,12 @@ class Coin(Workflow):
         vals = [p["bayes"], p["map"], p["mle"]]
         bars = ax.bar(labels, [0 if v != v else v for v in vals], color=["C0", "C1", "C2"])
         for bar, v in zip(bars, vals, strict=True):
-            ax.text(bar.get_x() + bar.get_width() / 2, (v if v == v else 0) + 0.02,
-                    "n/a" if v != v else f"{v:.3f}", ha="center")
+            ax.text(
+                bar.get_x() + bar.get_width() / 2,
+                (v if v == v else 0) + 0.02,
+                "n/a" if v != v else f"{v:.3f}",
+                ha="center",
+            )
         ax.set_ylim(0, 1.1)
         ax.set_ylabel("P(next flip = heads)")
         ax.set_title("posterior predictive: point estimates are over-confident")
@@ -163,7 +210,11 @@ class Coin(Workflow):
 
     def evaluate(self, problem: Problem, out: Path) -> dict[str, Any]:
         s = self.summarize(problem)
-        return {"exact": s["exact_posterior"], "fitted": s["fitted"], "predictive_exact": s["predictive_exact"]}
+        return {
+            "exact": s["exact_posterior"],
+            "fitted": s["fitted"],
+            "predictive_exact": s["predictive_exact"],
+        }
 
     def predict(self, problem: Problem, path: Path) -> dict[str, Any]:
         """Predictive probability of new flips (a file of 0/1): exact and under the fitted q."""
@@ -174,20 +225,32 @@ class Coin(Workflow):
         s = self.summarize(problem)
         pa, pb = s["exact_posterior"]["a"], s["exact_posterior"]["b"]
         h, t = int(new.sum()), int(len(new) - new.sum())
-        exact = coin.log_evidence(pa, pb, h, t)  # log p(new | D) = log B(pa+h, pb+t) - log B(pa, pb)
-        draws = sample_posterior(problem.guide, problem.data, 4000, ["pi"])["pi"].reshape(-1).double()
+        exact = coin.log_evidence(
+            pa, pb, h, t
+        )  # log p(new | D) = log B(pa+h, pb+t) - log B(pa, pb)
+        draws = (
+            sample_posterior(problem.guide, problem.data, 4000, ["pi"])["pi"].reshape(-1).double()
+        )
         draws = draws.clamp(1e-12, 1 - 1e-12).cpu()
         loglik = h * draws.log() + t * torch.log1p(-draws)
         fitted = (torch.logsumexp(loglik, 0) - np.log(len(draws))).item()
-        return {"flips": len(new), "heads": h, "p_next_heads": s["fitted"]["predictive"],
-                "log_predictive_exact": exact, "log_predictive_fitted": fitted}
+        return {
+            "flips": len(new),
+            "heads": h,
+            "p_next_heads": s["fitted"]["predictive"],
+            "log_predictive_exact": exact,
+            "log_predictive_fitted": fitted,
+        }
 
     def comparison(self, summary: dict[str, Any]) -> list[tuple[str, Any, Any]]:
         e, f, p = summary["exact_posterior"], summary["fitted"], summary["predictive_exact"]
         rows = []
         if "mean" in f:
-            rows += [("posterior mean", e["mean"], f["mean"]), ("posterior std", e["std"], f["std"]),
-                     ("KL(q || exact)", 0.0, f["kl_to_exact"])]
+            rows += [
+                ("posterior mean", e["mean"], f["mean"]),
+                ("posterior std", e["std"], f["std"]),
+                ("KL(q || exact)", 0.0, f["kl_to_exact"]),
+            ]
         rows += [
             ("P(next = 1): full Bayes", p["bayes"], f["predictive"] if "mean" in f else None),
             ("P(next = 1): MAP", p["map"], f["predictive"] if self.args.guide == "map" else None),

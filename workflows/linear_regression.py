@@ -32,7 +32,7 @@ def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
 
 @register
 class LinearRegression(Workflow):
-    """``theta ~ N(mu0, s0^2 I)``, ``y ~ N(theta^T x, sigma^2)``: Gaussian guides vs the exact posterior."""
+    """``theta ~ N(mu0, s0^2 I)``, ``y ~ N(theta^T x, sigma^2)``: Gaussian guides vs exact."""
 
     name = "linreg"
     description = "Bayesian linear regression (known noise): Gaussian guides vs exact posterior"
@@ -50,16 +50,23 @@ class LinearRegression(Workflow):
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("linear regression")
-        g.add_argument("--data", default="diabetes",
-                       help="`diabetes` (scikit-learn, standardized; default), or a .npz with x, y, "
-                       "or a .csv (y = --y-col, x = the other columns)")
+        g.add_argument(
+            "--data",
+            default="diabetes",
+            help="`diabetes` (scikit-learn, standardized; default), or a .npz with x, y, "
+            "or a .csv (y = --y-col, x = the other columns)",
+        )
         g.add_argument("--y-col", help="the .csv column holding y (default: the last)")
         g.add_argument("--simulate", type=int, metavar="N", help="simulate N points instead")
         g.add_argument("--dim", type=int, default=1, help="inputs per simulated point (default 1)")
         g.add_argument("--prior-loc", type=float, default=0.0, help="prior mean mu0 (default 0)")
         g.add_argument("--prior-scale", type=float, default=1.0, help="prior std s0 (default 1)")
-        g.add_argument("--noise-scale", type=float, default=1.0, help="known noise std sigma (default 1)")
-        g.add_argument("--test-fraction", type=float, default=0.25, help="held-out share (default 0.25)")
+        g.add_argument(
+            "--noise-scale", type=float, default=1.0, help="known noise std sigma (default 1)"
+        )
+        g.add_argument(
+            "--test-fraction", type=float, default=0.25, help="held-out share (default 0.25)"
+        )
 
     def _data(self):
         a = self.args
@@ -87,7 +94,9 @@ class LinearRegression(Workflow):
             j = table.shape[1] - 1
             if a.y_col is not None:
                 if a.y_col not in names:
-                    raise UserError(f"--y-col {a.y_col!r} is not a column of {a.data} ({', '.join(names)})")
+                    raise UserError(
+                        f"--y-col {a.y_col!r} is not a column of {a.data} ({', '.join(names)})"
+                    )
                 j = names.index(a.y_col)
             x, y = np.delete(table, j, axis=1), table[:, j]
         else:
@@ -97,7 +106,8 @@ class LinearRegression(Workflow):
         y = np.asarray(y, dtype=np.float64)
         if x.ndim != 2 or y.ndim != 1 or len(x) != len(y):
             raise UserError(
-                f"data file {a.data}: x must be N x D and y of length N, got x {x.shape}, y {y.shape}"
+                f"data file {a.data}: x must be N x D and y of length N, "
+                f"got x {x.shape}, y {y.shape}"
             )
         if len(x) < 2:
             raise UserError(f"data file {a.data}: needs at least 2 rows")
@@ -113,9 +123,17 @@ class LinearRegression(Workflow):
         guide = make[a.guide](linreg.model)
         mu, cov = linreg.posterior(x, y, **kw)
         return Problem(
-            linreg.model, guide, {"x": x, "y": y, **kw}, data_size=len(x),
-            extra={"x_test": x_test, "y_test": y_test, "mu_N": mu, "Sigma_N": cov,
-                   "theta_true": theta_true},
+            linreg.model,
+            guide,
+            {"x": x, "y": y, **kw},
+            data_size=len(x),
+            extra={
+                "x_test": x_test,
+                "y_test": y_test,
+                "mu_N": mu,
+                "Sigma_N": cov,
+                "theta_true": theta_true,
+            },
         )
 
     def _fitted(self, problem: Problem) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,7 +144,12 @@ class LinearRegression(Workflow):
         x_te, y_te = problem.extra["x_test"], problem.extra["y_test"]
         if len(x_te) == 0:
             return None
-        return linreg.predictive(x_te, loc, cov, self.args.noise_scale).log_prob(y_te.double()).mean().item()
+        return (
+            linreg.predictive(x_te, loc, cov, self.args.noise_scale)
+            .log_prob(y_te.double())
+            .mean()
+            .item()
+        )
 
     def summarize(self, problem: Problem) -> dict[str, Any]:
         mu, cov = problem.extra["mu_N"], problem.extra["Sigma_N"]
@@ -139,24 +162,37 @@ class LinearRegression(Workflow):
             dev = problem.data["x"].device
             theta = sample_posterior(problem.guide, problem.data, 2000, ["theta"])["theta"]
             theta = theta.reshape(2000, -1).double().cpu()
-            lp = torch.distributions.Normal(x_te.double() @ theta.T, self.args.noise_scale).log_prob(
-                y_te.double()[:, None]
-            )
+            lp = torch.distributions.Normal(
+                x_te.double() @ theta.T, self.args.noise_scale
+            ).log_prob(y_te.double()[:, None])
             mc = (torch.logsumexp(lp, 1) - np.log(2000)).mean().item()
             del dev
         return {
-            "data": {"n_train": len(problem.data["x"]), "n_test": len(x_te), "dim": mu.numel(),
-                     "source": "simulated" if self.args.simulate else self.args.data},
+            "data": {
+                "n_train": len(problem.data["x"]),
+                "n_test": len(x_te),
+                "dim": mu.numel(),
+                "source": "simulated" if self.args.simulate else self.args.data,
+            },
             "theta_true": problem.extra["theta_true"],
-            "exact_posterior": {"mean": mu.tolist(), "std": cov.diagonal().sqrt().tolist(),
-                                "cov": cov.tolist()},
+            "exact_posterior": {
+                "mean": mu.tolist(),
+                "std": cov.diagonal().sqrt().tolist(),
+                "cov": cov.tolist(),
+            },
             "mean_field_optimum_std": linreg.mean_field_optimum_variance(cov).sqrt().tolist(),
-            "fitted": {"mean": loc.tolist(), "std": qcov.diagonal().sqrt().tolist(), "cov": qcov.tolist(),
-                       "kl_to_exact": kl,
-                       "max_abs_mean_error": (loc - mu).abs().max().item()},
-            "test_loglik": {"exact": self._test_loglik(problem, mu, cov),
-                            "fitted": self._test_loglik(problem, loc, qcov),
-                            "fitted_monte_carlo": mc},
+            "fitted": {
+                "mean": loc.tolist(),
+                "std": qcov.diagonal().sqrt().tolist(),
+                "cov": qcov.tolist(),
+                "kl_to_exact": kl,
+                "max_abs_mean_error": (loc - mu).abs().max().item(),
+            },
+            "test_loglik": {
+                "exact": self._test_loglik(problem, mu, cov),
+                "fitted": self._test_loglik(problem, loc, qcov),
+                "fitted_monte_carlo": mc,
+            },
         }
 
     def figures(self, problem: Problem, out: Path) -> list[str]:
@@ -165,9 +201,18 @@ class LinearRegression(Workflow):
         d = mu.numel()
         fig, ax = plt.subplots(figsize=(max(5, 0.6 * d + 2), 3.5))
         i = np.arange(d)
-        ax.errorbar(i - 0.12, mu, 2 * cov.diagonal().sqrt(), fmt="o", capsize=3, label="exact posterior")
-        ax.errorbar(i + 0.12, loc, 2 * qcov.diagonal().sqrt(), fmt="s", capsize=3, color="C3",
-                    label=f"fitted ({self.args.guide})")
+        ax.errorbar(
+            i - 0.12, mu, 2 * cov.diagonal().sqrt(), fmt="o", capsize=3, label="exact posterior"
+        )
+        ax.errorbar(
+            i + 0.12,
+            loc,
+            2 * qcov.diagonal().sqrt(),
+            fmt="s",
+            capsize=3,
+            color="C3",
+            label=f"fitted ({self.args.guide})",
+        )
         ax.set_xticks(i, [f"theta_{k}" for k in i], rotation=45 if d > 6 else 0)
         ax.set_ylabel("mean +- 2 std")
         ax.set_title("posterior over coefficients")
@@ -181,12 +226,20 @@ class LinearRegression(Workflow):
             xt, yt = problem.extra["x_test"], problem.extra["y_test"]
             if len(xt):
                 ax.scatter(xt[:, 0], yt, s=14, facecolors="none", edgecolors="grey", label="test")
-            for (m, c), label, color, ls in (((mu, cov), "exact", "C0", "-"),
-                                             ((loc, qcov), "fitted", "C3", "--")):
+            for (m, c), label, color, ls in (
+                ((mu, cov), "exact", "C0", "-"),
+                ((loc, qcov), "fitted", "C3", "--"),
+            ):
                 p = linreg.predictive(grid, m, c, self.args.noise_scale)
                 ax.plot(grid[:, 0], p.mean, color=color, ls=ls, label=f"{label} predictive mean")
-                ax.fill_between(grid[:, 0], p.mean - 1.96 * p.stddev, p.mean + 1.96 * p.stddev,
-                                color=color, alpha=0.15, label=f"{label} 95% band")
+                ax.fill_between(
+                    grid[:, 0],
+                    p.mean - 1.96 * p.stddev,
+                    p.mean + 1.96 * p.stddev,
+                    color=color,
+                    alpha=0.15,
+                    label=f"{label} 95% band",
+                )
             ax.set_xlabel("x")
             ax.set_ylabel("y")
             ax.set_title("predictive: the band widens away from the data (no intercept)")
@@ -196,9 +249,11 @@ class LinearRegression(Workflow):
 
     def evaluate(self, problem: Problem, out: Path) -> dict[str, Any]:
         s = self.summarize(problem)
-        return {"kl_to_exact": s["fitted"]["kl_to_exact"],
-                "max_abs_mean_error": s["fitted"]["max_abs_mean_error"],
-                "test_loglik": s["test_loglik"]}
+        return {
+            "kl_to_exact": s["fitted"]["kl_to_exact"],
+            "max_abs_mean_error": s["fitted"]["max_abs_mean_error"],
+            "test_loglik": s["test_loglik"],
+        }
 
     def predict(self, problem: Problem, path: Path) -> dict[str, Any]:
         arrays = load_arrays(path)
@@ -210,19 +265,21 @@ class LinearRegression(Workflow):
             raise UserError(f"{path}: inputs must be N x {d}, got {x.shape}")
         loc, qcov = self._fitted(problem)
         p = linreg.predictive(torch.as_tensor(x), loc, qcov, self.args.noise_scale)
-        return {"mean": p.mean.tolist(), "std": p.stddev.tolist(),
-                "lower_95": (p.mean - 1.96 * p.stddev).tolist(),
-                "upper_95": (p.mean + 1.96 * p.stddev).tolist()}
+        return {
+            "mean": p.mean.tolist(),
+            "std": p.stddev.tolist(),
+            "lower_95": (p.mean - 1.96 * p.stddev).tolist(),
+            "upper_95": (p.mean + 1.96 * p.stddev).tolist(),
+        }
 
     def comparison(self, summary: dict[str, Any]) -> list[tuple[str, Any, Any]]:
         e, f, t = summary["exact_posterior"], summary["fitted"], summary["test_loglik"]
-        rows = [("KL(q || exact)", 0.0, f["kl_to_exact"]),
-                ("max |mean error|", 0.0, f["max_abs_mean_error"])]
+        rows = [
+            ("KL(q || exact)", 0.0, f["kl_to_exact"]),
+            ("max |mean error|", 0.0, f["max_abs_mean_error"]),
+        ]
         for k in range(min(4, len(e["mean"]))):
             rows.append((f"theta_{k} mean", e["mean"][k], f["mean"][k]))
             rows.append((f"theta_{k} std", e["std"][k], f["std"][k]))
         rows.append(("test log-lik per point", t["exact"], t["fitted"]))
         return rows
-
-
-

@@ -28,14 +28,21 @@ def section(title: str, description: str, runs: list[dict[str, Any]]) -> str:
     for run in runs:
         s, rows, folder = run["summary"], run["rows"], Path(run["dir"])
         parts.append(
-            f"<h3>{html.escape(run['label'])}</h3><p class=meta>guide <b>{_fmt(s.get('guide'))}</b>, "
+            f"<h3>{html.escape(run['label'])}</h3><p class=meta>"
+            f"guide <b>{_fmt(s.get('guide'))}</b>, "
             f"estimator <b>{_fmt(s.get('estimator'))}</b>, {s.get('steps')} steps, "
-            f"final ELBO {_fmt(s.get('final_elbo'))}, {s.get('wall_seconds')} s on {s.get('device')}; "
+            f"final ELBO {_fmt(s.get('final_elbo'))}, "
+            f"{s.get('wall_seconds')} s on {s.get('device')}; "
             f"command: <code>{html.escape(run['command'])}</code></p>"
         )
         if rows:
-            parts.append("<table><tr><th>quantity</th><th>exact / reference</th><th>fitted</th></tr>")
-            parts += [f"<tr><td>{_fmt(q)}</td><td>{_fmt(e)}</td><td>{_fmt(f)}</td></tr>" for q, e, f in rows]
+            parts.append(
+                "<table><tr><th>quantity</th><th>exact / reference</th><th>fitted</th></tr>"
+            )
+            parts += [
+                f"<tr><td>{_fmt(q)}</td><td>{_fmt(e)}</td><td>{_fmt(f)}</td></tr>"
+                for q, e, f in rows
+            ]
             parts.append("</table>")
         figs = [folder / name for name in s.get("figures", []) if (folder / name).exists()]
         parts.append("<div class=figs>" + "".join(_img(p) for p in figs) + "</div>")
@@ -51,9 +58,10 @@ def section(title: str, description: str, runs: list[dict[str, Any]]) -> str:
 def page(sections: list[str], header: str) -> str:
     """The whole report."""
     style = (
-        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-        "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;"
-        "text-align:right}td:first-child,th:first-child{text-align:left}.figs img{max-width:48%;margin:.3em}"
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
+        "color:#222}table{border-collapse:collapse;margin:.5em 0}"
+        "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}.figs img{max-width:48%;margin:.3em}"
         "section{border-top:2px solid #ddd;margin-top:2em}.meta{color:#555;font-size:.9em}"
         "pre{font-size:.75em;background:#f6f6f6;padding:.5em;overflow:auto}"
     )

@@ -108,7 +108,8 @@ def load_function(path: str | Path, name: str, what: str = "function") -> Callab
     fn = getattr(module, name, None)
     if fn is None:
         defined = sorted(
-            k for k, v in vars(module).items()
+            k
+            for k, v in vars(module).items()
             if inspect.isfunction(v) and v.__module__ == module.__name__ and not k.startswith("_")
         )
         raise UserError(
@@ -128,8 +129,10 @@ def split_spec(spec: str, what: str = "function") -> tuple[str, str]:
     """``'dir/m.py:model'`` -> ``('dir/m.py', 'model')``."""
     path, sep, name = spec.rpartition(":")
     if not sep or not path.endswith(".py") or not name.isidentifier():
-        raise UserError(f"name the {what} in the file: {spec.split(':')[0]}:FUNCTION, e.g. "
-                        f"{spec.split(':')[0]}:model")
+        raise UserError(
+            f"name the {what} in the file: {spec.split(':')[0]}:FUNCTION, e.g. "
+            f"{spec.split(':')[0]}:model"
+        )
     return path, name
 
 
@@ -140,14 +143,18 @@ def file_workflow(spec: str, path: str | None = None, function: str | None = Non
         path, function = split_spec(spec)
     fn = load_function(path, function)
     doc = (inspect.getdoc(fn) or "").strip().splitlines()
-    return type("UserFileModel", (UserModel,), {
-        "name": spec,
-        "description": doc[0] if doc else f"{function} from {path}",
-        "model_fn": staticmethod(fn),
-        "model_file": str(Path(path).expanduser().resolve()),
-        "model_function": function,
-        "__doc__": f"The model {function} of {path}.",
-    })
+    return type(
+        "UserFileModel",
+        (UserModel,),
+        {
+            "name": spec,
+            "description": doc[0] if doc else f"{function} from {path}",
+            "model_fn": staticmethod(fn),
+            "model_file": str(Path(path).expanduser().resolve()),
+            "model_function": function,
+            "__doc__": f"The model {function} of {path}.",
+        },
+    )
 
 
 def plugin_paths(argv: Iterable[str]) -> list[str]:
@@ -212,8 +219,9 @@ def read_data(
     is_table = Path(path).suffix.lower() != ".npz"
     if not is_table:
         if x_cols or y_col:
-            raise UserError("--x-cols and --y-col pick columns of a .csv; a .npz gives its arrays "
-                            "by name")
+            raise UserError(
+                "--x-cols and --y-col pick columns of a .csv; a .npz gives its arrays by name"
+            )
         if table is not None:
             arrays["table"] = table
         return {k: _tensor(v) for k, v in arrays.items()}
@@ -230,8 +238,10 @@ def read_data(
 
     if not x_cols and not y_col:
         if not columns:
-            raise UserError(f"data file {path} has no header: name its columns in a first row, "
-                            "or pick them with --x-cols/--y-col (0-based indices)")
+            raise UserError(
+                f"data file {path} has no header: name its columns in a first row, "
+                "or pick them with --x-cols/--y-col (0-based indices)"
+            )
         return {k: _tensor(v) for k, v in columns.items()}
     out: dict[str, torch.Tensor] = {}
     names = list(columns) or [str(j) for j in range(table.shape[1])]
@@ -316,8 +326,11 @@ def _describe(e: BaseException, user_file: Path | None = None, site: str | None 
         if isinstance(e, SyntaxError) and e.lineno:
             where.append(f"line {e.lineno}")
         else:
-            frames = [f for f in traceback.extract_tb(e.__traceback__)
-                      if Path(f.filename).resolve() == user_file]
+            frames = [
+                f
+                for f in traceback.extract_tb(e.__traceback__)
+                if Path(f.filename).resolve() == user_file
+            ]
             if frames:
                 where.append(f"line {frames[-1].lineno}")
     if site is not None and f"'{site}'" not in text and f" {site} " not in text:
@@ -368,19 +381,38 @@ class UserModel(Workflow):
         if cls.default_data:
             default_data = str(Path(cls.source()).parent / cls.default_data)
         g = parser.add_argument_group("your model")
-        g.add_argument("--data", type=absolute_path, default=default_data,
-                       help=".npz (arrays -> keyword arguments) or .csv (columns -> keyword "
-                       f"arguments){f'; default {cls.default_data}' if default_data else ''}")
-        g.add_argument("--x-cols",
-                       help="comma-separated .csv columns (names or 0-based) -> x (N x d)")
+        g.add_argument(
+            "--data",
+            type=absolute_path,
+            default=default_data,
+            help=".npz (arrays -> keyword arguments) or .csv (columns -> keyword "
+            f"arguments){f'; default {cls.default_data}' if default_data else ''}",
+        )
+        g.add_argument(
+            "--x-cols", help="comma-separated .csv columns (names or 0-based) -> x (N x d)"
+        )
         g.add_argument("--y-col", help=".csv column -> y")
-        g.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
-                       help="extra keyword argument of the model (repeatable)")
-        g.add_argument("--init", choices=sorted(INITS), default=None,
-                       help="autoguide initialisation (default: Pyro's for that autoguide)")
-        g.add_argument("--init-value", action="append", default=[], metavar="SITE=VALUE",
-                       help="start the autoguide at this value of a latent site, e.g. "
-                       "'locs=[-1,1]' (repeatable; other sites as --init)")
+        g.add_argument(
+            "--arg",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="extra keyword argument of the model (repeatable)",
+        )
+        g.add_argument(
+            "--init",
+            choices=sorted(INITS),
+            default=None,
+            help="autoguide initialisation (default: Pyro's for that autoguide)",
+        )
+        g.add_argument(
+            "--init-value",
+            action="append",
+            default=[],
+            metavar="SITE=VALUE",
+            help="start the autoguide at this value of a latent site, e.g. "
+            "'locs=[-1,1]' (repeatable; other sites as --init)",
+        )
         if cls.model_file:
             parser.set_defaults(model_file=cls.model_file, model_function=cls.model_function)
 
@@ -447,8 +479,11 @@ class UserModel(Workflow):
                 raise UserError(f"--init-value {name}: {v!r} is not a number or list") from None
         if a.init is None and not values:
             return {}
-        fallback = INITS[a.init] if a.init else (
-            init_to_feasible if spec == "auto-normal" else init_to_median)  # Pyro's defaults
+        fallback = (
+            INITS[a.init]
+            if a.init
+            else (init_to_feasible if spec == "auto-normal" else init_to_median)
+        )  # Pyro's defaults
         if not values:
             return {"init_loc_fn": fallback}
         return {"init_loc_fn": init_to_value(values=values, fallback=fallback)}
@@ -489,8 +524,10 @@ class UserModel(Workflow):
                 discrete.append(name)
                 enumerable = getattr(site["fn"], "has_enumerate_support", False)
                 if not enumerable and a.guide in AUTOGUIDES:
-                    raise UserError(f"{self.where()}: latent site {name!r} is discrete and cannot "
-                                    "be enumerated; write a guide for it (FILE.py:guide)")
+                    raise UserError(
+                        f"{self.where()}: latent site {name!r} is discrete and cannot "
+                        "be enumerated; write a guide for it (FILE.py:guide)"
+                    )
         if not latent:
             raise UserError(
                 f"{self.where()} has no latent site: every pyro.sample in it has obs=, so there "
@@ -504,7 +541,10 @@ class UserModel(Workflow):
         else:
             self._trial_elbo(model, guide, data)
         return Problem(
-            model, guide, data, data_size=data_size,
+            model,
+            guide,
+            data,
+            data_size=data_size,
             extra={"latent": latent, "discrete": discrete, "observed": observed},
         )
 
@@ -512,8 +552,9 @@ class UserModel(Workflow):
         import pyro
 
         a = self.args
-        est = make_estimator(a.estimator, a.particles, a.vectorize_particles,
-                             float(a.max_plate_nesting))
+        est = make_estimator(
+            a.estimator, a.particles, a.vectorize_particles, float(a.max_plate_nesting)
+        )
         last = _LastSite()
         try:
             with last:  # (TraceEnum_ELBO refuses a loss without gradients)
@@ -580,14 +621,22 @@ class UserModel(Workflow):
         try:
             with torch.no_grad(), last:
                 try:
-                    draws = Predictive(model, guide=guide, num_samples=PREDICT_SAMPLES,
-                                       return_sites=sites, parallel=True)(**inputs)
+                    draws = Predictive(
+                        model,
+                        guide=guide,
+                        num_samples=PREDICT_SAMPLES,
+                        return_sites=sites,
+                        parallel=True,
+                    )(**inputs)
                 except Exception:  # noqa: BLE001 - models that do not broadcast: one at a time
-                    draws = Predictive(model, guide=guide, num_samples=PREDICT_SAMPLES,
-                                       return_sites=sites)(**inputs)
+                    draws = Predictive(
+                        model, guide=guide, num_samples=PREDICT_SAMPLES, return_sites=sites
+                    )(**inputs)
         except Exception as e:  # noqa: BLE001
-            raise UserError(f"{self.where()} on {path}: "
-                            f"{_describe(e, Path(self.source()).resolve(), last.name)}") from None
+            raise UserError(
+                f"{self.where()} on {path}: "
+                f"{_describe(e, Path(self.source()).resolve(), last.name)}"
+            ) from None
         result: dict[str, Any] = {"num_samples": PREDICT_SAMPLES}
         for name, v in draws.items():
             v = v.float().reshape(PREDICT_SAMPLES, *_squeeze_lead(v))

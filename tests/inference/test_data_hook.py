@@ -27,11 +27,21 @@ def jitter(epoch: int, data: dict) -> dict:  # noqa: ARG001
 
 
 def _fit(tmp_path, steps, **kw):
-    config = FitConfig(steps=steps, lr=0.05, batch_size=8, log_every=1, seed=3,
-                       checkpoint_every=100)
+    config = FitConfig(
+        steps=steps, lr=0.05, batch_size=8, log_every=1, seed=3, checkpoint_every=100
+    )
     x = torch.arange(20.0)
-    fit(model, guide, {"x": x}, config, tmp_path, data_size=20, progress=False,
-        data_hook=jitter, **kw)
+    fit(
+        model,
+        guide,
+        {"x": x},
+        config,
+        tmp_path,
+        data_size=20,
+        progress=False,
+        data_hook=jitter,
+        **kw,
+    )
     return pyro.param("mu").item()
 
 
@@ -43,8 +53,16 @@ def test_hook_called_once_per_epoch():
         return data
 
     config = FitConfig(steps=7, lr=0.05, batch_size=8, log_every=7)
-    fit(model, guide, {"x": torch.arange(20.0)}, config, None, data_size=20, progress=False,
-        data_hook=hook)
+    fit(
+        model,
+        guide,
+        {"x": torch.arange(20.0)},
+        config,
+        None,
+        data_size=20,
+        progress=False,
+        data_hook=hook,
+    )
     # 20 // 8 = 2 batches per epoch: epochs start at steps 0, 2, 4, 6; epoch 0's data also
     # serve the initialisation pass
     assert calls == [0, 1, 2, 3]

@@ -56,8 +56,15 @@ def fit_digits(batch_size: int, out: Path | None = None) -> tuple[dict[str, torc
     pyro.clear_param_store()
     guide = AutoNormal(logistic_model)  # plain pyro.param leaves: the Parameter swap is tested
     config = FitConfig(steps=STEPS, lr=0.05, batch_size=batch_size, log_every=10, seed=3)
-    result = fit(logistic_model, guide, {"x": split.x_train, "y": split.y_train}, config, out,
-                 data_size=len(split.x_train), progress=False)
+    result = fit(
+        logistic_model,
+        guide,
+        {"x": split.x_train, "y": split.y_train},
+        config,
+        out,
+        data_size=len(split.x_train),
+        progress=False,
+    )
     params = {k: v.detach().clone() for k, v in pyro.get_param_store().named_parameters()}
     return params, [row["elbo"] for row in result.history]
 
@@ -76,10 +83,22 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _torchrun(*args: str, nproc: int = 2, timeout: float = 400) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-           f"--master_port={_free_port()}", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env=_env(BAYESDL_DIST_TIMEOUT="240"))  # slow starts on a busy machine
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc}",
+        f"--master_port={_free_port()}",
+        *args,
+    ]
+    return subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=_env(BAYESDL_DIST_TIMEOUT="240"),
+    )  # slow starts on a busy machine
 
 
 def _close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -105,22 +124,44 @@ def test_two_processes_take_the_steps_of_one_on_the_global_batch(tmp_path):
 
 
 def test_torchrun_cli_equals_one_process_and_resumes_with_another_process_count(tmp_path):
-    common = ["fit", "linreg", "--batch-size", "64", "--lr-schedule", "constant", "--log-every",
-              "5", "--checkpoint-every", "5", "--quiet"]
-    single = subprocess.run([sys.executable, "cli.py", *common, "--steps", "20", "--out",
-                             str(tmp_path / "one")], capture_output=True, text=True, cwd=ROOT,
-                            env=_env(), timeout=120)
+    common = [
+        "fit",
+        "linreg",
+        "--batch-size",
+        "64",
+        "--lr-schedule",
+        "constant",
+        "--log-every",
+        "5",
+        "--checkpoint-every",
+        "5",
+        "--quiet",
+    ]
+    single = subprocess.run(
+        [sys.executable, "cli.py", *common, "--steps", "20", "--out", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=_env(),
+        timeout=120,
+    )
     assert single.returncode == 0, single.stderr[-3000:]
     two = _torchrun("cli.py", *common, "--steps", "20", "--out", str(tmp_path / "two"))
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("linreg: 20 steps") == 1  # rank 0 alone reports
     # 10 steps on one process, then resumed by two processes up to 20
-    part = subprocess.run([sys.executable, "cli.py", *common, "--steps", "10", "--out",
-                           str(tmp_path / "resumed")], capture_output=True, text=True, cwd=ROOT,
-                          env=_env(), timeout=120)
+    part = subprocess.run(
+        [sys.executable, "cli.py", *common, "--steps", "10", "--out", str(tmp_path / "resumed")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=_env(),
+        timeout=120,
+    )
     assert part.returncode == 0, part.stderr[-3000:]
-    resumed = _torchrun("cli.py", *common, "--steps", "20", "--resume", "--out",
-                        str(tmp_path / "resumed"))
+    resumed = _torchrun(
+        "cli.py", *common, "--steps", "20", "--resume", "--out", str(tmp_path / "resumed")
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     def params(run: str) -> dict[str, torch.Tensor]:
@@ -141,13 +182,39 @@ def test_torchrun_cli_equals_one_process_and_resumes_with_another_process_count(
 
 def test_a_killed_rank_stops_the_other_and_keeps_the_checkpoint(tmp_path):
     port, out = str(_free_port()), tmp_path / "run"
-    cmd = [sys.executable, "cli.py", "fit", "linreg", "--batch-size", "64", "--steps", "1000000",
-           "--log-every", "50", "--checkpoint-every", "50", "--quiet", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "cli.py",
+        "fit",
+        "linreg",
+        "--batch-size",
+        "64",
+        "--steps",
+        "1000000",
+        "--log-every",
+        "50",
+        "--checkpoint-every",
+        "50",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
     procs = [
-        subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=_env(WORLD_SIZE="2", RANK=str(r), LOCAL_RANK=str(r),
-                                  MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
-                                  BAYESDL_DIST_TIMEOUT="20"))
+        subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(
+                WORLD_SIZE="2",
+                RANK=str(r),
+                LOCAL_RANK=str(r),
+                MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=port,
+                BAYESDL_DIST_TIMEOUT="20",
+            ),
+        )
         for r in (0, 1)
     ]
     try:
@@ -191,13 +258,18 @@ def test_a_model_that_never_enters_the_data_plate_is_refused():
 
     with pytest.raises(UserError, match="no data plate to shard"):
         ctx.check_shardable(model, lambda x: None, {"x": torch.ones(3)})
-    ctx.check_shardable(logistic_model, AutoNormal(logistic_model),
-                        {"x": torch.ones(5, 64), "y": torch.zeros(5, dtype=torch.long)})
+    ctx.check_shardable(
+        logistic_model,
+        AutoNormal(logistic_model),
+        {"x": torch.ones(5, 64), "y": torch.zeros(5, dtype=torch.long)},
+    )
 
 
 if __name__ == "__main__":  # the torchrun worker of the first test
     out_dir = Path(sys.argv[1])
     params, history = fit_digits(BATCH, out_dir / "run")
     if distributed.is_main():
-        torch.save({"params": params, "history": history, "world": distributed.world_size()},
-                   out_dir / "result.pt")
+        torch.save(
+            {"params": params, "history": history, "world": distributed.world_size()},
+            out_dir / "result.pt",
+        )

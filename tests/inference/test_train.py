@@ -36,23 +36,51 @@ def _params() -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("estimator", ["reparam", "score"])
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, data, estimator):
-    cfg = dict(steps=60, lr=0.05, batch_size=32, particles=2, estimator=estimator,
-               log_every=10, checkpoint_every=25, lr_schedule="cosine", kl_warmup=20)
+    cfg = dict(
+        steps=60,
+        lr=0.05,
+        batch_size=32,
+        particles=2,
+        estimator=estimator,
+        log_every=10,
+        checkpoint_every=25,
+        lr_schedule="cosine",
+        kl_warmup=20,
+    )
     with pytest.raises(Interrupted) as info:
-        fit(logistic, AutoNormal(logistic), data, FitConfig(**cfg), tmp_path, data_size=200,
-            progress=False, stop_at_step=33)
+        fit(
+            logistic,
+            AutoNormal(logistic),
+            data,
+            FitConfig(**cfg),
+            tmp_path,
+            data_size=200,
+            progress=False,
+            stop_at_step=33,
+        )
     assert info.value.step == 33 and (tmp_path / "checkpoint.pt").exists()
-    resumed = fit(logistic, AutoNormal(logistic), data, FitConfig(**cfg), tmp_path,
-                  data_size=200, progress=False, resume=True)
+    resumed = fit(
+        logistic,
+        AutoNormal(logistic),
+        data,
+        FitConfig(**cfg),
+        tmp_path,
+        data_size=200,
+        progress=False,
+        resume=True,
+    )
     a = _params()
-    straight = fit(logistic, AutoNormal(logistic), data, FitConfig(**cfg), None, data_size=200,
-                   progress=False)
+    straight = fit(
+        logistic, AutoNormal(logistic), data, FitConfig(**cfg), None, data_size=200, progress=False
+    )
     b = _params()
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert resumed.final_elbo == straight.final_elbo
-    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [
+        json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+    ]
     assert steps == list(range(10, 61, 10))  # no duplicated rows after the resume
 
 
@@ -72,9 +100,11 @@ def test_minibatch_loss_is_unbiased_for_full_data_loss(data):
 
 def AutoDelta_like():
     """A point-mass guide, so the loss is deterministic given the batch."""
+
     def guide(x, y):
         w = pyro.param("w_hat", torch.tensor([0.5, -0.5, 0.1]))
         pyro.sample("w", dist.Delta(w).to_event(1))
+
     return guide
 
 

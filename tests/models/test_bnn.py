@@ -38,8 +38,15 @@ def fitted(*argv: str):
     args = _fit_parser(BNN, "bnn").parse_args([*QUICK, *argv])
     w = BNN(args)
     problem = w.build()
-    fit(problem.model, problem.guide, problem.data, fit_config(args), None,
-        data_size=problem.data_size, progress=False)
+    fit(
+        problem.model,
+        problem.guide,
+        problem.data,
+        fit_config(args),
+        None,
+        data_size=problem.data_size,
+        progress=False,
+    )
     return w, problem, w._report(problem)
 
 
@@ -103,8 +110,10 @@ def _problem(guide: str, *extra: str):
     return w, w.build()
 
 
-@pytest.mark.parametrize("guide,extra", [("meanfield", []), ("meanfield", ["--no-local-reparam"]),
-                                         ("sparse-vd", []), ("dropout", [])])
+@pytest.mark.parametrize(
+    "guide,extra",
+    [("meanfield", []), ("meanfield", ["--no-local-reparam"]), ("sparse-vd", []), ("dropout", [])],
+)
 def test_predictive_probabilities_sum_to_one(guide, extra):
     w, problem = _problem(guide, *extra, "--samples", "7")
     x = problem.extra["split"].x_test[:20]
@@ -150,8 +159,25 @@ def test_sparse_vd_pruning_rule():
 
 def test_cli_fit_evaluate_predict(cli, tmp_path):
     run = tmp_path / "run"
-    r = cli("fit", "bnn", "--guide", "sparse-vd", "--hidden", "64", "--steps", "300",
-            "--lr", "1e-2", "--kl-warmup", "100", "--samples", "10", "--quiet", "--out", str(run))
+    r = cli(
+        "fit",
+        "bnn",
+        "--guide",
+        "sparse-vd",
+        "--hidden",
+        "64",
+        "--steps",
+        "300",
+        "--lr",
+        "1e-2",
+        "--kl-warmup",
+        "100",
+        "--samples",
+        "10",
+        "--quiet",
+        "--out",
+        str(run),
+    )
     assert r.returncode == 0, r.stderr
     s = json.loads((run / "summary.json").read_text())
     figures = {"bnn_reliability.png", "bnn_entropy_ood.png", "bnn_sparsity_mask.png"}
@@ -197,12 +223,19 @@ def test_lenet5_on_mnist_runs(guide):
     if not os.environ.get("BAYESDL_MNIST_DIR"):
         pytest.skip("set BAYESDL_MNIST_DIR to the MNIST IDX files")
     args = _fit_parser(BNN, "bnn").parse_args(
-        ["--data", "mnist", "--arch", "lenet5", "--guide", guide, "--steps", "30",
-         "--samples", "3"])
+        ["--data", "mnist", "--arch", "lenet5", "--guide", guide, "--steps", "30", "--samples", "3"]
+    )
     w = BNN(args)
     problem = w.build()
-    r = fit(problem.model, problem.guide, problem.data, fit_config(args), None,
-            data_size=problem.data_size, progress=False)
+    r = fit(
+        problem.model,
+        problem.guide,
+        problem.data,
+        fit_config(args),
+        None,
+        data_size=problem.data_size,
+        progress=False,
+    )
     assert math.isfinite(r.final_elbo)
     p = w.probs(problem, problem.extra["split"].x_test[:64])
     assert p.shape == ((1 if guide == "mle" else 3), 64, 10)

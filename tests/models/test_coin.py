@@ -30,7 +30,9 @@ def test_closed_forms():
     from scipy.stats import beta as beta_dist  # scipy comes with scikit-learn
 
     integrand = pi**6 * (1 - pi) ** 4 * beta_dist(10, 10).pdf(pi)
-    assert coin.log_evidence(10, 10, 6, 4) == pytest.approx(np.log(np.trapezoid(integrand, pi)), abs=1e-6)
+    assert coin.log_evidence(10, 10, 6, 4) == pytest.approx(
+        np.log(np.trapezoid(integrand, pi)), abs=1e-6
+    )
 
 
 def test_reparam_matches_exact_posterior(tmp_path):
@@ -72,10 +74,27 @@ def test_point_estimates_are_overconfident_with_little_data(tmp_path):
 def test_data_sources(tmp_path, capsys):
     (tmp_path / "flips.csv").write_text("1\n0\n1\n1\n")
     out = tmp_path / "r"
-    for source in (["--flips", "1,0,1,1"], ["--data", str(tmp_path / "flips.csv")],
-                   ["--simulate", "0.7", "--n", "4"]):
-        assert cli.main(["fit", "coin", *source, "--steps", "10", "--quiet", "--overwrite",
-                         "--out", str(out)]) == 0
+    for source in (
+        ["--flips", "1,0,1,1"],
+        ["--data", str(tmp_path / "flips.csv")],
+        ["--simulate", "0.7", "--n", "4"],
+    ):
+        assert (
+            cli.main(
+                [
+                    "fit",
+                    "coin",
+                    *source,
+                    "--steps",
+                    "10",
+                    "--quiet",
+                    "--overwrite",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         s = json.loads((out / "summary.json").read_text())
         assert s["data"]["heads"] + s["data"]["tails"] == 4
         if "--simulate" not in source:
@@ -86,8 +105,19 @@ def test_predict_new_flips(tmp_path, capsys):
     s = fit_coin(tmp_path)
     (tmp_path / "new.csv").write_text("1\n1\n0\n")
     out = tmp_path / "p.json"
-    assert cli.main(["predict", str(tmp_path / "run"), "--input", str(tmp_path / "new.csv"),
-                     "--output", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "predict",
+                str(tmp_path / "run"),
+                "--input",
+                str(tmp_path / "new.csv"),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     p = json.loads(out.read_text())
     assert p["heads"] == 2 and p["flips"] == 3
     assert p["p_next_heads"] == pytest.approx(s["predictive_exact"]["bayes"], abs=0.01)

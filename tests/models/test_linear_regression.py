@@ -70,8 +70,19 @@ def test_one_dimensional_band_figure_and_predict(tmp_path, capsys):
     assert "linreg_predictive.png" in s["figures"]
     np.savez(tmp_path / "new.npz", x=np.array([[0.0], [2.0]]))
     out = tmp_path / "pred.json"
-    assert cli.main(["predict", str(tmp_path / "run"), "--input", str(tmp_path / "new.npz"),
-                     "--output", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "predict",
+                str(tmp_path / "run"),
+                "--input",
+                str(tmp_path / "new.npz"),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     p = json.loads(out.read_text())
     theta = s["exact_posterior"]["mean"][0]
     assert p["mean"] == pytest.approx([0.0, 2 * theta], abs=0.05)
@@ -83,13 +94,22 @@ def test_csv_and_npz_inputs(tmp_path):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(30, 2))
     y = x @ np.array([1.0, -1.0]) + 0.1 * rng.normal(size=30)
-    (tmp_path / "d.csv").write_text("a,b,target\n" + "\n".join(
-        f"{a},{b},{t}" for (a, b), t in zip(x, y, strict=True)))
+    (tmp_path / "d.csv").write_text(
+        "a,b,target\n" + "\n".join(f"{a},{b},{t}" for (a, b), t in zip(x, y, strict=True))
+    )
     np.savez(tmp_path / "d.npz", x=x, y=y)
     means = []
     for path, extra in ((tmp_path / "d.csv", ["--y-col", "target"]), (tmp_path / "d.npz", [])):
-        s = fit(tmp_path / path.suffix[1:], "--data", str(path), *extra, "--steps", "300",
-                "--noise-scale", "0.1")
+        s = fit(
+            tmp_path / path.suffix[1:],
+            "--data",
+            str(path),
+            *extra,
+            "--steps",
+            "300",
+            "--noise-scale",
+            "0.1",
+        )
         means.append(s["exact_posterior"]["mean"])
     np.testing.assert_allclose(means[0], means[1], atol=1e-6)
     np.testing.assert_allclose(means[0], [1.0, -1.0], atol=0.1)
