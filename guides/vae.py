@@ -43,7 +43,6 @@ class AmortizedGuide(nn.Module):
 
     def forward(self, x: torch.Tensor) -> None:
         """Sample every ``z_n`` of the (sub)sampled plate ``data``."""
-        pyro.module("encoder", self.encoder)
         with pyro.plate("data", x.shape[0]) as idx:
             loc, scale = self.encoder(x.index_select(0, idx))
             pyro.sample("z", dist.Normal(loc, scale, validate_args=False).to_event(1))
