@@ -1,12 +1,12 @@
 """bayesdl's command line: parses and dispatches, nothing else.
 
-    bayesdl list
-    bayesdl fit MODEL [options] --out DIR
-    bayesdl evaluate DIR [--iw-samples K]
-    bayesdl sample DIR [--out DIR]
-    bayesdl predict DIR --input FILE
-    bayesdl tour --out DIR
-    bayesdl gradient-variance MODEL [options]
+bayesdl list
+bayesdl fit MODEL [options] --out DIR
+bayesdl evaluate DIR [--iw-samples K]
+bayesdl sample DIR [--out DIR]
+bayesdl predict DIR --input FILE
+bayesdl tour --out DIR
+bayesdl gradient-variance MODEL [options]
 """
 
 from __future__ import annotations
@@ -70,38 +70,82 @@ def add_engine_arguments(parser: argparse.ArgumentParser, workflow) -> None:
     from inference.estimators import ESTIMATORS
 
     g = parser.add_argument_group("inference")
-    g.add_argument("--guide", default=workflow.default_guide,
-                   help=f"variational family: {', '.join(workflow.guides) or 'see model'} "
-                   f"(default {workflow.default_guide})")
-    g.add_argument("--estimator", default=d["estimator"], choices=sorted(ESTIMATORS),
-                   help=f"ELBO gradient estimator (default {d['estimator']})")
-    g.add_argument("--steps", type=int, default=d["steps"], help=f"optimizer steps (default {d['steps']})")
+    g.add_argument(
+        "--guide",
+        default=workflow.default_guide,
+        help=f"variational family: {', '.join(workflow.guides) or 'see model'} "
+        f"(default {workflow.default_guide})",
+    )
+    g.add_argument(
+        "--estimator",
+        default=d["estimator"],
+        choices=sorted(ESTIMATORS),
+        help=f"ELBO gradient estimator (default {d['estimator']})",
+    )
+    g.add_argument(
+        "--steps", type=int, default=d["steps"], help=f"optimizer steps (default {d['steps']})"
+    )
     g.add_argument("--lr", type=float, default=d["lr"], help=f"learning rate (default {d['lr']})")
     g.add_argument("--optimizer", default=d["optimizer"], help="adam | adamw | sgd (default adam)")
     g.add_argument("--lr-schedule", default=d["lr_schedule"], help="constant | linear | cosine")
-    g.add_argument("--lr-warmup", type=int, default=d["lr_warmup"], help="steps of linear LR warm-up")
-    g.add_argument("--particles", type=int, default=d["particles"], help="samples per ELBO estimate")
-    g.add_argument("--no-vectorize-particles", dest="vectorize_particles", action="store_false",
-                   help="draw particles in a Python loop (for models that do not broadcast)")
-    g.add_argument("--batch-size", type=_optional_int, default=d["batch_size"],
-                   help="minibatch size (likelihood scaled by N / B); default full batch")
+    g.add_argument(
+        "--lr-warmup", type=int, default=d["lr_warmup"], help="steps of linear LR warm-up"
+    )
+    g.add_argument(
+        "--particles", type=int, default=d["particles"], help="samples per ELBO estimate"
+    )
+    g.add_argument(
+        "--no-vectorize-particles",
+        dest="vectorize_particles",
+        action="store_false",
+        help="draw particles in a Python loop (for models that do not broadcast)",
+    )
+    g.add_argument(
+        "--batch-size",
+        type=_optional_int,
+        default=d["batch_size"],
+        help="minibatch size (likelihood scaled by N / B); default full batch",
+    )
     g.add_argument("--clip-norm", type=float, default=d["clip_norm"], help="clip gradient norm")
-    g.add_argument("--kl-warmup", type=int, default=d["kl_warmup"],
-                   help="anneal the KL weight from 0 to 1 over this many steps")
-    g.add_argument("--kl-warmup-start", type=int, default=d["kl_warmup_start"],
-                   help="step at which KL warm-up begins")
+    g.add_argument(
+        "--kl-warmup",
+        type=int,
+        default=d["kl_warmup"],
+        help="anneal the KL weight from 0 to 1 over this many steps",
+    )
+    g.add_argument(
+        "--kl-warmup-start",
+        type=int,
+        default=d["kl_warmup_start"],
+        help="step at which KL warm-up begins",
+    )
     g.add_argument("--seed", type=int, default=d["seed"], help="random seed (default 0)")
     g.add_argument("--device", default=d["device"], help="cpu | cuda | cuda:N | auto (default cpu)")
-    g.add_argument("--log-every", type=int, default=d["log_every"], help="steps between metric rows")
-    g.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"],
-                   help="steps between checkpoints")
-    g.add_argument("--threads", type=int, default=d["threads"],
-                   help="torch intra-op threads (default: torch's; 1 is fastest for small models "
-                   "on a busy machine)")
-    g.add_argument("--validate", dest="check_args", action="store_true",
-                   help="keep Pyro's argument checks on at every step (slower; for debugging)")
-    g.add_argument("--max-plate-nesting", type=float, default=d["max_plate_nesting"],
-                   help=argparse.SUPPRESS)
+    g.add_argument(
+        "--log-every", type=int, default=d["log_every"], help="steps between metric rows"
+    )
+    g.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=d["checkpoint_every"],
+        help="steps between checkpoints",
+    )
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=d["threads"],
+        help="torch intra-op threads (default: torch's; 1 is fastest for small models "
+        "on a busy machine)",
+    )
+    g.add_argument(
+        "--validate",
+        dest="check_args",
+        action="store_true",
+        help="keep Pyro's argument checks on at every step (slower; for debugging)",
+    )
+    g.add_argument(
+        "--max-plate-nesting", type=float, default=d["max_plate_nesting"], help=argparse.SUPPRESS
+    )
 
 
 def _fit_parser(workflow, prog: str) -> Parser:
@@ -110,8 +154,14 @@ def _fit_parser(workflow, prog: str) -> Parser:
     add_engine_arguments(p, workflow)
     from workflows.user_model import absolute_path
 
-    p.add_argument("--plugin", action="append", default=[], type=absolute_path, metavar="FILE",
-                   help="Python file whose @register models to load (repeatable)")
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        type=absolute_path,
+        metavar="FILE",
+        help="Python file whose @register models to load (repeatable)",
+    )
     return p
 
 
@@ -129,8 +179,13 @@ def _model_and_rest(argv: list[str], what: str):
 
 def cmd_list(argv: list[str]) -> int:
     p = Parser(prog=f"{PROG} list", description="registered models")
-    p.add_argument("--plugin", action="append", default=[], metavar="FILE",
-                   help="also list the @register models of this Python file (repeatable)")
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="also list the @register models of this Python file (repeatable)",
+    )
     from workflows.user_model import load_plugins
 
     registry = _registry()
@@ -146,7 +201,9 @@ def cmd_fit(argv: list[str]) -> int:
     workflow, rest = _model_and_rest(argv, "fit")
     p = _fit_parser(workflow, f"{PROG} fit {workflow.name}")
     g = p.add_argument_group("run")
-    g.add_argument("--out", required=True, help="run folder (summary, metrics, checkpoint, figures)")
+    g.add_argument(
+        "--out", required=True, help="run folder (summary, metrics, checkpoint, figures)"
+    )
     g.add_argument("--resume", action="store_true", help="continue the run in --out")
     g.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -183,10 +240,18 @@ def cmd_evaluate(argv: list[str]) -> int:
     p = Parser(prog=f"{PROG} evaluate", description="held-out metrics of a fitted run")
     p.add_argument("run", help="run folder made by `bayesdl fit`")
     p.add_argument("--device", default=None, help="cpu | cuda | auto (default: the run's)")
-    p.add_argument("--iw-samples", type=int, default=None,
-                   help="importance samples per example for log p(x) (generative models)")
-    p.add_argument("--samples", type=int, default=None,
-                   help="posterior samples M of the predictive (default: the run's --samples)")
+    p.add_argument(
+        "--iw-samples",
+        type=int,
+        default=None,
+        help="importance samples per example for log p(x) (generative models)",
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        help="posterior samples M of the predictive (default: the run's --samples)",
+    )
     args = p.parse_args(argv)
     from workflows.run import evaluate_run
 
@@ -226,8 +291,12 @@ def cmd_sample(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from workflows.run import sample_run
 
-    result = sample_run(Path(args.run), _run_registry(args.run),
-                        None if args.out is None else Path(args.out), args.device)
+    result = sample_run(
+        Path(args.run),
+        _run_registry(args.run),
+        None if args.out is None else Path(args.out),
+        args.device,
+    )
     print(f"samples of {args.run}:")
     _print_table(result)
     return 0
@@ -254,16 +323,24 @@ def cmd_tour(argv: list[str]) -> int:
         runs = []
         for i, run_argv in enumerate(workflow.tour_runs):
             args_ns = _fit_parser(workflow, f"{PROG} fit {name}").parse_args(run_argv)
-            run_dir = out / (name if len(workflow.tour_runs) == 1 else f"{name}-{i + 1}-{args_ns.guide}")
+            run_dir = out / (
+                name if len(workflow.tour_runs) == 1 else f"{name}-{i + 1}-{args_ns.guide}"
+            )
             print(f"[tour] {name} {' '.join(run_argv)}", file=sys.stderr)
             summary = run_fit(workflow, args_ns, run_dir, overwrite=True, progress=not args.quiet)
             command = f"{PROG} fit {name} {shlex.join(run_argv)} --out {run_dir}"
-            runs.append({
-                "label": f"{name}: guide {args_ns.guide}", "summary": summary, "dir": run_dir,
-                "rows": workflow(args_ns).comparison(summary), "command": command,
-            })
+            runs.append(
+                {
+                    "label": f"{name}: guide {args_ns.guide}",
+                    "summary": summary,
+                    "dir": run_dir,
+                    "rows": workflow(args_ns).comparison(summary),
+                    "command": command,
+                }
+            )
         sections.append(report.section(name, workflow.description, runs))
-    header = f"Every registered model fitted with quick defaults; {time.perf_counter() - t0:.0f} s in all."
+    elapsed = time.perf_counter() - t0
+    header = f"Every registered model fitted with quick defaults; {elapsed:.0f} s in all."
     (out / "index.html").write_text(report.page(sections, header))
     print(f"tour: {len(names)} models -> {out / 'index.html'}")
     return 0
@@ -273,10 +350,17 @@ def cmd_gradient_variance(argv: list[str]) -> int:
     workflow, rest = _model_and_rest(argv, "gradient-variance")
     p = _fit_parser(workflow, f"{PROG} gradient-variance {workflow.name}")
     p.add_argument("--draws", type=int, default=1000, help="gradient estimates per estimator")
-    p.add_argument("--compare", default="reparam,score",
-                   help="comma-separated estimators to compare (default reparam,score)")
-    p.add_argument("--init-steps", type=int, default=0,
-                   help="fit this many steps first (default 0: at initialisation)")
+    p.add_argument(
+        "--compare",
+        default="reparam,score",
+        help="comma-separated estimators to compare (default reparam,score)",
+    )
+    p.add_argument(
+        "--init-steps",
+        type=int,
+        default=0,
+        help="fit this many steps first (default 0: at initialisation)",
+    )
     args = p.parse_args(rest)
     from inference.diagnostics import gradient_variance_table
 
@@ -286,8 +370,10 @@ def cmd_gradient_variance(argv: list[str]) -> int:
     table = gradient_variance_table(problem, args, [e.strip() for e in args.compare.split(",")])
     print(f"{'estimator':<10} {'parameter':<24} {'mean':>12} {'variance':>12} {'std err':>10}")
     for row in table:
-        print(f"{row['estimator']:<10} {row['param']:<24} {row['mean']:>12.5g} "
-              f"{row['variance']:>12.5g} {row['stderr']:>10.3g}")
+        print(
+            f"{row['estimator']:<10} {row['param']:<24} {row['mean']:>12.5g} "
+            f"{row['variance']:>12.5g} {row['stderr']:>10.3g}"
+        )
     return 0
 
 
@@ -310,7 +396,9 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__.strip())
         return 0 if argv else 2
     if argv[0] not in COMMANDS:
-        sys.stderr.write(f"{PROG}: error: unknown command {argv[0]!r}; choose {', '.join(COMMANDS)}\n")
+        sys.stderr.write(
+            f"{PROG}: error: unknown command {argv[0]!r}; choose {', '.join(COMMANDS)}\n"
+        )
         return 2
     try:
         return COMMANDS[argv[0]](argv[1:])
@@ -331,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as e:
         where = f"; checkpoint saved to {e.path}" if e.path else ""
         sys.stderr.write(
-            f"{PROG}: interrupted at step {e.step}{where}; rerun the command with --resume to continue\n"
+            f"{PROG}: interrupted at step {e.step}{where}; "
+            "rerun the command with --resume to continue\n"
         )
         return 130
 

@@ -26,7 +26,9 @@ EVALUATION = "evaluation.json"
 
 def fit_config(args: argparse.Namespace) -> FitConfig:
     """The engine's settings from parsed options (every FitConfig field is an option)."""
-    return FitConfig(**{f.name: getattr(args, f.name) for f in fields(FitConfig) if hasattr(args, f.name)})
+    return FitConfig(
+        **{f.name: getattr(args, f.name) for f in fields(FitConfig) if hasattr(args, f.name)}
+    )
 
 
 def _jsonable(v: Any) -> Any:

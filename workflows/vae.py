@@ -64,36 +64,71 @@ class VAE(Workflow):
     default_estimator = "reparam"
     guides = ("amortized",)
     default_guide = "amortized"
-    fit_defaults = {"steps": 3000, "lr": 1e-3, "batch_size": 128, "log_every": 100,
-                    "checkpoint_every": 1000}
+    fit_defaults = {
+        "steps": 3000,
+        "lr": 1e-3,
+        "batch_size": 128,
+        "log_every": 100,
+        "checkpoint_every": 1000,
+    }
     tour_runs = [["--steps", "2000"]]
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("vae")
-        g.add_argument("--data", default="digits",
-                       help="digits (bundled 8x8, default) | mnist | FILE.npz with x (N x D or "
-                       "N x H x W in [0, 1]; optional y, x_test, y_test)")
-        g.add_argument("--data-dir", help="folder of the MNIST IDX files (or $BAYESDL_MNIST_DIR); "
-                       "implies --data mnist")
-        g.add_argument("--split-seed", type=int, default=0,
-                       help="seed of the train/test split of digits or an .npz (default 0)")
-        g.add_argument("--likelihood", default="bernoulli", choices=LIKELIHOODS,
-                       help="p(x_d | z): bernoulli (binarized pixels, default), "
-                       "continuous-bernoulli or gaussian (grayscale)")
-        g.add_argument("--binarize", default="dynamic", choices=("dynamic", "fixed"),
-                       help="bernoulli only: redraw binary pixels every epoch (dynamic, default) "
-                       "or once (fixed); the test set is binarized once with --seed")
-        g.add_argument("--latent-dim", type=int, default=None,
-                       help="size of z (default 2 on digits and .npz, 50 on MNIST)")
-        g.add_argument("--hidden", default="200,200",
-                       help="hidden widths of encoder and decoder (default 200,200; "
-                       "'none': linear)")
-        g.add_argument("--activation", default="tanh", choices=sorted(ACTIVATIONS),
-                       help="hidden activation (default tanh)")
-        g.add_argument("--iw-samples", type=int, default=5000,
-                       help="importance samples per example for log p(x) in `evaluate` "
-                       "(default 5000)")
+        g.add_argument(
+            "--data",
+            default="digits",
+            help="digits (bundled 8x8, default) | mnist | FILE.npz with x (N x D or "
+            "N x H x W in [0, 1]; optional y, x_test, y_test)",
+        )
+        g.add_argument(
+            "--data-dir",
+            help="folder of the MNIST IDX files (or $BAYESDL_MNIST_DIR); implies --data mnist",
+        )
+        g.add_argument(
+            "--split-seed",
+            type=int,
+            default=0,
+            help="seed of the train/test split of digits or an .npz (default 0)",
+        )
+        g.add_argument(
+            "--likelihood",
+            default="bernoulli",
+            choices=LIKELIHOODS,
+            help="p(x_d | z): bernoulli (binarized pixels, default), "
+            "continuous-bernoulli or gaussian (grayscale)",
+        )
+        g.add_argument(
+            "--binarize",
+            default="dynamic",
+            choices=("dynamic", "fixed"),
+            help="bernoulli only: redraw binary pixels every epoch (dynamic, default) "
+            "or once (fixed); the test set is binarized once with --seed",
+        )
+        g.add_argument(
+            "--latent-dim",
+            type=int,
+            default=None,
+            help="size of z (default 2 on digits and .npz, 50 on MNIST)",
+        )
+        g.add_argument(
+            "--hidden",
+            default="200,200",
+            help="hidden widths of encoder and decoder (default 200,200; 'none': linear)",
+        )
+        g.add_argument(
+            "--activation",
+            default="tanh",
+            choices=sorted(ACTIVATIONS),
+            help="hidden activation (default tanh)",
+        )
+        g.add_argument(
+            "--iw-samples",
+            type=int,
+            default=5000,
+            help="importance samples per example for log p(x) in `evaluate` (default 5000)",
+        )
 
     # -- data ---------------------------------------------------------------------------------
     def _source(self) -> str:
@@ -128,7 +163,8 @@ class VAE(Workflow):
             xte = arrays["x_test"].astype(np.float32).reshape(len(arrays["x_test"]), -1)
             if xte.shape[1] != x.shape[1]:
                 raise UserError(
-                    f"data file {path}: x_test has {xte.shape[1]} columns, x {x.shape[1]}")
+                    f"data file {path}: x_test has {xte.shape[1]} columns, x {x.shape[1]}"
+                )
             yte = arrays.get("y_test", np.zeros(len(xte), dtype=np.int64))
             xtr, ytr = x, y
         else:
@@ -138,8 +174,13 @@ class VAE(Workflow):
             xtr, ytr, xte, yte = x[tr], y[tr], x[te], y[te]
         check_finite(f"{path} x_test", xte)
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
-        return datasets.Split(t(xtr), t(np.asarray(ytr).astype(np.int64)), t(xte),
-                              t(np.asarray(yte).astype(np.int64)), image_shape=shape)
+        return datasets.Split(
+            t(xtr),
+            t(np.asarray(ytr).astype(np.int64)),
+            t(xte),
+            t(np.asarray(yte).astype(np.int64)),
+            image_shape=shape,
+        )
 
     def _latent_dim(self) -> int:
         a = self.args
@@ -173,7 +214,8 @@ class VAE(Workflow):
             if lo < 0 or hi > 1:
                 raise UserError(
                     f"--likelihood {a.likelihood} needs pixels in [0, 1], the data span "
-                    f"[{lo:.3g}, {hi:.3g}]; rescale them or use --likelihood gaussian")
+                    f"[{lo:.3g}, {hi:.3g}]; rescale them or use --likelihood gaussian"
+                )
         hook = None
         if a.likelihood == "bernoulli":
             gen = torch.Generator().manual_seed(a.seed)
@@ -183,10 +225,15 @@ class VAE(Workflow):
             else:
                 hook = dynamic_binarization
         model, guide = self.networks(x_train.shape[1])
-        extra = {"x_test": x_test, "y_test": split.y_test, "image_shape": split.image_shape,
-                 "source": self._source()}
-        return Problem(model, guide, {"x": x_train}, data_size=len(x_train), extra=extra,
-                       data_hook=hook)
+        extra = {
+            "x_test": x_test,
+            "y_test": split.y_test,
+            "image_shape": split.image_shape,
+            "source": self._source(),
+        }
+        return Problem(
+            model, guide, {"x": x_train}, data_size=len(x_train), extra=extra, data_hook=hook
+        )
 
     # -- numbers ------------------------------------------------------------------------------
     def _chunks(self, problem: Problem, num_samples: int) -> tuple[int, int]:
@@ -194,23 +241,29 @@ class VAE(Workflow):
         batch = 100
         return batch, max(1, min(num_samples, MAX_ELEMENTS // (batch * width)))
 
-    def log_px(self, problem: Problem, x: torch.Tensor, num_samples: int,
-               model=None, guide=None) -> dict[str, torch.Tensor]:
+    def log_px(
+        self, problem: Problem, x: torch.Tensor, num_samples: int, model=None, guide=None
+    ) -> dict[str, torch.Tensor]:
         """Per-example IW ``log p(x)`` and ELBO (nats) of the fitted (or the given) model."""
         model = problem.model if model is None else model
         guide = problem.guide if guide is None else guide
         dev = next(model.parameters()).device
         batch, chunk = self._chunks(problem, num_samples)
-        return iw_log_marginal(model, guide, {"x": x.to(dev)}, num_samples,
-                               batch_size=batch, sample_chunk=chunk)
+        return iw_log_marginal(
+            model, guide, {"x": x.to(dev)}, num_samples, batch_size=batch, sample_chunk=chunk
+        )
 
     def _test_numbers(self, problem: Problem, num_samples: int, model=None, guide=None) -> dict:
         r = self.log_px(problem, problem.extra["x_test"], num_samples, model, guide)
         n = len(r["elbo"])
-        return {"elbo": r["elbo"].mean().item(), "elbo_se": (r["elbo"].std() / math.sqrt(n)).item(),
-                "log_px": r["log_px"].mean().item(),
-                "log_px_se": (r["log_px"].std() / math.sqrt(n)).item(),
-                "iw_samples": num_samples, "n": n}
+        return {
+            "elbo": r["elbo"].mean().item(),
+            "elbo_se": (r["elbo"].std() / math.sqrt(n)).item(),
+            "log_px": r["log_px"].mean().item(),
+            "log_px_se": (r["log_px"].std() / math.sqrt(n)).item(),
+            "iw_samples": num_samples,
+            "n": n,
+        }
 
     def summarize(self, problem: Problem) -> dict[str, Any]:
         x = problem.data["x"]
@@ -218,12 +271,17 @@ class VAE(Workflow):
             torch.manual_seed(self.args.seed)
             fitted = self._test_numbers(problem, SUMMARY_IW_SAMPLES)
             model0, guide0 = self.networks(x.shape[1])
-            untrained = self._test_numbers(problem, SUMMARY_IW_SAMPLES, model0.to(x.device),
-                                           guide0.to(x.device))
+            untrained = self._test_numbers(
+                problem, SUMMARY_IW_SAMPLES, model0.to(x.device), guide0.to(x.device)
+            )
         return {
-            "data": {"source": problem.extra["source"], "n_train": len(x),
-                     "n_test": len(problem.extra["x_test"]), "dim": x.shape[1],
-                     "image_shape": problem.extra["image_shape"]},
+            "data": {
+                "source": problem.extra["source"],
+                "n_train": len(x),
+                "n_test": len(problem.extra["x_test"]),
+                "dim": x.shape[1],
+                "image_shape": problem.extra["image_shape"],
+            },
             "likelihood": self.args.likelihood,
             "binarize": self.args.binarize if self.args.likelihood == "bernoulli" else None,
             "latent_dim": self._latent_dim(),
@@ -241,7 +299,8 @@ class VAE(Workflow):
             r = self.log_px(problem, x_test, k)
             n = len(x_test)
             result: dict[str, Any] = {
-                "iw_samples": k, "n_test": n,
+                "iw_samples": k,
+                "n_test": n,
                 "test_elbo": r["elbo"].mean().item(),
                 "test_elbo_se": (r["elbo"].std() / math.sqrt(n)).item(),
                 "test_log_px": r["log_px"].mean().item(),
@@ -251,8 +310,11 @@ class VAE(Workflow):
             ood = {}
             for name, x_out in self._ood_sets(problem).items():
                 s = self.log_px(problem, x_out, k)["log_px"]
-                ood[name] = {"auroc": auroc(-r["log_px"], -s), "mean_log_px": s.mean().item(),
-                             "n": len(x_out)}
+                ood[name] = {
+                    "auroc": auroc(-r["log_px"], -s),
+                    "mean_log_px": s.mean().item(),
+                    "n": len(x_out),
+                }
             result["ood_auroc"] = ood
         return result
 
@@ -292,11 +354,17 @@ class VAE(Workflow):
             recon = self._images(decoder.mean(encoder(x)[0]), problem)
             originals = self._images(x, problem)
         arrays.update(samples=samples, originals=originals, reconstructions=recon)
-        names.append(save(_grid(samples, 8, "samples: x = E[x | z], z ~ p(z)"), out,
-                          "vae_samples.png"))
+        names.append(
+            save(_grid(samples, 8, "samples: x = E[x | z], z ~ p(z)"), out, "vae_samples.png")
+        )
         pairs = np.stack([originals, recon], 1).reshape(-1, *originals.shape[1:])
-        names.append(save(_grid(pairs, 8, "test images (odd columns) and reconstructions (even)"),
-                          out, "vae_reconstructions.png"))
+        names.append(
+            save(
+                _grid(pairs, 8, "test images (odd columns) and reconstructions (even)"),
+                out,
+                "vae_reconstructions.png",
+            )
+        )
         if latent == 2:
             x_all = problem.extra["x_test"].to(dev)
             with torch.no_grad():
@@ -315,8 +383,13 @@ class VAE(Workflow):
             with torch.no_grad():
                 manifold = self._images(decoder.mean(grid.to(dev)), problem)
             arrays["manifold"] = manifold
-            names.append(save(_grid(manifold, n, "decoded manifold (Gaussian quantiles of z)"),
-                              out, "vae_manifold.png"))
+            names.append(
+                save(
+                    _grid(manifold, n, "decoded manifold (Gaussian quantiles of z)"),
+                    out,
+                    "vae_manifold.png",
+                )
+            )
         return names, arrays
 
     def figures(self, problem: Problem, out: Path) -> list[str]:
@@ -337,8 +410,11 @@ class VAE(Workflow):
     def sample(self, problem: Problem, out: Path) -> dict[str, Any]:
         names, arrays = self._draw(problem, out, self.args.seed)
         np.savez_compressed(Path(out) / "vae_samples.npz", **arrays)
-        return {"figures": names, "arrays": "vae_samples.npz",
-                **{f"shape.{k}": list(v.shape) for k, v in arrays.items()}}
+        return {
+            "figures": names,
+            "arrays": "vae_samples.npz",
+            **{f"shape.{k}": list(v.shape) for k, v in arrays.items()},
+        }
 
     def comparison(self, summary: dict[str, Any]) -> list[tuple[str, Any, Any]]:
         t, u, k = summary["test"], summary["untrained"], summary["test"]["iw_samples"]
@@ -348,8 +424,13 @@ class VAE(Workflow):
             ("gap log p(x) - ELBO (>= 0)", 0.0, t["log_px"] - t["elbo"]),
         ]
         if summary["data"]["source"] == "mnist" and summary.get("binarize") == "dynamic":
-            rows.append((f"test -log p(x): Burda et al. (K=5000, 3280 epochs) / ours (K={k})",
-                         BURDA_VAE_NLL, -t["log_px"]))
+            rows.append(
+                (
+                    f"test -log p(x): Burda et al. (K=5000, 3280 epochs) / ours (K={k})",
+                    BURDA_VAE_NLL,
+                    -t["log_px"],
+                )
+            )
         return rows
 
 
@@ -360,7 +441,7 @@ def _grid(images: np.ndarray, cols: int, title: str):
     canvas = np.ones((rows * (h + 1) + 1, cols * (w + 1) + 1))
     for i, im in enumerate(images):
         r, c = divmod(i, cols)
-        canvas[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + c * (w + 1): 1 + c * (w + 1) + w] = im
+        canvas[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = im
     fig, ax = plt.subplots(figsize=(0.6 * cols + 0.4, 0.6 * rows * h / w + 0.6))
     lo, hi = float(images.min()), float(images.max())
     ax.imshow(canvas, cmap="gray", vmin=min(lo, 0.0), vmax=max(hi, 1.0), interpolation="nearest")

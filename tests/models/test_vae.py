@@ -116,9 +116,28 @@ def test_linear_gaussian_vae_matches_ppca(tmp_path, cli):
     data = tmp_path / "ppca.npz"
     np.savez(data, x=x[:750].astype(np.float32), x_test=x[750:].astype(np.float32))
     out = tmp_path / "run"
-    cli("fit", "vae", "--data", str(data), "--likelihood", "gaussian", "--hidden", "none",
-        "--latent-dim", "2", "--steps", "3000", "--lr", "3e-2", "--batch-size", "full",
-        "--out", str(out), "--quiet", check=True)
+    cli(
+        "fit",
+        "vae",
+        "--data",
+        str(data),
+        "--likelihood",
+        "gaussian",
+        "--hidden",
+        "none",
+        "--latent-dim",
+        "2",
+        "--steps",
+        "3000",
+        "--lr",
+        "3e-2",
+        "--batch-size",
+        "full",
+        "--out",
+        str(out),
+        "--quiet",
+        check=True,
+    )
     workflow, problem = load_run(out, REGISTRY)
     x_train, x_test = problem.data["x"], problem.extra["x_test"]
     with torch.no_grad():
@@ -149,8 +168,12 @@ def test_sample_writes_images_and_arrays(digits_run, tmp_path, cli):
     assert ((o - rec) ** 2).mean() / ((o[:, None] - rec[None]) ** 2).mean() < 0.85
     import matplotlib.image as mpimg
 
-    for name in ("vae_samples.png", "vae_reconstructions.png", "vae_latent.png",
-                 "vae_manifold.png"):
+    for name in (
+        "vae_samples.png",
+        "vae_reconstructions.png",
+        "vae_latent.png",
+        "vae_manifold.png",
+    ):
         img = mpimg.imread(out / name)
         assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
 
@@ -175,8 +198,20 @@ def test_user_errors(tmp_path, digits_run):
 
 def test_sample_needs_a_generative_model(tmp_path, cli):
     out = tmp_path / "coin"
-    cli("fit", "coin", "--heads", "3", "--tails", "1", "--steps", "20", "--out", str(out),
-        "--quiet", check=True)
+    cli(
+        "fit",
+        "coin",
+        "--heads",
+        "3",
+        "--tails",
+        "1",
+        "--steps",
+        "20",
+        "--out",
+        str(out),
+        "--quiet",
+        check=True,
+    )
     proc = cli("sample", str(out))
     assert proc.returncode == 2 and "has no sample" in proc.stderr
     with pytest.raises(UserError, match="no option --iw-samples"):
@@ -188,8 +223,18 @@ def test_sample_needs_a_generative_model(tmp_path, cli):
 def _args(**kw):
     import argparse
 
-    base = dict(data="digits", data_dir=None, split_seed=0, likelihood="bernoulli",
-                binarize="dynamic", latent_dim=None, hidden="20", activation="tanh",
-                iw_samples=10, guide="amortized", seed=0)
+    base = dict(
+        data="digits",
+        data_dir=None,
+        split_seed=0,
+        likelihood="bernoulli",
+        binarize="dynamic",
+        latent_dim=None,
+        hidden="20",
+        activation="tanh",
+        iw_samples=10,
+        guide="amortized",
+        seed=0,
+    )
     base.update(kw)
     return argparse.Namespace(**base)
