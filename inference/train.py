@@ -320,7 +320,7 @@ def fit(
     bar = tqdm(
         total=config.steps,
         initial=start,
-        disable=not progress,
+        disable=None if progress else True,  # None: off when stderr is not a terminal
         desc=f"fit ({config.estimator})",
         unit="step",
         dynamic_ncols=True,
