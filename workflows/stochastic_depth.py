@@ -64,7 +64,7 @@ class StochasticDepth(Workflow):
         "log_every": 100,
         "max_plate_nesting": 1,
     }
-    tour_runs = [["--steps", "600", "--depth-penalty", "0.05"]]
+    tour_runs = [["--steps", "600", "--depth-penalty", "0.01"]]
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
