@@ -312,7 +312,9 @@ def cmd_tour(argv: list[str]) -> int:
     from workflows.run import run_fit
 
     registry = _registry()
-    names = sorted(registry) if not args.only else [n.strip() for n in args.only.split(",")]
+    lecture = ["coin", "linreg", "bnn", "vae", "stochastic-depth"]  # the lecture's order
+    known = [n for n in lecture if n in registry] + sorted(set(registry) - set(lecture))
+    names = known if not args.only else [n.strip() for n in args.only.split(",")]
     for n in names:
         _lookup(n)
     out = Path(args.out)
