@@ -159,3 +159,15 @@ def npz_classification(path: str | Path, test_fraction: float = 0.25, seed: int 
         torch.from_numpy(yte.astype(np.int64)),
         num_classes=k,
     )
+
+
+def image_classification(source: str, data_dir: str | Path | None = None, seed: int = 0) -> Split:
+    """``digits`` (bundled), ``mnist`` (IDX files in ``data_dir``) or an ``.npz`` with ``x``
+    and integer ``y``, split into train and test with ``seed`` where not already split."""
+    if source == "digits":
+        return digits(seed=seed)
+    if source == "mnist":
+        return mnist(data_dir)
+    if str(source).endswith(".npz"):
+        return npz_classification(source, seed=seed)
+    raise UserError(f"--data must be digits, mnist or an .npz file, got {source!r}")

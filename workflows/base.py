@@ -78,3 +78,29 @@ class Workflow:
     def comparison(self, summary: dict[str, Any]) -> list[tuple[str, Any, Any]]:
         """Rows ``(quantity, exact or reference, fitted)`` for the tour report."""
         return []
+
+
+def add_image_data_arguments(group, npz_help: str = "FILE.npz with x (N x D) and integer y"):
+    """``--data digits|mnist|FILE.npz``, ``--data-dir`` and ``--split-seed``: the image data
+    options shared by the digit models (bnn, vae, stochastic-depth)."""
+    group.add_argument(
+        "--data", default="digits", help=f"digits (bundled 8x8, default) | mnist | {npz_help}"
+    )
+    group.add_argument(
+        "--data-dir",
+        help="folder of the MNIST IDX files (or $BAYESDL_MNIST_DIR); implies --data mnist",
+    )
+    group.add_argument(
+        "--split-seed",
+        type=int,
+        default=0,
+        help="seed of the train/test split of digits or an .npz (default 0)",
+    )
+
+
+def image_data_source(args) -> str:
+    """``digits``, ``mnist`` or the .npz path the options name (``--data-dir`` alone means
+    MNIST)."""
+    if args.data == "digits" and args.data_dir:
+        return "mnist"
+    return args.data

@@ -20,7 +20,7 @@ from inference import datasets, metrics
 from inference.data import load_arrays
 from inference.errors import UserError
 from models.registry import register
-from workflows.base import Problem, Workflow
+from workflows.base import Problem, Workflow, add_image_data_arguments, image_data_source
 from workflows.figures import plt, save
 
 ROWS_PER_PASS = 1 << 16  # inputs x samples pushed through the network at once
@@ -68,18 +68,7 @@ class BNN(Workflow):
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("bnn")
-        g.add_argument(
-            "--data",
-            default="digits",
-            help="digits (bundled 8x8, default) | mnist | FILE.npz with x, y",
-        )
-        g.add_argument("--data-dir", help="folder of the MNIST IDX files (or $BAYESDL_MNIST_DIR)")
-        g.add_argument(
-            "--split-seed",
-            type=int,
-            default=0,
-            help="seed of the train/test split of digits or an .npz (default 0)",
-        )
+        add_image_data_arguments(g)
         g.add_argument(
             "--arch",
             default="mlp",
@@ -129,17 +118,12 @@ class BNN(Workflow):
         """The MLP's hidden widths: ``--hidden``, else LeNet-300-100 on MNIST, else 100."""
         if self.args.hidden:
             return self.args.hidden
-        return "300,100" if self.args.data == "mnist" else "100"
+        return "300,100" if image_data_source(self.args) == "mnist" else "100"
 
     def _split(self) -> datasets.Split:
-        a = self.args
-        if a.data == "digits":
-            return datasets.digits(seed=a.split_seed)
-        if a.data == "mnist":
-            return datasets.mnist(a.data_dir)
-        if a.data.endswith(".npz"):
-            return datasets.npz_classification(a.data, seed=a.split_seed)
-        raise UserError(f"--data must be digits, mnist or an .npz file, got {a.data!r}")
+        return datasets.image_classification(
+            image_data_source(self.args), self.args.data_dir, self.args.split_seed
+        )
 
     def _layer(self):
         a = self.args
@@ -295,7 +279,11 @@ class BNN(Workflow):
         a = self.args
         split = problem.extra["split"]
         return {
-            "data": {"name": a.data, "train": len(split.y_train), "test": len(split.y_test)},
+            "data": {
+                "name": image_data_source(a),
+                "train": len(split.y_train),
+                "test": len(split.y_test),
+            },
             "arch": a.arch if a.arch == "lenet5" else f"mlp {self.hidden}",
             "local_reparam": a.local_reparam if a.guide == "meanfield" else None,
             **self._report(problem),
@@ -397,7 +385,8 @@ class BNN(Workflow):
 
     def comparison(self, summary: dict[str, Any]) -> list[tuple[str, Any, Any]]:
         t = summary["test"]
-        paper = PAPER.get((self.args.arch, self.args.guide)) if self.args.data == "mnist" else None
+        mnist = image_data_source(self.args) == "mnist"
+        paper = PAPER.get((self.args.arch, self.args.guide)) if mnist else None
         ref_acc = f"{paper[0]} (Molchanov et al. 2017)" if paper else ">= 0.93 (issue #3 target)"
         rows = [
             ("test accuracy", ref_acc, t["accuracy"]),

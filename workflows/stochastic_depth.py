@@ -21,10 +21,10 @@ import guides.stochastic_depth as sd_guides
 import models.stochastic_depth as sd
 from inference import metrics
 from inference.data import load_arrays
-from inference.datasets import Split, digits, mnist, npz_classification
+from inference.datasets import Split, image_classification
 from inference.errors import UserError
 from models.registry import register
-from workflows.base import Problem, Workflow
+from workflows.base import Problem, Workflow, add_image_data_arguments, image_data_source
 from workflows.figures import plt, save
 
 
@@ -69,14 +69,7 @@ class StochasticDepth(Workflow):
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("stochastic-depth")
-        g.add_argument(
-            "--dataset",
-            default="digits",
-            choices=("digits", "mnist", "npz"),
-            help="digits (bundled 8x8), mnist (--data-dir) or npz (--data)",
-        )
-        g.add_argument("--data", help=".npz with x (N x D) and integer y, for --dataset npz")
-        g.add_argument("--data-dir", help="folder of the MNIST IDX files (or $BAYESDL_MNIST_DIR)")
+        add_image_data_arguments(g)
         g.add_argument("--max-train", type=int, help="use only the first N training examples")
         g.add_argument(
             "--arch",
@@ -119,14 +112,7 @@ class StochasticDepth(Workflow):
     # -- data and model -----------------------------------------------------------------------
     def _split(self) -> Split:
         a = self.args
-        if a.dataset == "digits":
-            split = digits(seed=0)
-        elif a.dataset == "mnist":
-            split = mnist(a.data_dir)
-        else:
-            if not a.data:
-                raise UserError("--dataset npz needs --data FILE.npz with arrays x and y")
-            split = npz_classification(a.data)
+        split = image_classification(image_data_source(a), a.data_dir, a.split_seed)
         if a.max_train is not None:
             if a.max_train < 1:
                 raise UserError(f"--max-train must be >= 1, got {a.max_train}")
@@ -139,7 +125,7 @@ class StochasticDepth(Workflow):
     def _arch(self, split: Split) -> str:
         arch = self.args.arch
         if arch == "auto":
-            arch = "conv" if self.args.dataset == "mnist" else "mlp"
+            arch = "conv" if image_data_source(self.args) == "mnist" else "mlp"
         if arch == "conv" and split.image_shape is None:
             raise UserError("--arch conv needs image data (digits or mnist)")
         return arch

@@ -25,7 +25,7 @@ from inference.importance import iw_log_marginal
 from inference.metrics import auroc
 from models.registry import register
 from models.vae import ACTIVATIONS, LIKELIHOODS, Decoder, VAEModel
-from workflows.base import Problem, Workflow
+from workflows.base import Problem, Workflow, add_image_data_arguments, image_data_source
 from workflows.figures import plt, save
 
 #: importance samples of the test-set numbers written to summary.json at the end of `fit`
@@ -76,21 +76,8 @@ class VAE(Workflow):
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("vae")
-        g.add_argument(
-            "--data",
-            default="digits",
-            help="digits (bundled 8x8, default) | mnist | FILE.npz with x (N x D or "
-            "N x H x W in [0, 1]; optional y, x_test, y_test)",
-        )
-        g.add_argument(
-            "--data-dir",
-            help="folder of the MNIST IDX files (or $BAYESDL_MNIST_DIR); implies --data mnist",
-        )
-        g.add_argument(
-            "--split-seed",
-            type=int,
-            default=0,
-            help="seed of the train/test split of digits or an .npz (default 0)",
+        add_image_data_arguments(
+            g, "FILE.npz with x (N x D or N x H x W in [0, 1]; optional y, x_test, y_test)"
         )
         g.add_argument(
             "--likelihood",
@@ -132,10 +119,7 @@ class VAE(Workflow):
 
     # -- data ---------------------------------------------------------------------------------
     def _source(self) -> str:
-        a = self.args
-        if a.data == "digits" and a.data_dir:
-            return "mnist"
-        return a.data
+        return image_data_source(self.args)
 
     def _split(self) -> datasets.Split:
         a, source = self.args, self._source()
