@@ -22,10 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import cli  # noqa: E402
-from inference.train import fit  # noqa: E402
 from models.registry import REGISTRY  # noqa: E402
 from workflows.figures import plt, save  # noqa: E402
-from workflows.run import fit_config  # noqa: E402
+from workflows.run import fit_config, fit_problem  # noqa: E402
 
 
 def run(argv: list[str]) -> dict:
@@ -35,15 +34,7 @@ def run(argv: list[str]) -> dict:
     workflow = workflow_cls(args)
     problem = workflow.build()
     t0 = time.perf_counter()
-    fit(
-        problem.model,
-        problem.guide,
-        problem.data,
-        fit_config(args),
-        None,
-        data_size=problem.data_size,
-        progress=False,
-    )
+    fit_problem(problem, fit_config(args), progress=False)
     result = workflow.evaluate(problem, Path("."))
     result["fit_seconds"] = time.perf_counter() - t0
     return result

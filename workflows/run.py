@@ -16,8 +16,8 @@ from typing import Any
 from inference import distributed
 from inference.errors import UserError
 from inference.predictive import posterior_summary
-from inference.train import CHECKPOINT, FitConfig, fit, restore
-from workflows.base import Workflow
+from inference.train import CHECKPOINT, FitConfig, FitResult, fit, restore
+from workflows.base import Problem, Workflow
 
 CONFIG = "config.json"
 SUMMARY = "summary.json"
@@ -50,6 +50,28 @@ def write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
+def fit_problem(
+    problem: Problem,
+    config: FitConfig,
+    out: Path | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> FitResult:
+    """Fit a built problem with the engine, its data size and data hook included."""
+    return fit(
+        problem.model,
+        problem.guide,
+        problem.data,
+        config,
+        out,
+        data_size=problem.data_size,
+        resume=resume,
+        progress=progress,
+        data_hook=problem.data_hook,
+    )
+
+
 def run_fit(
     workflow_cls: type[Workflow],
     args: argparse.Namespace,
@@ -79,17 +101,7 @@ def run_fit(
             (out / name).unlink(missing_ok=True)
     if main:
         write_json(out / CONFIG, {"model": workflow_cls.name, "args": vars(args)})
-    result = fit(
-        problem.model,
-        problem.guide,
-        problem.data,
-        config,
-        out,
-        data_size=problem.data_size,
-        resume=resume,
-        progress=progress,
-        data_hook=problem.data_hook,
-    )
+    result = fit_problem(problem, config, out, resume=resume, progress=progress)
     summary: dict[str, Any] = {
         "model": workflow_cls.name,
         "guide": getattr(args, "guide", None),

@@ -16,7 +16,7 @@ from cli import _fit_parser
 from inference import metrics
 from inference.train import fit
 from workflows.bnn import BNN
-from workflows.run import fit_config
+from workflows.run import fit_config, fit_problem
 
 # the defaults: MLP 64-100-10 on the bundled digits, 3000 minibatches of 128 (285 epochs),
 # Adam 1e-2, KL warmed up over 500 steps; every guide with the same split, seed and settings
@@ -38,15 +38,7 @@ def fitted(*argv: str):
     args = _fit_parser(BNN, "bnn").parse_args([*QUICK, *argv])
     w = BNN(args)
     problem = w.build()
-    fit(
-        problem.model,
-        problem.guide,
-        problem.data,
-        fit_config(args),
-        None,
-        data_size=problem.data_size,
-        progress=False,
-    )
+    fit_problem(problem, fit_config(args), progress=False)
     return w, problem, w._report(problem)
 
 

@@ -14,7 +14,6 @@ from guides.stochastic_depth import AmortizedDepthGuide
 from inference.errors import UserError
 from inference.estimators import make_estimator
 from inference.relaxed import make_relaxed
-from inference.train import fit
 from models.registry import REGISTRY
 from models.stochastic_depth import (
     ResidualMLP,
@@ -23,7 +22,7 @@ from models.stochastic_depth import (
     early_exit_logits,
     gaussian_log_density,
 )
-from workflows.run import fit_config
+from workflows.run import fit_config, fit_problem
 
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 10000))
 
@@ -115,15 +114,7 @@ def _fit_digits(penalty: float, seed: int = 0) -> dict:
     args = cli._fit_parser(workflow_cls, "test").parse_args(argv)
     workflow = workflow_cls(args)
     problem = workflow.build()
-    fit(
-        problem.model,
-        problem.guide,
-        problem.data,
-        fit_config(args),
-        None,
-        data_size=problem.data_size,
-        progress=False,
-    )
+    fit_problem(problem, fit_config(args), progress=False)
     return workflow.summarize(problem)["test"]
 
 
