@@ -57,13 +57,15 @@ def posterior_summary(
     if not small:
         return {}
     draws = sample_posterior(guide, data, num_samples, small)
+    return mean_std({name: draws[name] for name in small})
+
+
+def mean_std(draws: dict[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
+    """``{"mean", "std"}`` over dim 0 of each stack of draws, as JSON-ready lists."""
     summary = {}
-    for name in small:
-        v = draws[name].float().reshape(num_samples, *latent_sites_shape(draws[name]))
-        summary[name] = {
-            "mean": _tolist(v.mean(0)),
-            "std": _tolist(v.std(0)),
-        }
+    for name, d in draws.items():
+        v = d.float().reshape(d.shape[0], *latent_sites_shape(d))
+        summary[name] = {"mean": _tolist(v.mean(0)), "std": _tolist(v.std(0))}
     return summary
 
 

@@ -28,7 +28,34 @@ from pyro.ops.indexing import Vindex
 from torch import nn
 
 
-class ResidualMLP(nn.Module):
+class HeadAtEveryDepth(nn.Module):
+    """``h_0 = embed(x)``, ``h_l = h_{l-1} + F_l(h_{l-1})``, logits ``head_l(h_l)`` for every l:
+    one pass gives ``p(y | x, z)`` for all depths z. Subclasses set ``stem``, ``blocks``,
+    ``heads`` and ``embed``."""
+
+    blocks: nn.ModuleList
+    heads: nn.ModuleList
+
+    @property
+    def num_blocks(self) -> int:
+        """L, the largest depth."""
+        return len(self.blocks)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual stream before block 1."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits at every depth, shape ``(B, L, K)``: one pass through all blocks."""
+        h = self.embed(x)
+        out = []
+        for block, head in zip(self.blocks, self.heads, strict=True):
+            h = h + block(h)
+            out.append(head(h))
+        return torch.stack(out, -2)
+
+
+class ResidualMLP(HeadAtEveryDepth):
     """``stem -> L x (h + F_l(h))`` with ``F_l = Linear o ReLU o Linear o LayerNorm`` and a
     linear head after every block."""
 
@@ -45,26 +72,12 @@ class ResidualMLP(nn.Module):
             nn.Sequential(nn.LayerNorm(width), nn.Linear(width, num_classes)) for _ in range(blocks)
         )
 
-    @property
-    def num_blocks(self) -> int:
-        """L, the largest depth."""
-        return len(self.blocks)
-
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The stem's output (the residual stream before block 1)."""
         return self.stem(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits at every depth, shape ``(B, L, K)``: one pass through all blocks."""
-        h = self.embed(x)
-        out = []
-        for block, head in zip(self.blocks, self.heads, strict=True):
-            h = h + block(h)
-            out.append(head(h))
-        return torch.stack(out, -2)
 
-
-class ResidualConvNet(nn.Module):
+class ResidualConvNet(HeadAtEveryDepth):
     """A small residual conv net: a 3x3 stem (stride 2 for images larger than 16 pixels), L
     pre-activation blocks ``h + conv(relu(conv(relu(h))))``, a pooled linear head after each."""
 
@@ -91,23 +104,9 @@ class ResidualConvNet(nn.Module):
             for _ in range(blocks)
         )
 
-    @property
-    def num_blocks(self) -> int:
-        """L, the largest depth."""
-        return len(self.blocks)
-
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The stem's output; ``x`` is ``(B, H*W)`` or ``(B, H, W)``."""
         return self.stem(x.reshape(x.shape[0], 1, *self.image_shape))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits at every depth, shape ``(B, L, K)``."""
-        h = self.embed(x)
-        out = []
-        for block, head in zip(self.blocks, self.heads, strict=True):
-            h = h + block(h)
-            out.append(head(h))
-        return torch.stack(out, -2)
 
 
 def depth_prior_logits(blocks: int, penalty: float) -> torch.Tensor:

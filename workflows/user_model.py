@@ -48,7 +48,7 @@ from pyro.poutine.messenger import Messenger
 from inference.data import load_arrays
 from inference.errors import UserError
 from inference.estimators import make_estimator
-from inference.predictive import posterior_summary
+from inference.predictive import mean_std, posterior_summary
 from workflows.base import Problem, Workflow
 
 #: ``--guide`` names -> Pyro's autoguide classes
@@ -637,19 +637,4 @@ class UserModel(Workflow):
                 f"{self.where()} on {path}: "
                 f"{_describe(e, Path(self.source()).resolve(), last.name)}"
             ) from None
-        result: dict[str, Any] = {"num_samples": PREDICT_SAMPLES}
-        for name, v in draws.items():
-            v = v.float().reshape(PREDICT_SAMPLES, *_squeeze_lead(v))
-            result[name] = {"mean": _tolist(v.mean(0)), "std": _tolist(v.std(0))}
-        return result
-
-
-def _squeeze_lead(v: torch.Tensor) -> tuple[int, ...]:
-    shape = list(v.shape[1:])
-    while shape and shape[0] == 1:
-        shape.pop(0)
-    return tuple(shape)
-
-
-def _tolist(t: torch.Tensor):
-    return t.item() if t.dim() == 0 else t.tolist()
+        return {"num_samples": PREDICT_SAMPLES, **mean_std(draws)}
