@@ -23,10 +23,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cli import _fit_parser  # noqa: E402
-from inference.train import fit  # noqa: E402
 from models.bnn import kl  # noqa: E402
 from workflows.bnn import BNN  # noqa: E402
-from workflows.run import fit_config  # noqa: E402
+from workflows.run import fit_config, fit_problem  # noqa: E402
 
 BATCH = 128
 
@@ -54,15 +53,7 @@ def time_engine(guide: str, epochs: int) -> float:
     n = problem.data_size
     args.steps = epochs * (n // BATCH)
     pyro.clear_param_store()
-    r = fit(
-        problem.model,
-        problem.guide,
-        problem.data,
-        fit_config(args),
-        None,
-        data_size=n,
-        progress=False,
-    )
+    r = fit_problem(problem, fit_config(args), progress=False)
     return r.wall_seconds / epochs  # the loop only (set-up excluded)
 
 

@@ -14,7 +14,6 @@ import torch
 import models.bnn as bnn
 from cli import _fit_parser
 from inference import metrics
-from inference.train import fit
 from workflows.bnn import BNN
 from workflows.run import fit_config, fit_problem
 
@@ -219,15 +218,7 @@ def test_lenet5_on_mnist_runs(guide):
     )
     w = BNN(args)
     problem = w.build()
-    r = fit(
-        problem.model,
-        problem.guide,
-        problem.data,
-        fit_config(args),
-        None,
-        data_size=problem.data_size,
-        progress=False,
-    )
+    r = fit_problem(problem, fit_config(args), progress=False)
     assert math.isfinite(r.final_elbo)
     p = w.probs(problem, problem.extra["split"].x_test[:64])
     assert p.shape == ((1 if guide == "mle" else 3), 64, 10)
