@@ -152,3 +152,14 @@ def test_gradient_variance_command(capsys):
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
     assert {r[0] for r in rows} == {"reparam", "score"}
     assert {r[1] for r in rows} == {"a_q", "b_q"}
+
+
+def test_run_saved_before_an_option_existed_still_loads(tmp_path, capsys):
+    """A config.json without a newer model option gets that option's default."""
+    out = tmp_path / "r"
+    assert cli.main(["fit", "linreg", "--steps", "50", "--quiet", "--out", str(out)]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    del cfg["args"]["test_fraction"]
+    (out / "config.json").write_text(json.dumps(cfg))
+    assert cli.main(["evaluate", str(out)]) == 0
+    assert json.loads((out / "evaluation.json").read_text())["kl_to_exact"] >= 0

@@ -51,6 +51,17 @@ class Workflow:
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         """Model-specific command-line options."""
 
+    @classmethod
+    def option_defaults(cls) -> dict[str, Any]:
+        """The defaults of the model's own options (fill in what an older run's config lacks)."""
+        parser = argparse.ArgumentParser(add_help=False)
+        cls.add_arguments(parser)
+        return {
+            a.dest: a.default
+            for a in parser._actions  # argparse has no public list of its options
+            if a.default is not argparse.SUPPRESS
+        }
+
     def build(self) -> Problem:
         """Load the data and pair the model with the chosen guide."""
         raise NotImplementedError

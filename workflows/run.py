@@ -152,7 +152,8 @@ def load_run(
             "(a --plugin file missing?)"
         )
     saved = {k: float(v) if v in ("inf", "-inf") else v for k, v in cfg["args"].items()}
-    args = argparse.Namespace(**saved)
+    # options added since the run was made take their defaults
+    args = argparse.Namespace(**{**registry[cfg["model"]].option_defaults(), **saved})
     if device is not None:
         args.device = device
     for key, value in (overrides or {}).items():
