@@ -20,8 +20,8 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from inference.errors import UserError
-from inference.train import FitConfig, Interrupted
+from bayesdl.inference.errors import UserError
+from bayesdl.inference.train import FitConfig, Interrupted
 
 PROG = "bayesdl"
 
@@ -34,15 +34,15 @@ class Parser(argparse.ArgumentParser):
 
 
 def _registry() -> dict:
-    import workflows  # noqa: F401  (registers the built-in models)
-    from models.registry import REGISTRY
+    import bayesdl.workflows  # noqa: F401  (registers the built-in models)
+    from bayesdl.workflows.registry import REGISTRY
 
     return REGISTRY
 
 
 def _lookup(name: str):
     registry = _registry()
-    from workflows.user_model import file_workflow, is_file_spec
+    from bayesdl.workflows.user_model import file_workflow, is_file_spec
 
     if name not in registry and is_file_spec(name):
         return file_workflow(name)  # `fit path/to/file.py:model`
@@ -53,7 +53,7 @@ def _lookup(name: str):
 
 def _run_registry(run: str) -> dict:
     """The registry with what a saved run needs: its --plugin files, its model file."""
-    from workflows.user_model import run_registry
+    from bayesdl.workflows.user_model import run_registry
 
     return run_registry(Path(run), _registry())
 
@@ -67,7 +67,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser, workflow) -> None:
     d = {f.name: f.default for f in fields(FitConfig)}
     d.update(workflow.fit_defaults)
     d["estimator"] = workflow.fit_defaults.get("estimator", workflow.default_estimator)
-    from inference.estimators import ESTIMATORS
+    from bayesdl.inference.estimators import ESTIMATORS
 
     g = parser.add_argument_group("inference")
     g.add_argument(
@@ -152,7 +152,7 @@ def _fit_parser(workflow, prog: str) -> Parser:
     p = Parser(prog=prog, description=workflow.description)
     workflow.add_arguments(p)
     add_engine_arguments(p, workflow)
-    from workflows.user_model import absolute_path
+    from bayesdl.workflows.user_model import absolute_path
 
     p.add_argument(
         "--plugin",
@@ -166,7 +166,7 @@ def _fit_parser(workflow, prog: str) -> Parser:
 
 
 def _model_and_rest(argv: list[str], what: str):
-    from workflows.user_model import load_plugins, plugin_paths
+    from bayesdl.workflows.user_model import load_plugins, plugin_paths
 
     load_plugins(plugin_paths(argv))  # before the name is looked up: `fit NAME --plugin FILE`
     if not argv or argv[0].startswith("-"):
@@ -186,7 +186,7 @@ def cmd_list(argv: list[str]) -> int:
         metavar="FILE",
         help="also list the @register models of this Python file (repeatable)",
     )
-    from workflows.user_model import load_plugins
+    from bayesdl.workflows.user_model import load_plugins
 
     registry = _registry()
     load_plugins(p.parse_args(argv).plugin)
@@ -208,13 +208,13 @@ def cmd_fit(argv: list[str]) -> int:
     g.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(rest)
-    from workflows.run import run_fit
+    from bayesdl.workflows.run import run_fit
 
     out, resume, overwrite, quiet = Path(args.out), args.resume, args.overwrite, args.quiet
     for k in ("out", "resume", "overwrite", "quiet"):
         delattr(args, k)
     summary = run_fit(workflow, args, out, resume=resume, overwrite=overwrite, progress=not quiet)
-    from inference import distributed
+    from bayesdl.inference import distributed
 
     if not distributed.is_main():  # under torchrun rank 0 reports
         return 0
@@ -253,7 +253,7 @@ def cmd_evaluate(argv: list[str]) -> int:
         help="posterior samples M of the predictive (default: the run's --samples)",
     )
     args = p.parse_args(argv)
-    from workflows.run import evaluate_run
+    from bayesdl.workflows.run import evaluate_run
 
     overrides = {"iw_samples": args.iw_samples} if args.iw_samples is not None else {}
     if args.samples is not None:
@@ -272,7 +272,7 @@ def cmd_predict(argv: list[str]) -> int:
     p.add_argument("--output", help="write predictions here as JSON (default: print)")
     p.add_argument("--device", default=None, help="cpu | cuda | auto (default: the run's)")
     args = p.parse_args(argv)
-    from workflows.run import predict_run, write_json
+    from bayesdl.workflows.run import predict_run, write_json
 
     result = predict_run(Path(args.run), _run_registry(args.run), Path(args.input), args.device)
     if args.output:
@@ -289,7 +289,7 @@ def cmd_sample(argv: list[str]) -> int:
     p.add_argument("--out", default=None, help="folder for the images (default: the run folder)")
     p.add_argument("--device", default=None, help="cpu | cuda | auto (default: the run's)")
     args = p.parse_args(argv)
-    from workflows.run import sample_run
+    from bayesdl.workflows.run import sample_run
 
     result = sample_run(
         Path(args.run),
@@ -308,8 +308,8 @@ def cmd_tour(argv: list[str]) -> int:
     p.add_argument("--only", help="comma-separated models to include (default all)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
-    from workflows import report
-    from workflows.run import run_fit
+    from bayesdl.workflows import report
+    from bayesdl.workflows.run import run_fit
 
     registry = _registry()
     lecture = ["coin", "linreg", "bnn", "vae", "stochastic-depth"]  # the lecture's order
@@ -364,7 +364,7 @@ def cmd_gradient_variance(argv: list[str]) -> int:
         help="fit this many steps first (default 0: at initialisation)",
     )
     args = p.parse_args(rest)
-    from inference.diagnostics import gradient_variance_table
+    from bayesdl.inference.diagnostics import gradient_variance_table
 
     if args.draws < 2:
         raise UserError("--draws must be >= 2")
@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"{PROG}: error: {e}\n")
         return 2
     except RuntimeError as e:  # a collective failed: another torchrun process died or timed out
-        from inference import distributed
+        from bayesdl.inference import distributed
 
         if not distributed.is_peer_failure(e):
             raise

@@ -44,7 +44,7 @@ def main() -> None:
             cmd = ["fit", "bnn", *argv, "--seed", seed, "--quiet", "--overwrite", "--out", str(out)]
             print(f"<!-- bayesdl {' '.join(cmd)} -->", flush=True)
             subprocess.run(
-                [sys.executable, str(ROOT / "cli.py"), *cmd],
+                [sys.executable, "-m", "bayesdl", *cmd],
                 check=True,
                 env=env,
                 stdout=subprocess.DEVNULL,

@@ -26,7 +26,7 @@ def run(cmd: list[str]) -> float:
     print("$ " + " ".join(cmd), flush=True)
     t0 = time.perf_counter()
     subprocess.run(
-        [sys.executable, str(ROOT / "cli.py"), *cmd],
+        [sys.executable, "-m", "bayesdl", *cmd],
         check=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )

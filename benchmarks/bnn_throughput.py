@@ -22,10 +22,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cli import _fit_parser  # noqa: E402
-from models.bnn import kl  # noqa: E402
-from workflows.bnn import BNN  # noqa: E402
-from workflows.run import fit_config, fit_problem  # noqa: E402
+from bayesdl.cli import _fit_parser  # noqa: E402
+from bayesdl.models.bnn import kl  # noqa: E402
+from bayesdl.workflows.bnn import BNN  # noqa: E402
+from bayesdl.workflows.run import fit_config, fit_problem  # noqa: E402
 
 BATCH = 128
 

@@ -21,10 +21,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import cli  # noqa: E402
-from models.registry import REGISTRY  # noqa: E402
-from workflows.figures import plt, save  # noqa: E402
-from workflows.run import fit_config, fit_problem  # noqa: E402
+import bayesdl.cli as cli  # noqa: E402
+from bayesdl.workflows.registry import REGISTRY  # noqa: E402
+from bayesdl.workflows.figures import plt, save  # noqa: E402
+from bayesdl.workflows.run import fit_config, fit_problem  # noqa: E402
 
 
 def run(argv: list[str]) -> dict:

@@ -28,7 +28,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
     """Train through the CLI and plot the learning curve."""
     cmd = [
         sys.executable,
-        str(ROOT / "cli.py"),
+        "-m",
+        "bayesdl",
         "fit",
         "vae",
         "--data-dir",
@@ -61,7 +62,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
 
 def plot(out: Path) -> None:
     """Training ELBO per image against epochs (468 steps of 128 images)."""
-    from workflows.figures import plt, save
+    from bayesdl.workflows.figures import plt, save
 
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     n = 60000
@@ -86,9 +87,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     """IW log p(x) with K samples on the first n test images; ELBO on all of them."""
     import torch
 
-    import workflows  # noqa: F401
-    from models.registry import REGISTRY
-    from workflows.run import load_run
+    import bayesdl.workflows  # noqa: F401
+    from bayesdl.workflows.registry import REGISTRY
+    from bayesdl.workflows.run import load_run
 
     torch.set_num_threads(args.threads)
     workflow, problem = load_run(args.out, REGISTRY)

@@ -12,8 +12,8 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 
-from models.registry import register
-from workflows.user_model import UserModel
+from bayesdl.workflows.registry import register
+from bayesdl.workflows.user_model import UserModel
 
 
 def model(y, sigma):

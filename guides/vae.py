@@ -12,7 +12,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from models.vae import mlp
+from bayesdl.models.vae import mlp
 
 
 class Encoder(nn.Module):

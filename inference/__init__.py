@@ -1,8 +1,8 @@
 """The one inference engine: estimators, the SVI loop, predictive, diagnostics, checkpoints."""
 
-from inference.errors import UserError
-from inference.estimators import ESTIMATORS, make_estimator
-from inference.train import FitConfig, FitResult, Interrupted, fit, restore
+from bayesdl.inference.errors import UserError
+from bayesdl.inference.estimators import ESTIMATORS, make_estimator
+from bayesdl.inference.train import FitConfig, FitResult, Interrupted, fit, restore
 
 __all__ = [
     "ESTIMATORS",

@@ -15,7 +15,7 @@ import pyro
 import torch
 from torch.distributions import transform_to
 
-from inference.errors import UserError
+from bayesdl.inference.errors import UserError
 
 
 def rng_state() -> dict:

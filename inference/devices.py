@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from inference.errors import UserError
+from bayesdl.inference.errors import UserError
 
 
 def resolve_device(name: str = "cpu") -> torch.device:

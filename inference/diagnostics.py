@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from inference.estimators import Estimator, make_estimator
-from inference.train import FitConfig, fit, trainable_params
+from bayesdl.inference.estimators import Estimator, make_estimator
+from bayesdl.inference.train import FitConfig, fit, trainable_params
 
 
 def gradient_draws(

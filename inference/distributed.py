@@ -43,7 +43,7 @@ import torch.distributed as dist
 from pyro import poutine
 from torch.nn.parallel import DistributedDataParallel
 
-from inference.errors import UserError
+from bayesdl.inference.errors import UserError
 
 TIMEOUT_ENV = "BAYESDL_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 300.0

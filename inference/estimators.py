@@ -205,7 +205,7 @@ def make_estimator(
     max_plate_nesting: float = float("inf"),
 ) -> Estimator:
     """Build the named estimator; ``particles`` samples, vectorized when ``vectorize``."""
-    from inference.errors import UserError
+    from bayesdl.inference.errors import UserError
 
     if name not in ESTIMATORS:
         raise UserError(f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}")
@@ -214,4 +214,4 @@ def make_estimator(
     return ESTIMATORS[name](particles, vectorize and particles > 1, max_plate_nesting)
 
 
-import inference.relaxed  # noqa: E402, F401  (registers `relaxed` in ESTIMATORS)
+import bayesdl.inference.relaxed  # noqa: E402, F401  (registers `relaxed` in ESTIMATORS)

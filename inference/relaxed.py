@@ -23,7 +23,7 @@ from pyro.distributions import TorchDistribution, constraints
 from pyro.infer import Trace_ELBO
 from pyro.poutine.messenger import Messenger
 
-from inference.estimators import ESTIMATORS, Estimator
+from bayesdl.inference.estimators import ESTIMATORS, Estimator
 
 #: (tau_0, tau_T): the default temperature schedule of ``--estimator relaxed``
 TEMPERATURE = (1.0, 0.3)

@@ -24,13 +24,13 @@ import torch
 from pyro import poutine
 from tqdm.auto import tqdm
 
-from inference import checkpoint as ckpt
-from inference import distributed
-from inference.batching import DataSubsample, EpochBatcher
-from inference.devices import resolve_device
-from inference.errors import UserError
-from inference.estimators import make_estimator
-from inference.schedules import LR_SCHEDULES, KLScale, kl_weight, lr_factor
+from bayesdl.inference import checkpoint as ckpt
+from bayesdl.inference import distributed
+from bayesdl.inference.batching import DataSubsample, EpochBatcher
+from bayesdl.inference.devices import resolve_device
+from bayesdl.inference.errors import UserError
+from bayesdl.inference.estimators import make_estimator
+from bayesdl.inference.schedules import LR_SCHEDULES, KLScale, kl_weight, lr_factor
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"

@@ -29,10 +29,10 @@ def clean_pyro():
 
 
 def run_cli(*args: str, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:
-    """Run ``python cli.py ARGS`` as a user would; returns the finished process."""
+    """Run ``python -m bayesdl ARGS`` as a user would; returns the finished process."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "cli.py"), *args],
+        [sys.executable, "-m", "bayesdl", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

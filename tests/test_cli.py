@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-import cli
-from tests.conftest import ROOT, run_cli
+import bayesdl.cli as cli
+from conftest import ROOT, run_cli
 
 
 def test_list_names_every_model(capsys):
@@ -104,7 +104,7 @@ def test_ctrl_c_saves_and_resume_matches_uninterrupted(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     run = tmp_path / "interrupted"
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "cli.py"), *args, "--out", str(run)],
+        [sys.executable, "-m", "bayesdl", *args, "--out", str(run)],
         stderr=subprocess.PIPE,
         text=True,
         env=env,

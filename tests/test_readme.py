@@ -8,8 +8,8 @@ import shlex
 
 import numpy as np
 
-import cli
-from tests.conftest import ROOT
+import bayesdl.cli as cli
+from conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
 

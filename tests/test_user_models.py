@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from cli import main
+from bayesdl.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

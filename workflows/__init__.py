@@ -3,7 +3,7 @@
 Importing this package registers the built-in models in :data:`models.registry.REGISTRY`.
 """
 
-from workflows import (  # noqa: F401  (registration side effect)
+from bayesdl.workflows import (  # noqa: F401  (registration side effect)
     bnn,  # noqa: F401  (registration side effect)
     coin,
     linear_regression,

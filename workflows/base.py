@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from inference.errors import UserError
+from bayesdl.inference.errors import UserError
 
 
 @dataclass

@@ -11,14 +11,14 @@ import pyro
 import torch
 from torch.distributions import Beta, kl_divergence
 
-import guides.coin as coin_guides
-import models.coin as coin
-from inference.data import load_arrays
-from inference.errors import UserError
-from inference.predictive import sample_posterior
-from models.registry import register
-from workflows.base import Problem, Workflow
-from workflows.figures import plt, save
+import bayesdl.guides.coin as coin_guides
+import bayesdl.models.coin as coin
+from bayesdl.datasets.io import load_arrays
+from bayesdl.inference.errors import UserError
+from bayesdl.inference.predictive import sample_posterior
+from bayesdl.workflows.registry import register
+from bayesdl.workflows.base import Problem, Workflow
+from bayesdl.workflows.figures import plt, save
 
 
 @register

@@ -10,15 +10,15 @@ import numpy as np
 import torch
 from torch.distributions import MultivariateNormal, kl_divergence
 
-import guides.linear_regression as lr_guides
-import models.linear_regression as linreg
-from inference.data import load_arrays
-from inference.datasets import diabetes
-from inference.errors import UserError
-from inference.predictive import sample_posterior
-from models.registry import register
-from workflows.base import Problem, Workflow
-from workflows.figures import plt, save
+import bayesdl.guides.linear_regression as lr_guides
+import bayesdl.models.linear_regression as linreg
+from bayesdl.datasets.io import load_arrays
+from bayesdl.datasets.bundled import diabetes
+from bayesdl.inference.errors import UserError
+from bayesdl.inference.predictive import sample_posterior
+from bayesdl.workflows.registry import register
+from bayesdl.workflows.base import Problem, Workflow
+from bayesdl.workflows.figures import plt, save
 
 
 def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):

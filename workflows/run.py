@@ -13,11 +13,11 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from inference import distributed
-from inference.errors import UserError
-from inference.predictive import posterior_summary
-from inference.train import CHECKPOINT, FitConfig, FitResult, fit, restore
-from workflows.base import Problem, Workflow
+from bayesdl.inference import distributed
+from bayesdl.inference.errors import UserError
+from bayesdl.inference.predictive import posterior_summary
+from bayesdl.inference.train import CHECKPOINT, FitConfig, FitResult, fit, restore
+from bayesdl.workflows.base import Problem, Workflow
 
 CONFIG = "config.json"
 SUMMARY = "summary.json"

@@ -17,15 +17,15 @@ from typing import Any
 import numpy as np
 import torch
 
-import guides.stochastic_depth as sd_guides
-import models.stochastic_depth as sd
-from inference import metrics
-from inference.data import load_arrays
-from inference.datasets import Split, image_classification
-from inference.errors import UserError
-from models.registry import register
-from workflows.base import Problem, Workflow, add_image_data_arguments, image_data_source
-from workflows.figures import plt, save
+import bayesdl.guides.stochastic_depth as sd_guides
+import bayesdl.models.stochastic_depth as sd
+from bayesdl.workflows import metrics
+from bayesdl.datasets.io import load_arrays
+from bayesdl.datasets.bundled import Split, image_classification
+from bayesdl.inference.errors import UserError
+from bayesdl.workflows.registry import register
+from bayesdl.workflows.base import Problem, Workflow, add_image_data_arguments, image_data_source
+from bayesdl.workflows.figures import plt, save
 
 
 def _depth_stats(depth: torch.Tensor, blocks: int) -> dict[str, Any]:

@@ -45,11 +45,11 @@ from pyro.infer.autoguide.initialization import (
 )
 from pyro.poutine.messenger import Messenger
 
-from inference.data import load_arrays
-from inference.errors import UserError
-from inference.estimators import make_estimator
-from inference.predictive import mean_std, posterior_summary
-from workflows.base import Problem, Workflow
+from bayesdl.datasets.io import load_arrays
+from bayesdl.inference.errors import UserError
+from bayesdl.inference.estimators import make_estimator
+from bayesdl.inference.predictive import mean_std, posterior_summary
+from bayesdl.workflows.base import Problem, Workflow
 
 #: ``--guide`` names -> Pyro's autoguide classes
 AUTOGUIDES: dict[str, type] = {

@@ -7,7 +7,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from inference.train import FitConfig, Interrupted, fit
+from bayesdl.inference.train import FitConfig, Interrupted, fit
 
 
 def model(x: torch.Tensor) -> None:

@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from inference import distributed  # noqa: E402
-from inference.errors import UserError  # noqa: E402
-from inference.train import FitConfig, fit  # noqa: E402
+from bayesdl.inference import distributed  # noqa: E402
+from bayesdl.inference.errors import UserError  # noqa: E402
+from bayesdl.inference.train import FitConfig, fit  # noqa: E402
 
 BATCH, STEPS = 128, 30
 
@@ -49,7 +49,7 @@ def logistic_model(x: torch.Tensor, y: torch.Tensor) -> None:
 
 def fit_digits(batch_size: int, out: Path | None = None) -> tuple[dict[str, torch.Tensor], list]:
     """Fit the logistic regression on digits; the parameters by name and the ELBO history."""
-    from inference.datasets import digits
+    from bayesdl.datasets.bundled import digits
 
     torch.set_num_threads(1)
     split = digits()
@@ -138,7 +138,7 @@ def test_torchrun_cli_equals_one_process_and_resumes_with_another_process_count(
         "--quiet",
     ]
     single = subprocess.run(
-        [sys.executable, "cli.py", *common, "--steps", "20", "--out", str(tmp_path / "one")],
+        [sys.executable, "-m", "bayesdl", *common, "--steps", "20", "--out", str(tmp_path / "one")],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -146,12 +146,12 @@ def test_torchrun_cli_equals_one_process_and_resumes_with_another_process_count(
         timeout=120,
     )
     assert single.returncode == 0, single.stderr[-3000:]
-    two = _torchrun("cli.py", *common, "--steps", "20", "--out", str(tmp_path / "two"))
+    two = _torchrun("-m", "bayesdl", *common, "--steps", "20", "--out", str(tmp_path / "two"))
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("linreg: 20 steps") == 1  # rank 0 alone reports
     # 10 steps on one process, then resumed by two processes up to 20
     part = subprocess.run(
-        [sys.executable, "cli.py", *common, "--steps", "10", "--out", str(tmp_path / "resumed")],
+        [sys.executable, "-m", "bayesdl", *common, "--steps", "10", "--out", str(tmp_path / "resumed")],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -160,7 +160,7 @@ def test_torchrun_cli_equals_one_process_and_resumes_with_another_process_count(
     )
     assert part.returncode == 0, part.stderr[-3000:]
     resumed = _torchrun(
-        "cli.py", *common, "--steps", "20", "--resume", "--out", str(tmp_path / "resumed")
+        "-m", "bayesdl", *common, "--steps", "20", "--resume", "--out", str(tmp_path / "resumed")
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
@@ -184,7 +184,8 @@ def test_a_killed_rank_stops_the_other_and_keeps_the_checkpoint(tmp_path):
     port, out = str(_free_port()), tmp_path / "run"
     cmd = [
         sys.executable,
-        "cli.py",
+        "-m",
+        "bayesdl",
         "fit",
         "linreg",
         "--batch-size",

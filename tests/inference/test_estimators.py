@@ -21,8 +21,8 @@ import pytest
 import torch
 from torch.distributions import constraints
 
-from inference.diagnostics import gradient_draws
-from inference.estimators import Estimator, ScoreFunction, make_estimator
+from bayesdl.inference.diagnostics import gradient_draws
+from bayesdl.inference.estimators import Estimator, ScoreFunction, make_estimator
 
 DRAWS = 4000
 
@@ -93,9 +93,9 @@ def test_baseline_reduces_score_variance():
 
 def test_score_and_reparam_agree_on_linear_regression():
     """Both estimate the same gradient (unbiased); REINFORCE pays in variance."""
-    from guides.linear_regression import mean_field
-    from inference.datasets import diabetes
-    from models.linear_regression import model
+    from bayesdl.guides.linear_regression import mean_field
+    from bayesdl.datasets.bundled import diabetes
+    from bayesdl.models.linear_regression import model
 
     s = diabetes()
     data = {"x": s.x_train[:60], "y": s.y_train[:60]}

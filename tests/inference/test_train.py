@@ -10,10 +10,10 @@ import pytest
 import torch
 from pyro.infer.autoguide import AutoNormal
 
-from inference import FitConfig, Interrupted, UserError, fit
-from inference.batching import DataSubsample, EpochBatcher
-from inference.estimators import make_estimator
-from inference.schedules import kl_weight, lr_factor
+from bayesdl.inference import FitConfig, Interrupted, UserError, fit
+from bayesdl.inference.batching import DataSubsample, EpochBatcher
+from bayesdl.inference.estimators import make_estimator
+from bayesdl.inference.schedules import kl_weight, lr_factor
 
 
 def logistic(x, y):
@@ -132,7 +132,7 @@ def test_kl_warmup_scales_only_latent_terms(data):
     """At beta = 0 the loss is the expected negative log-likelihood alone."""
     guide = AutoDelta_like()
     est = make_estimator("reparam")
-    from inference.schedules import KLScale
+    from bayesdl.inference.schedules import KLScale
 
     kl = KLScale(0.0)
     annealed = est.loss(kl(logistic), kl(guide), **data).item()

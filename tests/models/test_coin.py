@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-import cli
-from models import coin
+import bayesdl.cli as cli
+from bayesdl.models import coin
 
 ARGS = ["--prior-a", "10", "--prior-b", "10", "--heads", "6", "--tails", "4", "--quiet"]
 

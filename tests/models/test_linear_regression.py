@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-import cli
-from models import linear_regression as linreg
+import bayesdl.cli as cli
+from bayesdl.models import linear_regression as linreg
 
 
 def fit(tmp_path, *args: str) -> dict:

@@ -9,20 +9,20 @@ import pyro
 import pytest
 import torch
 
-import cli
-from guides.stochastic_depth import AmortizedDepthGuide
-from inference.errors import UserError
-from inference.estimators import make_estimator
-from inference.relaxed import make_relaxed
-from models.registry import REGISTRY
-from models.stochastic_depth import (
+import bayesdl.cli as cli
+from bayesdl.guides.stochastic_depth import AmortizedDepthGuide
+from bayesdl.inference.errors import UserError
+from bayesdl.inference.estimators import make_estimator
+from bayesdl.inference.relaxed import make_relaxed
+from bayesdl.workflows.registry import REGISTRY
+from bayesdl.models.stochastic_depth import (
     ResidualMLP,
     StochasticDepthModel,
     depth_prior_logits,
     early_exit_logits,
     gaussian_log_density,
 )
-from workflows.run import fit_config, fit_problem
+from bayesdl.workflows.run import fit_config, fit_problem
 
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 10000))
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
-import workflows  # noqa: F401  (registers the models)
-from inference.errors import UserError
-from inference.importance import iw_log_marginal, log_weights
-from models.registry import REGISTRY
-from models.vae import ppca_log_marginal, ppca_max_log_likelihood
-from workflows.run import evaluate_run, load_run, sample_run
+import bayesdl.workflows  # noqa: F401  (registers the models)
+from bayesdl.inference.errors import UserError
+from bayesdl.inference.importance import iw_log_marginal, log_weights
+from bayesdl.workflows.registry import REGISTRY
+from bayesdl.models.vae import ppca_log_marginal, ppca_max_log_likelihood
+from bayesdl.workflows.run import evaluate_run, load_run, sample_run
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -181,7 +181,7 @@ def test_sample_writes_images_and_arrays(digits_run, tmp_path, cli):
 def test_user_errors(tmp_path, digits_run):
     bad = tmp_path / "bad.npz"
     np.savez(bad, x=np.full((10, 4), 2.0))
-    from workflows.vae import VAE
+    from bayesdl.workflows.vae import VAE
 
     args = _args(data=str(bad))
     with pytest.raises(UserError, match="pixels in \\[0, 1\\]"):

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inference.data import check_finite, load_arrays
-from inference.errors import UserError
+from bayesdl.datasets.io import check_finite, load_arrays
+from bayesdl.inference.errors import UserError
 
 MNIST_FILES = {
     "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",  # noqa: E501

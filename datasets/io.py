@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inference.errors import UserError
+from bayesdl.inference.errors import UserError
 
 
 def check_finite(name: str, array: np.ndarray | torch.Tensor) -> None:
