@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import bayesdl.cli as cli  # noqa: E402
-from bayesdl.workflows.registry import REGISTRY  # noqa: E402
 from bayesdl.workflows.figures import plt, save  # noqa: E402
+from bayesdl.workflows.registry import REGISTRY  # noqa: E402
 from bayesdl.workflows.run import fit_config, fit_problem  # noqa: E402
 
 

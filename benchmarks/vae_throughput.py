@@ -25,8 +25,8 @@ from torch.distributions import Normal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bayesdl.guides.vae import AmortizedGuide, Encoder  # noqa: E402
 from bayesdl.datasets import bundled as datasets  # noqa: E402
+from bayesdl.guides.vae import AmortizedGuide, Encoder  # noqa: E402
 from bayesdl.inference.train import FitConfig, fit  # noqa: E402
 from bayesdl.models.vae import Decoder, VAEModel  # noqa: E402
 from bayesdl.workflows.vae import dynamic_binarization  # noqa: E402

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from bayesdl.inference.errors import UserError
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pyro
 import pyro.distributions as dist
-
 from bayesdl.workflows.registry import register
 from bayesdl.workflows.user_model import UserModel
 

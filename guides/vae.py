@@ -10,9 +10,8 @@ from __future__ import annotations
 import pyro
 import pyro.distributions as dist
 import torch
-from torch import nn
-
 from bayesdl.models.vae import mlp
+from torch import nn
 
 
 class Encoder(nn.Module):

@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pyro
 import torch
-from torch.distributions import transform_to
-
 from bayesdl.inference.errors import UserError
+from torch.distributions import transform_to
 
 
 def rng_state() -> dict:

@@ -19,11 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from bayesdl.inference.estimators import ESTIMATORS, Estimator
 from pyro.distributions import TorchDistribution, constraints
 from pyro.infer import Trace_ELBO
 from pyro.poutine.messenger import Messenger
-
-from bayesdl.inference.estimators import ESTIMATORS, Estimator
 
 #: (tau_0, tau_T): the default temperature schedule of ``--estimator relaxed``
 TEMPERATURE = (1.0, 0.3)

@@ -21,9 +21,6 @@ from typing import Any
 
 import pyro
 import torch
-from pyro import poutine
-from tqdm.auto import tqdm
-
 from bayesdl.inference import checkpoint as ckpt
 from bayesdl.inference import distributed
 from bayesdl.inference.batching import DataSubsample, EpochBatcher
@@ -31,6 +28,8 @@ from bayesdl.inference.devices import resolve_device
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.estimators import make_estimator
 from bayesdl.inference.schedules import LR_SCHEDULES, KLScale, kl_weight, lr_factor
+from pyro import poutine
+from tqdm.auto import tqdm
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"

@@ -10,11 +10,10 @@ import subprocess
 import sys
 import time
 
+import bayesdl.cli as cli
 import numpy as np
 import pytest
 import torch
-
-import bayesdl.cli as cli
 from conftest import ROOT, run_cli
 
 

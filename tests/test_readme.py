@@ -6,9 +6,8 @@ import json
 import re
 import shlex
 
-import numpy as np
-
 import bayesdl.cli as cli
+import numpy as np
 from conftest import ROOT
 
 README = (ROOT / "README.md").read_text()

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from bayesdl.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

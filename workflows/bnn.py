@@ -9,20 +9,19 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from pyro import poutine
-from pyro.infer.autoguide import AutoNormal
-
 import bayesdl.guides.bnn as bnn_guides
 import bayesdl.models.bnn as bnn
+import numpy as np
+import torch
 from bayesdl.datasets import bundled as datasets
-from bayesdl.workflows import metrics
 from bayesdl.datasets.io import load_arrays
 from bayesdl.inference.errors import UserError
-from bayesdl.workflows.registry import register
+from bayesdl.workflows import metrics
 from bayesdl.workflows.base import Problem, Workflow, add_image_data_arguments, image_data_source
 from bayesdl.workflows.figures import plt, save
+from bayesdl.workflows.registry import register
+from pyro import poutine
+from pyro.infer.autoguide import AutoNormal
 
 ROWS_PER_PASS = 1 << 16  # inputs x samples pushed through the network at once
 OOD_MAX = 2000  # in- and out-of-domain inputs compared for the OOD check

@@ -6,19 +6,18 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import bayesdl.guides.coin as coin_guides
+import bayesdl.models.coin as coin
 import numpy as np
 import pyro
 import torch
-from torch.distributions import Beta, kl_divergence
-
-import bayesdl.guides.coin as coin_guides
-import bayesdl.models.coin as coin
 from bayesdl.datasets.io import load_arrays
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.predictive import sample_posterior
-from bayesdl.workflows.registry import register
 from bayesdl.workflows.base import Problem, Workflow
 from bayesdl.workflows.figures import plt, save
+from bayesdl.workflows.registry import register
+from torch.distributions import Beta, kl_divergence
 
 
 @register

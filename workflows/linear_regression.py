@@ -6,19 +6,18 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from torch.distributions import MultivariateNormal, kl_divergence
-
 import bayesdl.guides.linear_regression as lr_guides
 import bayesdl.models.linear_regression as linreg
-from bayesdl.datasets.io import load_arrays
+import numpy as np
+import torch
 from bayesdl.datasets.bundled import diabetes
+from bayesdl.datasets.io import load_arrays
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.predictive import sample_posterior
-from bayesdl.workflows.registry import register
 from bayesdl.workflows.base import Problem, Workflow
 from bayesdl.workflows.figures import plt, save
+from bayesdl.workflows.registry import register
+from torch.distributions import MultivariateNormal, kl_divergence
 
 
 def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):

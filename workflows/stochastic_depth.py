@@ -14,18 +14,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 import bayesdl.guides.stochastic_depth as sd_guides
 import bayesdl.models.stochastic_depth as sd
-from bayesdl.workflows import metrics
-from bayesdl.datasets.io import load_arrays
+import numpy as np
+import torch
 from bayesdl.datasets.bundled import Split, image_classification
+from bayesdl.datasets.io import load_arrays
 from bayesdl.inference.errors import UserError
-from bayesdl.workflows.registry import register
+from bayesdl.workflows import metrics
 from bayesdl.workflows.base import Problem, Workflow, add_image_data_arguments, image_data_source
 from bayesdl.workflows.figures import plt, save
+from bayesdl.workflows.registry import register
 
 
 def _depth_stats(depth: torch.Tensor, blocks: int) -> dict[str, Any]:

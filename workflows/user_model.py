@@ -27,6 +27,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from bayesdl.datasets.io import load_arrays
+from bayesdl.inference.errors import UserError
+from bayesdl.inference.estimators import make_estimator
+from bayesdl.inference.predictive import mean_std, posterior_summary
+from bayesdl.workflows.base import Problem, Workflow
 from pyro import poutine
 from pyro.infer import Predictive
 from pyro.infer.autoguide import (
@@ -44,12 +49,6 @@ from pyro.infer.autoguide.initialization import (
     init_to_value,
 )
 from pyro.poutine.messenger import Messenger
-
-from bayesdl.datasets.io import load_arrays
-from bayesdl.inference.errors import UserError
-from bayesdl.inference.estimators import make_estimator
-from bayesdl.inference.predictive import mean_std, posterior_summary
-from bayesdl.workflows.base import Problem, Workflow
 
 #: ``--guide`` names -> Pyro's autoguide classes
 AUTOGUIDES: dict[str, type] = {

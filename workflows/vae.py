@@ -16,17 +16,16 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from bayesdl.guides.vae import AmortizedGuide, Encoder
 from bayesdl.datasets import bundled as datasets
 from bayesdl.datasets.io import check_finite, load_arrays
+from bayesdl.guides.vae import AmortizedGuide, Encoder
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.importance import iw_log_marginal
-from bayesdl.workflows.metrics import auroc
-from bayesdl.workflows.registry import register
 from bayesdl.models.vae import ACTIVATIONS, LIKELIHOODS, Decoder, VAEModel
 from bayesdl.workflows.base import Problem, Workflow, add_image_data_arguments, image_data_source
 from bayesdl.workflows.figures import plt, save
+from bayesdl.workflows.metrics import auroc
+from bayesdl.workflows.registry import register
 
 #: importance samples of the test-set numbers written to summary.json at the end of `fit`
 #: (`evaluate` uses --iw-samples, 5000 by default as in the literature)

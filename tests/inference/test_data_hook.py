@@ -6,7 +6,6 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-
 from bayesdl.inference.train import FitConfig, Interrupted, fit
 
 

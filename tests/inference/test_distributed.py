@@ -151,7 +151,16 @@ def test_torchrun_cli_equals_one_process_and_resumes_with_another_process_count(
     assert two.stdout.count("linreg: 20 steps") == 1  # rank 0 alone reports
     # 10 steps on one process, then resumed by two processes up to 20
     part = subprocess.run(
-        [sys.executable, "-m", "bayesdl", *common, "--steps", "10", "--out", str(tmp_path / "resumed")],
+        [
+            sys.executable,
+            "-m",
+            "bayesdl",
+            *common,
+            "--steps",
+            "10",
+            "--out",
+            str(tmp_path / "resumed"),
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -19,10 +19,9 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from torch.distributions import constraints
-
 from bayesdl.inference.diagnostics import gradient_draws
 from bayesdl.inference.estimators import Estimator, ScoreFunction, make_estimator
+from torch.distributions import constraints
 
 DRAWS = 4000
 
@@ -93,8 +92,8 @@ def test_baseline_reduces_score_variance():
 
 def test_score_and_reparam_agree_on_linear_regression():
     """Both estimate the same gradient (unbiased); REINFORCE pays in variance."""
-    from bayesdl.guides.linear_regression import mean_field
     from bayesdl.datasets.bundled import diabetes
+    from bayesdl.guides.linear_regression import mean_field
     from bayesdl.models.linear_regression import model
 
     s = diabetes()

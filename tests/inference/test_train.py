@@ -8,12 +8,11 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from pyro.infer.autoguide import AutoNormal
-
 from bayesdl.inference import FitConfig, Interrupted, UserError, fit
 from bayesdl.inference.batching import DataSubsample, EpochBatcher
 from bayesdl.inference.estimators import make_estimator
 from bayesdl.inference.schedules import kl_weight, lr_factor
+from pyro.infer.autoguide import AutoNormal
 
 
 def logistic(x, y):

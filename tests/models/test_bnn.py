@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 import math
 
+import bayesdl.models.bnn as bnn
 import numpy as np
 import pytest
 import torch
-
-import bayesdl.models.bnn as bnn
 from bayesdl.cli import _fit_parser
 from bayesdl.workflows import metrics
 from bayesdl.workflows.bnn import BNN

@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import sys
 
+import bayesdl.cli as cli
 import pyro
 import pytest
 import torch
-
-import bayesdl.cli as cli
 from bayesdl.guides.stochastic_depth import AmortizedDepthGuide
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.estimators import make_estimator
 from bayesdl.inference.relaxed import make_relaxed
-from bayesdl.workflows.registry import REGISTRY
 from bayesdl.models.stochastic_depth import (
     ResidualMLP,
     StochasticDepthModel,
@@ -22,6 +20,7 @@ from bayesdl.models.stochastic_depth import (
     early_exit_logits,
     gaussian_log_density,
 )
+from bayesdl.workflows.registry import REGISTRY
 from bayesdl.workflows.run import fit_config, fit_problem
 
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 10000))
