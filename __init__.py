@@ -1,3 +1,43 @@
-"""bayesdl: Bayesian deep learning with Pyro."""
+"""bayesdl: Bayesian deep learning with Pyro.
+
+    import bayesdl
+    post = bayesdl.fit(model, data={"x": x, "y": y}, guide="auto-mvn")
+    post.summary(); post.predict({"x": x_new}); post.save("runs/line")
+    bayesdl.load("runs/line")
+
+:func:`fit` takes any Pyro model function or a registered model's name, :func:`load` reopens a
+run folder of the CLI or of Python; both return a :class:`Posterior`.
+"""
+
+import importlib
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bayesdl.api import fit, load, registry
+    from bayesdl.inference.errors import UserError
+    from bayesdl.posterior import Posterior
 
 __version__ = "0.1.0"
+
+# imported on first use: `import bayesdl` (and so `python -m bayesdl`, whose package is imported
+# before its __main__ can handle Ctrl-C) does not load torch and Pyro up front
+_LAZY = {"fit": "bayesdl.api", "load": "bayesdl.api", "registry": "bayesdl.api"}
+_LAZY.update(Posterior="bayesdl.posterior", UserError="bayesdl.inference.errors")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'bayesdl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if logging.getLogger("pyro").level <= logging.INFO:  # "Guessed max_plate_nesting" etc.
+    logging.getLogger("pyro").setLevel(logging.WARNING)
+__all__ = ["Posterior", "UserError", "fit", "load", "registry"]

@@ -1,7 +1,23 @@
 """``python -m bayesdl``: the command line."""
 
+import os
 import sys
 
-from bayesdl.cli import main
+try:
+    from bayesdl.cli import main
+except KeyboardInterrupt:  # Ctrl-C while torch and Pyro load
+    sys.stderr.write("bayesdl: interrupted\n")
+    sys.exit(130)
 
-sys.exit(main())
+code = main()
+if code == 130:
+    # Ctrl-C, reported: end with status 130 now. (A KeyboardInterrupt that arrived inside an
+    # exec(), as dataclasses and torch's lazy imports run, makes CPython end the process by
+    # SIGINT at exit, whatever the status.)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(130)
+sys.exit(code)

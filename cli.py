@@ -11,26 +11,18 @@ bayesdl gradient-variance MODEL [options]
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shlex
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
 from bayesdl.inference.errors import UserError
-from bayesdl.inference.train import FitConfig, Interrupted
+from bayesdl.inference.train import Interrupted
+from bayesdl.workflows.options import Parser, fit_parser
 
 PROG = "bayesdl"
-
-
-class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line on stderr and exit status 2."""
-
-    def error(self, message: str):  # noqa: D102
-        raise UserError(f"{message} (see {self.prog} --help)")
 
 
 def _registry() -> dict:
@@ -51,118 +43,25 @@ def _lookup(name: str):
     return registry[name]
 
 
-def _run_registry(run: str) -> dict:
-    """The registry with what a saved run needs: its --plugin files, its model file."""
+def _run_registry(run: str, plugins: list[str] = ()) -> dict:
+    """The registry with what a saved run needs: the --plugin files given now, its model file."""
     from bayesdl.workflows.user_model import run_registry
 
-    return run_registry(Path(run), _registry())
+    return run_registry(Path(run), _registry(), plugins)
 
 
-def _optional_int(s: str) -> int | None:
-    return None if s.lower() in ("none", "full", "0") else int(s)
+_PLUGIN_HELP = "the plugin file of the run's model (a run folder's plugins are not imported)"
 
 
-def add_engine_arguments(parser: argparse.ArgumentParser, workflow) -> None:
-    """The shared engine's options, with the model's own defaults."""
-    d = {f.name: f.default for f in fields(FitConfig)}
-    d.update(workflow.fit_defaults)
-    d["estimator"] = workflow.fit_defaults.get("estimator", workflow.default_estimator)
-    from bayesdl.inference.estimators import ESTIMATORS
-
-    g = parser.add_argument_group("inference")
-    g.add_argument(
-        "--guide",
-        default=workflow.default_guide,
-        help=f"variational family: {', '.join(workflow.guides) or 'see model'} "
-        f"(default {workflow.default_guide})",
-    )
-    g.add_argument(
-        "--estimator",
-        default=d["estimator"],
-        choices=sorted(ESTIMATORS),
-        help=f"ELBO gradient estimator (default {d['estimator']})",
-    )
-    g.add_argument(
-        "--steps", type=int, default=d["steps"], help=f"optimizer steps (default {d['steps']})"
-    )
-    g.add_argument("--lr", type=float, default=d["lr"], help=f"learning rate (default {d['lr']})")
-    g.add_argument("--optimizer", default=d["optimizer"], help="adam | adamw | sgd (default adam)")
-    g.add_argument("--lr-schedule", default=d["lr_schedule"], help="constant | linear | cosine")
-    g.add_argument(
-        "--lr-warmup", type=int, default=d["lr_warmup"], help="steps of linear LR warm-up"
-    )
-    g.add_argument(
-        "--particles", type=int, default=d["particles"], help="samples per ELBO estimate"
-    )
-    g.add_argument(
-        "--no-vectorize-particles",
-        dest="vectorize_particles",
-        action="store_false",
-        help="draw particles in a Python loop (for models that do not broadcast)",
-    )
-    g.add_argument(
-        "--batch-size",
-        type=_optional_int,
-        default=d["batch_size"],
-        help="minibatch size (likelihood scaled by N / B); default full batch",
-    )
-    g.add_argument("--clip-norm", type=float, default=d["clip_norm"], help="clip gradient norm")
-    g.add_argument(
-        "--kl-warmup",
-        type=int,
-        default=d["kl_warmup"],
-        help="anneal the KL weight from 0 to 1 over this many steps",
-    )
-    g.add_argument(
-        "--kl-warmup-start",
-        type=int,
-        default=d["kl_warmup_start"],
-        help="step at which KL warm-up begins",
-    )
-    g.add_argument("--seed", type=int, default=d["seed"], help="random seed (default 0)")
-    g.add_argument("--device", default=d["device"], help="cpu | cuda | cuda:N | auto (default cpu)")
-    g.add_argument(
-        "--log-every", type=int, default=d["log_every"], help="steps between metric rows"
-    )
-    g.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=d["checkpoint_every"],
-        help="steps between checkpoints",
-    )
-    g.add_argument(
-        "--threads",
-        type=int,
-        default=d["threads"],
-        help="torch intra-op threads (default: torch's; 1 is fastest for small models "
-        "on a busy machine)",
-    )
-    g.add_argument(
-        "--validate",
-        dest="check_args",
-        action="store_true",
-        help="keep Pyro's argument checks on at every step (slower; for debugging)",
-    )
-    g.add_argument(
-        "--max-plate-nesting", type=float, default=d["max_plate_nesting"], help=argparse.SUPPRESS
-    )
-
-
-def _fit_parser(workflow, prog: str) -> Parser:
-    p = Parser(prog=prog, description=workflow.description)
-    workflow.add_arguments(p)
-    add_engine_arguments(p, workflow)
-    from bayesdl.workflows.user_model import absolute_path
+def _seed_option(p: Parser) -> None:
+    from bayesdl.workflows.options import seed
 
     p.add_argument(
-        "--plugin",
-        action="append",
-        default=[],
-        type=absolute_path,
-        metavar="FILE",
-        help="Python file whose @register models to load (repeatable)",
+        "--seed",
+        type=seed,
+        default=None,
+        help="seed of the posterior draws, 0 to 2**32-1 (default: the run's --seed)",
     )
-    return p
 
 
 def _model_and_rest(argv: list[str], what: str):
@@ -199,7 +98,7 @@ def cmd_list(argv: list[str]) -> int:
 
 def cmd_fit(argv: list[str]) -> int:
     workflow, rest = _model_and_rest(argv, "fit")
-    p = _fit_parser(workflow, f"{PROG} fit {workflow.name}")
+    p = fit_parser(workflow, f"{PROG} fit {workflow.name}")
     g = p.add_argument_group("run")
     g.add_argument(
         "--out", required=True, help="run folder (summary, metrics, checkpoint, figures)"
@@ -240,6 +139,7 @@ def cmd_evaluate(argv: list[str]) -> int:
     p = Parser(prog=f"{PROG} evaluate", description="held-out metrics of a fitted run")
     p.add_argument("run", help="run folder made by `bayesdl fit`")
     p.add_argument("--device", default=None, help="cpu | cuda | auto (default: the run's)")
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE", help=_PLUGIN_HELP)
     p.add_argument(
         "--iw-samples",
         type=int,
@@ -252,13 +152,16 @@ def cmd_evaluate(argv: list[str]) -> int:
         default=None,
         help="posterior samples M of the predictive (default: the run's --samples)",
     )
+    _seed_option(p)
     args = p.parse_args(argv)
     from bayesdl.workflows.run import evaluate_run
 
     overrides = {"iw_samples": args.iw_samples} if args.iw_samples is not None else {}
     if args.samples is not None:
         overrides["samples"] = args.samples
-    result = evaluate_run(Path(args.run), _run_registry(args.run), args.device, overrides)
+    result = evaluate_run(
+        Path(args.run), _run_registry(args.run, args.plugin), args.device, overrides, args.seed
+    )
     print(f"evaluation of {args.run}:")
     _print_table(result)
     print(f"-> {Path(args.run) / 'evaluation.json'}")
@@ -271,10 +174,13 @@ def cmd_predict(argv: list[str]) -> int:
     p.add_argument("--input", required=True, help="inputs (.npz with `x`, .csv or .npy)")
     p.add_argument("--output", help="write predictions here as JSON (default: print)")
     p.add_argument("--device", default=None, help="cpu | cuda | auto (default: the run's)")
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE", help=_PLUGIN_HELP)
+    _seed_option(p)
     args = p.parse_args(argv)
     from bayesdl.workflows.run import predict_run, write_json
 
-    result = predict_run(Path(args.run), _run_registry(args.run), Path(args.input), args.device)
+    registry = _run_registry(args.run, args.plugin)
+    result = predict_run(Path(args.run), registry, Path(args.input), args.device, args.seed)
     if args.output:
         write_json(Path(args.output), result)
         print(f"predictions -> {args.output}")
@@ -288,14 +194,17 @@ def cmd_sample(argv: list[str]) -> int:
     p.add_argument("run", help="run folder made by `bayesdl fit`")
     p.add_argument("--out", default=None, help="folder for the images (default: the run folder)")
     p.add_argument("--device", default=None, help="cpu | cuda | auto (default: the run's)")
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE", help=_PLUGIN_HELP)
+    _seed_option(p)
     args = p.parse_args(argv)
     from bayesdl.workflows.run import sample_run
 
     result = sample_run(
         Path(args.run),
-        _run_registry(args.run),
+        _run_registry(args.run, args.plugin),
         None if args.out is None else Path(args.out),
         args.device,
+        args.seed,
     )
     print(f"samples of {args.run}:")
     _print_table(result)
@@ -307,29 +216,57 @@ def cmd_tour(argv: list[str]) -> int:
     p.add_argument("--out", required=True, help="report folder (index.html and one folder per run)")
     p.add_argument("--only", help="comma-separated models to include (default all)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the runs of an earlier tour in --out"
+    )
     args = p.parse_args(argv)
     from bayesdl.workflows import report
-    from bayesdl.workflows.run import run_fit
+    from bayesdl.workflows.run import run_fit, write_text
 
     registry = _registry()
     lecture = ["coin", "linreg", "bnn", "vae", "stochastic-depth"]  # the lecture's order
     known = [n for n in lecture if n in registry] + sorted(set(registry) - set(lecture))
-    names = known if not args.only else [n.strip() for n in args.only.split(",")]
+    names = known if not args.only else [n.strip() for n in args.only.split(",") if n.strip()]
+    if not names:
+        raise UserError("--only names no model")
     for n in names:
-        _lookup(n)
+        if n not in registry:
+            _lookup(n)  # the "unknown model" error
+            raise UserError(f"tour fits registered models only, not {n!r}: use `fit {n}`")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    planned = []  # (name, workflow, argv, options, run folder) of every run, checked up front
+    for name in names:
+        workflow = registry[name]
+        for i, run_argv in enumerate(workflow.tour_runs):
+            args_ns = fit_parser(workflow, f"{PROG} fit {name}").parse_args(run_argv)
+            run_dir = out / (
+                name if len(workflow.tour_runs) == 1 else f"{name}-{i + 1}-{args_ns.guide}"
+            )
+            planned.append((name, workflow, run_argv, args_ns, run_dir))
+    if not args.overwrite:  # never replace a run the user made or kept: refuse before fitting
+        from bayesdl.workflows.run import RUN_FILES
+
+        for *_, run_dir in planned:
+            if run_dir.exists() and (
+                not run_dir.is_dir() or any((run_dir / f).exists() for f in RUN_FILES)
+            ):
+                raise UserError(
+                    f"tour: {run_dir} already holds a run; choose another --out, or add "
+                    "--overwrite to replace the tour's runs"
+                )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot make {out}: {e.strerror or e}") from None
     sections, t0 = [], time.perf_counter()
     for name in names:
         workflow = registry[name]
         runs = []
-        for i, run_argv in enumerate(workflow.tour_runs):
-            args_ns = _fit_parser(workflow, f"{PROG} fit {name}").parse_args(run_argv)
-            run_dir = out / (
-                name if len(workflow.tour_runs) == 1 else f"{name}-{i + 1}-{args_ns.guide}"
-            )
+        for _, _, run_argv, args_ns, run_dir in (r for r in planned if r[0] == name):
             print(f"[tour] {name} {' '.join(run_argv)}", file=sys.stderr)
-            summary = run_fit(workflow, args_ns, run_dir, overwrite=True, progress=not args.quiet)
+            summary = run_fit(
+                workflow, args_ns, run_dir, overwrite=args.overwrite, progress=not args.quiet
+            )
             command = f"{PROG} fit {name} {shlex.join(run_argv)} --out {run_dir}"
             runs.append(
                 {
@@ -343,14 +280,14 @@ def cmd_tour(argv: list[str]) -> int:
         sections.append(report.section(name, workflow.description, runs))
     elapsed = time.perf_counter() - t0
     header = f"Every registered model fitted with quick defaults; {elapsed:.0f} s in all."
-    (out / "index.html").write_text(report.page(sections, header))
+    write_text(out / "index.html", report.page(sections, header))
     print(f"tour: {len(names)} models -> {out / 'index.html'}")
     return 0
 
 
 def cmd_gradient_variance(argv: list[str]) -> int:
     workflow, rest = _model_and_rest(argv, "gradient-variance")
-    p = _fit_parser(workflow, f"{PROG} gradient-variance {workflow.name}")
+    p = fit_parser(workflow, f"{PROG} gradient-variance {workflow.name}")
     p.add_argument("--draws", type=int, default=1000, help="gradient estimates per estimator")
     p.add_argument(
         "--compare",
@@ -424,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{PROG}: interrupted at step {e.step}{where}; "
             "rerun the command with --resume to continue\n"
         )
+        return 130
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (which saves and resumes)
+        sys.stderr.write(f"{PROG}: interrupted\n")
         return 130
 
 

@@ -22,16 +22,16 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bayesdl.cli import _fit_parser  # noqa: E402
 from bayesdl.models.bnn import kl  # noqa: E402
 from bayesdl.workflows.bnn import BNN  # noqa: E402
+from bayesdl.workflows.options import fit_parser  # noqa: E402
 from bayesdl.workflows.run import fit_config, fit_problem  # noqa: E402
 
 BATCH = 128
 
 
 def build(guide: str):
-    args = _fit_parser(BNN, "bnn").parse_args(
+    args = fit_parser(BNN, "bnn").parse_args(
         [
             "--data",
             "mnist",

@@ -21,8 +21,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import bayesdl.cli as cli  # noqa: E402
 from bayesdl.workflows.figures import plt, save  # noqa: E402
+from bayesdl.workflows.options import fit_parser  # noqa: E402
 from bayesdl.workflows.registry import REGISTRY  # noqa: E402
 from bayesdl.workflows.run import fit_config, fit_problem  # noqa: E402
 
@@ -30,7 +30,7 @@ from bayesdl.workflows.run import fit_config, fit_problem  # noqa: E402
 def run(argv: list[str]) -> dict:
     """Fit the model with ``argv`` (options of `bayesdl fit stochastic-depth`) and evaluate it."""
     workflow_cls = REGISTRY["stochastic-depth"]
-    args = cli._fit_parser(workflow_cls, "bench").parse_args(argv)
+    args = fit_parser(workflow_cls, "bench").parse_args(argv)
     workflow = workflow_cls(args)
     problem = workflow.build()
     t0 = time.perf_counter()

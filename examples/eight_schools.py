@@ -3,7 +3,7 @@
     bayesdl fit examples/eight_schools.py:model --data examples/data/eight_schools.csv \
         --guide auto-mvn --out runs/schools
     bayesdl fit eight-schools --plugin examples/eight_schools.py --out runs/schools
-    bayesdl evaluate runs/schools          (exact E[mu | y], E[tau | y] by quadrature)
+    bayesdl evaluate runs/schools --plugin examples/eight_schools.py   (exact E[mu | y], E[tau | y])
 """
 
 from pathlib import Path

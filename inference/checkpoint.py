@@ -2,27 +2,54 @@
 
 Written to ``path.tmp`` and renamed over ``path`` (``os.replace`` is atomic on POSIX), so a
 crash mid-write leaves the previous checkpoint intact.
+
+A checkpoint holds tensors and plain data only (dicts, lists, tuples, strings, numbers, None)
+and is read with ``torch.load(..., weights_only=True)``: loading a run folder never unpickles
+Python objects, so a crafted ``checkpoint.pt`` cannot run code. What is not plain data is
+converted here: numpy's RNG state becomes a tensor and numbers, and the constraints of Pyro's
+parameter store become names (``"positive"``) or descriptions of their class and attributes
+(``interval(lo, hi)``, ``independent(base, n)``, ...).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pickle
 import random
+import sys
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyro
+import pyro.distributions.constraints as pyro_constraints
 import torch
 from bayesdl.inference.errors import UserError
+from torch.distributions import constraints as torch_constraints
 from torch.distributions import transform_to
+
+#: what :func:`save` writes into ``state["format"]``; checkpoints of format 1 were pickles
+FORMAT = 2
+
+Constraint = torch_constraints.Constraint
 
 
 def rng_state() -> dict:
-    """Every RNG a fit draws from."""
+    """Every RNG a fit draws from, as tensors and plain numbers."""
+    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": [version, list(internal), gauss_next],
+        "numpy": {
+            "name": str(name),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -32,36 +59,151 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     """Restore what :func:`rng_state` saved."""
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss_next = state["python"]
+    random.setstate((int(version), tuple(int(i) for i in internal), gauss_next))
+    n = state["numpy"]
+    keys = n["keys"].cpu().numpy().astype(np.uint32)
+    np.random.set_state((n["name"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save(path: Path, state: dict) -> None:
-    """Write ``state`` to ``path`` atomically."""
+    """Write ``state`` (tensors and plain data, see the module's docstring) to ``path``
+    atomically."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        # a file object of Python's: a failed write is an OSError (torch's own is a RuntimeError)
+        with open(tmp, "wb") as f:
+            torch.save({**state, "format": FORMAT}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
+
+
+def _older(path: Path) -> UserError:
+    return UserError(
+        f"checkpoint {path} was made by an older bayesdl (or is not a bayesdl checkpoint): it "
+        "holds more than tensors and plain data, and Python objects are not unpickled as they "
+        "could run code; refit the run (bayesdl fit ... --overwrite), or load it with the "
+        "bayesdl version that made it if you trust the file"
+    )
 
 
 def load(path: Path) -> dict:
-    """Read a checkpoint, with a clear error when it is missing or unreadable."""
+    """Read a checkpoint (tensors and plain data only, nothing is unpickled), with a clear
+    error when it is missing, unreadable or of an older format."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"no checkpoint at {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise UserError(f"cannot read checkpoint {path}: {e}") from None
+        with warnings.catch_warnings():  # torch's notes on a foreign pickle's protocol
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # a Python object: an older checkpoint, or a crafted one
+        raise _older(path) from None
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot read checkpoint {path}: {first}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise _older(path)
+    return state
+
+
+# ----------------------------------------------------------------------------- constraints
+
+
+def _named_constraints() -> dict[str, Constraint]:
+    """Module-level constraint objects of torch and Pyro, by name (Pyro's re-exports torch's)."""
+    named: dict[str, Constraint] = {}
+    for module in (pyro_constraints, torch_constraints):
+        for name, obj in vars(module).items():
+            if isinstance(obj, Constraint) and not name.startswith("_"):
+                named.setdefault(name, obj)
+    return named
+
+
+_NAMED = _named_constraints()
+_NAME_OF = {id(obj): name for name, obj in reversed(list(_NAMED.items()))}
+
+
+def encode_constraint(c: Any) -> dict:
+    """A constraint as plain data: ``{"name": "positive"}`` for torch's and Pyro's named
+    constraints; ``{"class": "module:Class", "attrs": {...}}`` for the others (``interval``,
+    ``greater_than``, ``independent``, ``cat``, ...), attributes encoded recursively. Never
+    fails: what cannot be described is recorded as such and refused by :func:`decode_constraint`.
+    """
+    name = _NAME_OF.get(id(c))
+    if name is not None:
+        return {"name": name}
+    cls = type(c)
+    out: dict[str, Any] = {"class": f"{cls.__module__}:{cls.__qualname__}"}
+    try:
+        out["attrs"] = {k: _encode_value(v) for k, v in vars(c).items()}
+    except TypeError as e:  # an attribute that is not plain data
+        out["unencodable"] = str(e)
+    return out
+
+
+def _encode_value(v: Any) -> Any:
+    if isinstance(v, Constraint):
+        return {"constraint": encode_constraint(v)}
+    if torch.is_tensor(v):
+        return {"tensor": v.detach().cpu()}
+    if v is None or isinstance(v, bool | int | float | str):
+        return {"value": v}
+    if isinstance(v, list | tuple):
+        return {"list" if isinstance(v, list) else "tuple": [_encode_value(x) for x in v]}
+    raise TypeError(f"attribute of type {type(v).__name__}")
+
+
+def _decode_value(v: dict, device: torch.device | None) -> Any:
+    if "constraint" in v:
+        return decode_constraint(v["constraint"], device)
+    if "tensor" in v:
+        return v["tensor"] if device is None else v["tensor"].to(device)
+    if "value" in v:
+        return v["value"]
+    if "list" in v:
+        return [_decode_value(x, device) for x in v["list"]]
+    return tuple(_decode_value(x, device) for x in v["tuple"])
+
+
+def decode_constraint(d: dict, device: torch.device | None = None) -> Constraint:
+    """The constraint :func:`encode_constraint` described (tensor attributes such as interval
+    bounds on ``device``). Classes are looked up only among modules already imported (nothing
+    is imported), and must be constraint classes."""
+    if "name" in d:
+        if d["name"] not in _NAMED:
+            raise ValueError(f"unknown constraint {d['name']!r}")
+        return _NAMED[d["name"]]
+    module, _, qualname = str(d.get("class", "")).partition(":")
+    if "unencodable" in d:
+        raise ValueError(f"constraint {qualname} could not be saved ({d['unencodable']})")
+    cls: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        ok = part.isidentifier() and not part.startswith("__")
+        cls = getattr(cls, part, None) if ok else None
+    if not (isinstance(cls, type) and issubclass(cls, Constraint)):
+        raise ValueError(f"constraint class {qualname} of {module} is not loaded")
+    c = object.__new__(cls)  # no __init__: the saved attributes are set as they were
+    c.__dict__.update({k: _decode_value(v, device) for k, v in d["attrs"].items()})
+    return c
 
 
 def param_store_state() -> dict:
-    """Unconstrained values and constraints of every entry of Pyro's parameter store."""
-    return pyro.get_param_store().get_state()
+    """Unconstrained values and (encoded) constraints of every entry of Pyro's parameter
+    store."""
+    state = pyro.get_param_store().get_state()
+    return {
+        "params": {k: v.detach() for k, v in state["params"].items()},
+        "constraints": {k: encode_constraint(c) for k, c in state["constraints"].items()},
+    }
 
 
 def load_param_store_state(state: dict, device: torch.device) -> None:
@@ -80,7 +222,13 @@ def load_param_store_state(state: dict, device: torch.device) -> None:
                     )
                 existing[name].copy_(value)
             else:
-                constraint = state["constraints"][name]
+                try:
+                    constraint = decode_constraint(state["constraints"][name], device)
+                except (ValueError, KeyError, TypeError, AttributeError) as e:
+                    raise UserError(
+                        f"checkpoint parameter {name}: cannot restore its constraint ({e}); "
+                        "load it where the model creates this parameter"
+                    ) from None
                 store.setdefault(name, transform_to(constraint)(value), constraint)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from pyro import poutine
 from pyro.infer import Predictive
@@ -98,3 +99,83 @@ def predictive(
 
 def _tolist(t: torch.Tensor):
     return t.item() if t.dim() == 0 else t.tolist()
+
+
+def model_sites(model: Callable, guide: Callable, data: Mapping[str, Any]) -> dict[str, Any]:
+    """Every sample site of the model (latent, observed, deterministic) and the shape of one
+    draw of it, in order."""
+    with torch.no_grad():
+        gtr = poutine.trace(guide).get_trace(**data)
+        mtr = poutine.trace(poutine.replay(model, trace=gtr)).get_trace(**data)
+    return {
+        n: s["value"].shape
+        for n, s in mtr.nodes.items()
+        if s["type"] == "sample" and type(s["fn"]).__name__ != "_Subsample"
+    }
+
+
+def draw(
+    model: Callable,
+    guide: Callable,
+    data: Mapping[str, Any],
+    num_samples: int,
+    return_sites: list[str] | None = None,
+) -> dict[str, torch.Tensor]:
+    """``num_samples`` joint draws ``z_m ~ q``, ``x_m ~ p(x | z_m)`` of ``return_sites`` (every
+    site of the model when ``None``), ``{site: [num_samples, *shape]}``: one vectorized pass
+    where the model broadcasts, else one draw at a time."""
+    shapes = model_sites(model, guide, data)
+    sites = return_sites if return_sites is not None else list(shapes)
+    with torch.no_grad():
+        try:
+            pred = Predictive(
+                model, guide=guide, num_samples=num_samples, return_sites=sites, parallel=True
+            )
+            out = pred(**data)
+        except Exception:  # noqa: BLE001 - models that do not broadcast: one draw at a time
+            pred = Predictive(model, guide=guide, num_samples=num_samples, return_sites=sites)
+            out = pred(**data)
+    for k, v in out.items():  # Predictive keeps a singleton dim per plate level: drop them
+        shape = shapes.get(k)
+        if shape is not None and v.numel() == num_samples * shape.numel():
+            out[k] = v.reshape(num_samples, *shape)
+    return out
+
+
+def observation_keys(model: Callable, data: Mapping[str, Any]) -> set[str]:
+    """The keyword arguments whose values the model observes as they are (``obs=y``)."""
+    with torch.no_grad():
+        tr = poutine.trace(model).get_trace(**data)
+    ptrs = {
+        s["value"].data_ptr()
+        for s in tr.nodes.values()
+        if s["type"] == "sample" and s["is_observed"] and torch.is_tensor(s["value"])
+    }
+    return {k for k, v in data.items() if torch.is_tensor(v) and v.data_ptr() in ptrs}
+
+
+def predictive_inputs(
+    train: Mapping[str, Any],
+    new: Mapping[str, Any],
+    data_size: int | None,
+    observed: set[str] = frozenset(),
+) -> dict[str, Any]:
+    """The model's keyword arguments at new inputs: ``new`` over the training ones, where a
+    training array of the data plate's length that ``new`` does not give (an observation) is
+    ``None``, so its site is drawn; scalars and other arguments keep their training values."""
+    device = next((v.device for v in train.values() if torch.is_tensor(v)), None)
+    n_train = data_size
+    out: dict[str, Any] = {}
+    for k, v in train.items():
+        if k in new:
+            continue
+        per_datum = torch.is_tensor(v) and v.dim() >= 1 and n_train is not None
+        out[k] = None if k in observed or (per_datum and v.shape[0] == n_train) else v
+    for k, v in new.items():
+        if isinstance(v, np.ndarray):
+            v = torch.as_tensor(
+                v.astype(np.int64) if v.dtype.kind in "iu" else v,
+                dtype=None if v.dtype.kind in "iub" else torch.get_default_dtype(),
+            )
+        out[k] = v.to(device) if torch.is_tensor(v) and device is not None else v
+    return out

@@ -19,10 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from bayesdl.inference.estimators import ESTIMATORS, Estimator
 from pyro.distributions import TorchDistribution, constraints
-from pyro.infer import Trace_ELBO
 from pyro.poutine.messenger import Messenger
+
+from bayesdl.inference.elbo import Estimator, SyncFreeTrace_ELBO
 
 #: (tau_0, tau_T): the default temperature schedule of ``--estimator relaxed``
 TEMPERATURE = (1.0, 0.3)
@@ -73,7 +73,8 @@ class Relax(Messenger):
 
 @dataclass
 class RelaxedEstimator(Estimator):
-    """:class:`~pyro.infer.Trace_ELBO` on the relaxed model and guide, annealed temperature."""
+    """:class:`~pyro.infer.Trace_ELBO` (sync-free) on the relaxed model and guide, annealed
+    temperature."""
 
     relax: Relax = field(default_factory=Relax)
     schedule: tuple[float, float] = TEMPERATURE
@@ -90,11 +91,12 @@ def make_relaxed(
     max_plate_nesting: float = float("inf"),
     schedule: tuple[float, float] = TEMPERATURE,
 ) -> RelaxedEstimator:
-    """The ``relaxed`` estimator (factory signature of :data:`inference.estimators.ESTIMATORS`)."""
+    """The ``relaxed`` estimator (a factory of
+    :data:`bayesdl.inference.estimators.ESTIMATORS`)."""
     relax = Relax(schedule[0])
     return RelaxedEstimator(
         "relaxed",
-        Trace_ELBO(
+        SyncFreeTrace_ELBO(
             num_particles=particles,
             vectorize_particles=vectorize,
             max_plate_nesting=max_plate_nesting,
@@ -104,6 +106,3 @@ def make_relaxed(
         relax=relax,
         schedule=schedule,
     )
-
-
-ESTIMATORS["relaxed"] = make_relaxed

@@ -1,9 +1,11 @@
 """Stochastic variational inference: ``max_lambda E_q[log p(x, z) - log q(z | lambda)]``.
 
 One loop for every model, written the way ``examples/svi_torch.py`` in Pyro writes it:
-the estimator gives a differentiable loss, a plain :mod:`torch.optim` optimizer steps on
-the parameters it touches. What the loop adds over ``SVI.step`` is only bookkeeping that
-never waits on the device between log points: minibatch indices, learning-rate and KL
+the estimator gives a differentiable loss (its ELBO's own), a plain :mod:`torch.optim`
+optimizer steps on the parameters it touches. The loop has NumPyro's shape: a
+:class:`Trainer` with ``init`` / ``update`` / ``log`` / ``checkpoint_state``, and :func:`fit`.
+What the loop adds over ``SVI.step`` is only bookkeeping that never waits on the device
+between log points: minibatch indices, learning-rate and KL
 schedules, gradient clipping, metrics, atomic checkpoints, exact resume and clean
 SIGINT/SIGTERM handling.
 """
@@ -11,8 +13,10 @@ SIGINT/SIGTERM handling.
 from __future__ import annotations
 
 import json
+import math
 import signal
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -21,6 +25,9 @@ from typing import Any
 
 import pyro
 import torch
+from pyro import poutine
+from tqdm.auto import tqdm
+
 from bayesdl.inference import checkpoint as ckpt
 from bayesdl.inference import distributed
 from bayesdl.inference.batching import DataSubsample, EpochBatcher
@@ -28,43 +35,81 @@ from bayesdl.inference.devices import resolve_device
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.estimators import make_estimator
 from bayesdl.inference.schedules import LR_SCHEDULES, KLScale, kl_weight, lr_factor
-from pyro import poutine
-from tqdm.auto import tqdm
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
+#: the largest seed numpy's RNG (seeded by ``pyro.set_rng_seed``) accepts
+MAX_SEED = 2**32 - 1
 
 
 @dataclass
 class FitConfig:
     """Everything that decides a fit; saved with every checkpoint."""
 
-    steps: int = 1000
-    lr: float = 1e-2
-    optimizer: str = "adam"
-    estimator: str = "reparam"
-    particles: int = 1
-    vectorize_particles: bool = True
-    max_plate_nesting: float = float("inf")
-    batch_size: int | None = None
-    lr_schedule: str = "constant"
-    lr_warmup: int = 0
-    clip_norm: float | None = None
-    kl_warmup: int = 0
-    kl_warmup_start: int = 0
-    seed: int = 0
-    device: str = "cpu"
-    log_every: int = 100
-    checkpoint_every: int = 1000
-    threads: int | None = None
-    check_args: bool = False
+    # every field is a `bayesdl fit` option (see bayesdl.workflows.options): `metadata` holds
+    # its help ("%(default)s" is the model's default), flag and command-line converter
+    steps: int = field(default=1000, metadata={"help": "optimizer steps (default %(default)s)"})
+    lr: float = field(default=1e-2, metadata={"help": "learning rate (default %(default)s)"})
+    optimizer: str = field(
+        default="adam", metadata={"help": "adam | adamw | sgd (default %(default)s)"}
+    )
+    estimator: str = field(
+        default="reparam", metadata={"help": "ELBO gradient estimator (default %(default)s)"}
+    )
+    particles: int = field(default=1, metadata={"help": "samples per ELBO estimate"})
+    vectorize_particles: bool = field(
+        default=True,
+        metadata={"help": "draw particles in a Python loop (for models that do not broadcast)"},
+    )
+    max_plate_nesting: float = field(default=float("inf"), metadata={"hidden": True})
+    batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "minibatch size (likelihood scaled by N / B); default full batch",
+            "type": "optional_int",
+        },
+    )
+    lr_schedule: str = field(default="constant", metadata={"help": "constant | linear | cosine"})
+    lr_warmup: int = field(default=0, metadata={"help": "steps of linear LR warm-up"})
+    clip_norm: float | None = field(default=None, metadata={"help": "clip gradient norm"})
+    kl_warmup: int = field(
+        default=0, metadata={"help": "anneal the KL weight from 0 to 1 over this many steps"}
+    )
+    kl_warmup_start: int = field(default=0, metadata={"help": "step at which KL warm-up begins"})
+    seed: int = field(
+        default=0,
+        metadata={"help": "random seed, 0 to 2**32-1 (default %(default)s)", "type": "seed"},
+    )
+    device: str = field(
+        default="cpu", metadata={"help": "cpu | cuda | cuda:N | auto (default %(default)s)"}
+    )
+    log_every: int = field(default=100, metadata={"help": "steps between metric rows"})
+    checkpoint_every: int = field(default=1000, metadata={"help": "steps between checkpoints"})
+    threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "torch intra-op threads (default: torch's; 1 is fastest for small models "
+            "on a busy machine)"
+        },
+    )
+    check_args: bool = field(
+        default=False,
+        metadata={
+            "help": "keep Pyro's argument checks on at every step (slower; for debugging)",
+            "flag": "--validate",
+        },
+    )
 
     def validate(self) -> None:
         """Reject impossible settings with a :class:`UserError`."""
         if self.steps <= 0:
             raise UserError(f"--steps must be positive, got {self.steps}")
-        if not self.lr > 0:
-            raise UserError(f"--lr must be positive, got {self.lr}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UserError(f"--lr must be a positive finite number, got {self.lr}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise UserError(f"--seed must be an integer, got {self.seed!r}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise UserError(f"--seed must be between 0 and 2**32-1, got {self.seed}")
         if self.particles < 1:
             raise UserError(f"--particles must be >= 1, got {self.particles}")
         if self.batch_size is not None and self.batch_size < 1:
@@ -73,14 +118,21 @@ class FitConfig:
             raise UserError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}")
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
-        if self.clip_norm is not None and not self.clip_norm > 0:
-            raise UserError(f"--clip-norm must be positive, got {self.clip_norm}")
+        if self.clip_norm is not None and not (
+            self.clip_norm > 0 and math.isfinite(self.clip_norm)
+        ):
+            raise UserError(
+                f"--clip-norm must be a positive finite number, got {self.clip_norm} "
+                "(leave it out for no clipping)"
+            )
         if self.log_every < 1 or self.checkpoint_every < 1:
             raise UserError("--log-every and --checkpoint-every must be >= 1")
         if self.threads is not None and self.threads < 1:
             raise UserError(f"--threads must be >= 1, got {self.threads}")
-        if self.kl_warmup < 0:
-            raise UserError(f"--kl-warmup must be >= 0, got {self.kl_warmup}")
+        for name in ("lr_warmup", "kl_warmup", "kl_warmup_start"):
+            if getattr(self, name) < 0:
+                flag = "--" + name.replace("_", "-")
+                raise UserError(f"{flag} must be >= 0, got {getattr(self, name)}")
 
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
@@ -92,7 +144,11 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 
 @dataclass
 class FitResult:
-    """What a fit produced (the parameters themselves live in Pyro's param store)."""
+    """What a fit produced.
+
+    ``params`` is the fit's own parameter store (``{"params", "constraints"}``, Pyro's
+    ``ParamStoreDict`` state): use the guide inside ``pyro.get_param_store().scope(params)``.
+    """
 
     steps: int
     final_elbo: float
@@ -100,6 +156,18 @@ class FitResult:
     device: str
     history: list[dict] = field(default_factory=list)
     interrupted: bool = False
+    params: dict = field(default_factory=lambda: {"params": {}, "constraints": {}})
+
+    def param(self, name: str) -> torch.Tensor:
+        """The fitted value of ``pyro.param(name)`` (constrained), from this fit's store."""
+        with pyro.get_param_store().scope(self.params):
+            return pyro.param(name).detach()
+
+    def param_values(self) -> dict[str, torch.Tensor]:
+        """Every fitted ``pyro.param`` of this fit (constrained), by name."""
+        with pyro.get_param_store().scope(self.params):
+            store = pyro.get_param_store()
+            return {name: store[name].detach() for name in list(store.keys())}
 
 
 class Interrupted(Exception):
@@ -167,6 +235,273 @@ def trainable_params(
     return params
 
 
+def untrained_leaves(loss: torch.Tensor, params: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+    """Leaf tensors that require grad and feed ``loss`` but are not among ``params``: weights
+    the optimizer never moves (a network called in the model without ``pyro.module``)."""
+    known = {id(p) for p in params.values()}
+    found, seen, stack = [], set(), [loss.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        leaf = getattr(node, "variable", None)  # AccumulateGrad: a leaf that gets a .grad
+        if leaf is not None and id(leaf) not in known:
+            found.append(leaf)
+        stack.extend(n for n, _ in node.next_functions)
+    return found
+
+
+def warn_untrained(loss: torch.Tensor, params: Mapping[str, torch.Tensor]) -> None:
+    """One :class:`UserWarning` per fit naming the shapes of :func:`untrained_leaves`."""
+    leaves = untrained_leaves(loss, params)
+    if leaves:
+        shapes = ", ".join(str(tuple(t.shape)) for t in leaves[:6])
+        more = f" and {len(leaves) - 6} more" if len(leaves) > 6 else ""
+        warnings.warn(
+            f"{len(leaves)} tensor(s) of shape {shapes}{more} require grad and feed the ELBO but "
+            "are not trained: register the network in the model with pyro.module('name', net) "
+            "(or make it a PyroModule), or detach the tensor",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+@dataclass
+class TrainState:
+    """Everything that changes while fitting: the step, the optimizer and the minibatch
+    position, the log window, and this epoch's data (see :class:`Trainer`)."""
+
+    step: int
+    data: dict[str, Any]
+    epoch_rng: dict | None = None
+    history: list[dict] = field(default_factory=list)
+    running: torch.Tensor | None = None  # sum of the losses of the current log window
+    count: int = 0  # steps in the current log window
+
+
+class Trainer:
+    """SVI for one model and guide, in the shape of NumPyro's ``SVI``: :meth:`init` builds the
+    state (parameters, optimizer, minibatches), :meth:`update` takes one step, :meth:`log`
+    closes a metrics window, :meth:`checkpoint_state` / :meth:`load` save and restore, and
+    :func:`fit` is the short loop over them. Each piece can be called and tested alone.
+
+    The parameters live in the current Pyro param store (:func:`fit` gives each fit its own).
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        guide: Callable,
+        config: FitConfig,
+        *,
+        data_size: int | None = None,
+        data_hook: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None,
+        ddp: Any = None,
+        device: torch.device | None = None,
+    ):
+        self.model, self.guide, self.config = model, guide, config
+        self.data_size, self.data_hook, self.ddp = data_size, data_hook, ddp
+        self.device = device if device is not None else resolve_device(config.device)
+        self.estimator = make_estimator(
+            config.estimator, config.particles, config.vectorize_particles, config.max_plate_nesting
+        )
+        self.subsample = DataSubsample("data")
+        self.kl = KLScale()
+        self.batcher: EpochBatcher | None = None
+        self.params: dict[str, torch.Tensor] = {}
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.base_data: dict[str, Any] = {}
+        self._set_step = None
+        self._checked = False
+
+    # -- setup
+
+    def init(self, data: Mapping[str, Any]) -> TrainState:
+        """Move data and networks to the device, run model and guide once to create the
+        parameters, build the optimizer; the state of step 0."""
+        config, ddp = self.config, self.ddp
+        self.base_data = data = _to_device(data, self.device)
+        state = TrainState(step=0, data=data, running=torch.zeros((), device=self.device))
+        if self.data_hook is not None:  # epoch 0's data, also for the initialisation pass
+            state.epoch_rng = ckpt.rng_state()
+            state.data = self.data_hook(0, self.base_data)
+        for m in (self.model, self.guide):
+            if isinstance(m, torch.nn.Module):
+                m.to(self.device)
+        if config.batch_size is not None or ddp is not None:
+            if self.data_size is None:
+                raise UserError("this model has no data plate to split into minibatches")
+            batch_size = config.batch_size
+            if ddp is not None:
+                batch_size = ddp.global_batch(batch_size, self.data_size)
+            if batch_size < self.data_size or ddp is not None:  # P processes: 1/P each
+                shard = ddp.shard if ddp else (0, 1)
+                self.batcher = EpochBatcher(self.data_size, batch_size, self.device, *shard)
+                self.subsample.indices = self.batcher.next()  # for the initialisation pass
+
+        self.train_model = self._wrap(self.estimator.wrap_model(self.model))
+        self.train_guide = self._wrap(self.estimator.wrap_guide(self.guide))
+        params = trainable_params(
+            self.train_model, self.train_guide, state.data, (self.model, self.guide)
+        )
+        if not params:
+            raise UserError(
+                "nothing to fit: the guide has no parameters (a guide must create them with "
+                "pyro.param or be a PyroModule / nn.Module)"
+            )
+        # lets Pyro settle lazy state (plate nesting, baselines) before any RNG state is saved
+        # or restored; with gradients on, as TraceEnum_ELBO refuses a loss it cannot
+        # differentiate
+        if self.estimator.differentiable:
+            self.estimator.loss(self.train_model, self.train_guide, **state.data).detach()
+            self.loss_fn = partial(self.estimator.loss, self.train_model, self.train_guide)
+        elif ddp is not None:
+            raise UserError(
+                f"--estimator {config.estimator} computes its own gradients and cannot run "
+                "data-parallel"
+            )
+        if ddp is not None:  # DistributedDataParallel averages the gradients over processes
+            ddp.check_shardable(self.train_model, self.train_guide, state.data)
+            params, self.loss_fn = ddp.wrap(params, self.loss_fn)
+        self.params = params
+        self.optimizer = OPTIMIZERS[config.optimizer](list(params.values()), lr=config.lr)
+        self._set_step = getattr(self.estimator, "set_step", None)  # e.g. a temperature
+        if self.batcher is not None:
+            self.batcher._pos = self.batcher.batches_per_epoch  # epoch 0 starts at step 0
+        return state
+
+    def _wrap(self, fn: Callable) -> Callable:
+        # only the messengers this fit needs: each one costs time at every sample site
+        fn = self.kl(fn) if self.config.kl_warmup > 0 else fn
+        return self.subsample(fn) if self.batcher is not None else fn
+
+    # -- one step
+
+    def update(self, state: TrainState) -> torch.Tensor:
+        """One optimizer step at ``state.step`` (schedules, minibatch, data hook); returns the
+        detached loss, which stays on the device."""
+        config, step = self.config, state.step
+        for group in self.optimizer.param_groups:
+            group["lr"] = config.lr * lr_factor(
+                config.lr_schedule, step, config.steps, config.lr_warmup
+            )
+        self.kl.beta = kl_weight(step, config.kl_warmup, config.kl_warmup_start)
+        if self._set_step is not None:
+            self._set_step(step, config.steps)
+        epoch_len = self.epoch_len
+        if self.data_hook is not None and step % epoch_len == 0 and step > 0:
+            state.epoch_rng = ckpt.rng_state()
+            state.data = self.data_hook(step // epoch_len, self.base_data)
+        if self.batcher is not None:
+            self.subsample.indices = self.batcher.next()
+        try:
+            if self.estimator.differentiable:
+                loss = self.loss_fn(**state.data)
+                if not self._checked:  # once per fit: networks the optimizer cannot see
+                    warn_untrained(loss, self.params)
+                    self._checked = True
+                loss.backward()
+                loss = loss.detach()
+            else:
+                loss = self.estimator.loss_and_grads(
+                    self.train_model, self.train_guide, **state.data
+                ).to(self.device)
+        except (ValueError, RuntimeError) as e:
+            if not self.finite():
+                raise UserError(
+                    f"training diverged before step {step + 1}: parameters became NaN or "
+                    "infinite; lower --lr or set --clip-norm (the last finite checkpoint is kept)"
+                ) from e
+            raise
+        if config.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(list(self.params.values()), config.clip_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        state.running += loss
+        state.count += 1
+        state.step += 1
+        return loss
+
+    @property
+    def epoch_len(self) -> int:
+        """Steps per epoch (1 without minibatches)."""
+        return self.batcher.batches_per_epoch if self.batcher is not None else 1
+
+    def finite(self) -> bool:
+        """Whether every parameter is finite (reads the device)."""
+        return all(bool(torch.isfinite(p).all()) for p in self.params.values())
+
+    # -- logging
+
+    def log(self, state: TrainState, wall_seconds: float) -> dict:
+        """Close the current log window: the mean ELBO of its steps (the one host sync per
+        window); a NaN or infinite ELBO is a :class:`UserError`."""
+        if self.ddp is not None:  # the global batch's estimate, as one process logs it
+            self.ddp.mean_(state.running)
+        elbo = -float(state.running) / max(1, state.count)
+        state.running.zero_()
+        state.count = 0
+        if elbo != elbo or abs(elbo) == float("inf"):
+            raise UserError(
+                f"the ELBO became {elbo} by step {state.step}: lower --lr or set --clip-norm "
+                "(the last finite checkpoint is kept)"
+            )
+        row = {
+            "step": state.step,
+            "elbo": elbo,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "kl_weight": self.kl.beta,
+            "wall_seconds": round(wall_seconds, 4),
+        }
+        state.history.append(row)
+        return row
+
+    # -- checkpoints
+
+    def checkpoint_state(self, state: TrainState) -> dict:
+        """Everything :meth:`load` needs to continue exactly as an uninterrupted run."""
+        if not self.finite():
+            raise UserError(
+                f"training diverged by step {state.step}: parameters became NaN or infinite; "
+                "lower --lr or set --clip-norm (the last finite checkpoint is kept)"
+            )
+        return {
+            "format": 1,
+            "step": state.step,
+            "param_store": ckpt.param_store_state(),
+            "modules": ckpt.module_states((self.model, self.guide)),
+            "optimizer": self.optimizer.state_dict(),
+            "batcher": self.batcher.state_dict() if self.batcher is not None else None,
+            "rng": ckpt.rng_state(),
+            "epoch_rng": state.epoch_rng,
+            "config": asdict(self.config),
+            "history": state.history,
+            "window": {"running": state.running.detach().cpu(), "count": state.count},
+        }
+
+    def load(self, state: TrainState, saved: dict) -> None:
+        """Continue from a checkpoint: parameters, optimizer, minibatch position, RNGs, the
+        open log window and this epoch's data."""
+        ckpt.load_module_states((self.model, self.guide), saved.get("modules"))
+        ckpt.load_param_store_state(saved["param_store"], self.device)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        if self.batcher is not None and saved.get("batcher") is not None:
+            self.batcher.load_state_dict(saved["batcher"])
+        ckpt.set_rng_state(saved["rng"])
+        state.step = saved["step"]
+        state.history = list(saved.get("history", []))
+        window = saved.get("window")
+        if window is not None:
+            state.running = window["running"].to(self.device).clone()
+            state.count = int(window["count"])
+        if self.data_hook is not None and state.step % self.epoch_len:
+            state.epoch_rng = saved["epoch_rng"]  # redraw this epoch's data as it was drawn
+            ckpt.set_rng_state(state.epoch_rng)
+            state.data = self.data_hook(state.step // self.epoch_len, self.base_data)
+            ckpt.set_rng_state(saved["rng"])
+
+
 def fit(
     model: Callable,
     guide: Callable,
@@ -179,8 +514,12 @@ def fit(
     progress: bool = True,
     stop_at_step: int | None = None,
     data_hook: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None,
+    params: dict | None = None,
 ) -> FitResult:
     """Fit ``guide`` to ``model`` by SVI; ``data`` are the keyword arguments of both.
+
+    The fit has a parameter store of its own (Pyro's ``param_store.scope``): it neither reads
+    nor clears the global one. ``FitResult.params`` holds it afterwards.
 
     :param data_size: N, the size of the model's ``pyro.plate("data", N)``; needed for
         minibatches (``config.batch_size``).
@@ -192,6 +531,7 @@ def fit(
         dynamic binarization); called at every epoch start (every step without minibatches)
         with the original ``data``. Its randomness must come from torch's RNGs: the RNG state
         at the epoch start is checkpointed, so a resume mid-epoch redraws the same data.
+    :param params: a param store state to start from (default: an empty one).
     """
     config.validate()
     device = resolve_device(config.device)
@@ -201,220 +541,118 @@ def fit(
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is None:
         raise UserError("--resume needs --out DIR holding the checkpoint")
-    state = ckpt.load(out / CHECKPOINT) if resume and (ddp is None or ddp.is_main) else None
+    saved = ckpt.load(out / CHECKPOINT) if resume and (ddp is None or ddp.is_main) else None
     if resume and ddp is not None:
-        state = ddp.broadcast(state)  # only rank 0 reads the file
-    if state is not None and state["step"] >= config.steps:
+        saved = ddp.broadcast(saved)  # only rank 0 reads the file
+    if saved is not None and saved["step"] > config.steps:
         raise UserError(
-            f"the checkpoint is at step {state['step']}, not before --steps {config.steps}; "
+            f"the checkpoint is at step {saved['step']}, past --steps {config.steps}; "
             "raise --steps to train longer"
         )
-
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     pyro.set_rng_seed(config.seed)
-    pyro.clear_param_store()
-    data = base_data = _to_device(data, device)
-    epoch_rng = None  # RNG state at the start of the current epoch (for data_hook)
-    if data_hook is not None:  # epoch 0's data, also for the initialisation pass
-        epoch_rng = ckpt.rng_state()
-        data = data_hook(0, base_data)
-    if isinstance(model, torch.nn.Module):
-        model.to(device)
-    if isinstance(guide, torch.nn.Module):
-        guide.to(device)
+    with pyro.get_param_store().scope(params) as store_state:
+        trainer = Trainer(
+            model, guide, config, data_size=data_size, data_hook=data_hook, ddp=ddp, device=device
+        )
+        state = trainer.init(data)
+        if saved is not None:
+            trainer.load(state, saved)
+        if ddp is not None and not ddp.is_main:
+            out, progress = None, False  # rank 0 alone shows progress, writes files
+        result = _run(trainer, state, out, progress, stop_at_step)
+    result.params = store_state
+    return result
 
-    estimator = make_estimator(
-        config.estimator, config.particles, config.vectorize_particles, config.max_plate_nesting
-    )
-    subsample = DataSubsample("data")
-    kl = KLScale()
 
-    batcher = None
-    if config.batch_size is not None or ddp is not None:
-        if data_size is None:
-            raise UserError("this model has no data plate to split into minibatches")
-        batch_size = config.batch_size
-        if ddp is not None:
-            batch_size = ddp.global_batch(batch_size, data_size)
-        if batch_size < data_size or ddp is not None:  # with P processes: each takes 1/P of it
-            batcher = EpochBatcher(data_size, batch_size, device, *(ddp.shard if ddp else (0, 1)))
-            subsample.indices = batcher.next()  # indices for the initialisation pass
-
-    def wrap(fn: Callable) -> Callable:
-        # only the messengers this fit needs: each one costs time at every sample site
-        fn = kl(fn) if config.kl_warmup > 0 else fn
-        return subsample(fn) if batcher is not None else fn
-
-    train_model = wrap(estimator.wrap_model(model))
-    train_guide = wrap(estimator.wrap_guide(guide))
-    params = trainable_params(train_model, train_guide, data, (model, guide))
-    if not params:
-        raise UserError("nothing to fit: the model and guide have no parameters")
-    # lets Pyro settle lazy state (plate nesting, baselines) before any RNG state is saved or
-    # restored; with gradients on, as TraceEnum_ELBO refuses a loss it cannot differentiate
-    estimator.loss(train_model, train_guide, **data).detach()
-    loss_fn = partial(estimator.loss, train_model, train_guide)
-    if ddp is not None:  # DistributedDataParallel averages the gradients over the processes
-        ddp.check_shardable(train_model, train_guide, data)
-        params, loss_fn = ddp.wrap(params, loss_fn)
-    optimizer = OPTIMIZERS[config.optimizer](list(params.values()), lr=config.lr)
-
-    start = 0
-    history: list[dict] = []
-    epoch_len = batcher.batches_per_epoch if batcher is not None else 1
-    if state is not None:
-        ckpt.load_module_states((model, guide), state.get("modules"))
-        ckpt.load_param_store_state(state["param_store"], device)
-        optimizer.load_state_dict(state["optimizer"])
-        if batcher is not None and state.get("batcher") is not None:
-            batcher.load_state_dict(state["batcher"])
-        ckpt.set_rng_state(state["rng"])
-        start = state["step"]
-        history = state.get("history", [])
-        if data_hook is not None and start % epoch_len:
-            epoch_rng = state["epoch_rng"]  # redraw this epoch's data as it was drawn
-            ckpt.set_rng_state(epoch_rng)
-            data = data_hook(start // epoch_len, base_data)
-            ckpt.set_rng_state(state["rng"])
-    elif batcher is not None:
-        batcher._pos = batcher.batches_per_epoch  # the first epoch starts at step 0
-
-    if ddp is not None and not ddp.is_main:
-        out, progress = None, False  # rank 0 alone shows progress, writes metrics and checkpoints
+def _run(
+    trainer: Trainer, state: TrainState, out: Path | None, progress: bool, stop_at_step
+) -> FitResult:
+    """The loop: :meth:`Trainer.update` until ``config.steps``, logging every ``log_every``
+    and checkpointing every ``checkpoint_every`` steps; SIGINT/SIGTERM save and raise
+    :class:`Interrupted`."""
+    config = trainer.config
     metrics_path = out / METRICS if out is not None else None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        _truncate_metrics(metrics_path, start)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            _truncate_metrics(metrics_path, state.step)
+        except OSError as e:
+            raise UserError(f"cannot write {metrics_path}: {e.strerror or e}") from None
 
-    def save_checkpoint(step: int) -> None:
-        if out is None:
-            return
-        if not all(bool(torch.isfinite(p).all()) for p in param_list):
-            raise UserError(
-                f"training diverged by step {step}: parameters became NaN or infinite; lower "
-                "--lr or set --clip-norm (the last finite checkpoint is kept)"
-            )
-        ckpt.save(
-            out / CHECKPOINT,
-            {
-                "format": 1,
-                "step": step,
-                "param_store": ckpt.param_store_state(),
-                "modules": ckpt.module_states((model, guide)),
-                "optimizer": optimizer.state_dict(),
-                "batcher": batcher.state_dict() if batcher is not None else None,
-                "rng": ckpt.rng_state(),
-                "epoch_rng": epoch_rng,
-                "config": asdict(config),
-                "history": history,
-            },
-        )
+    def save(step_state: TrainState) -> None:
+        if out is not None:
+            ckpt.save(out / CHECKPOINT, trainer.checkpoint_state(step_state))
 
-    param_list = list(params.values())
-    set_step = getattr(estimator, "set_step", None)  # optional per-step schedule hook
-    running = torch.zeros((), device=device)
-    count = 0
     wall0 = time.perf_counter()
     bar = tqdm(
         total=config.steps,
-        initial=start,
+        initial=state.step,
         disable=None if progress else True,  # None: off when stderr is not a terminal
         desc=f"fit ({config.estimator})",
         unit="step",
         dynamic_ncols=True,
         leave=False,
     )
-    interrupted_at = None
+    interrupted = False
     # argument checks ran on the first pass; in the loop they would sync with the device at
     # every distribution (NaN is caught at the next log point instead)
-    with _StopFlag() as stop, pyro.validation_enabled(config.check_args):
-        for step in range(start, config.steps):
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr * lr_factor(
-                    config.lr_schedule, step, config.steps, config.lr_warmup
-                )
-            kl.beta = kl_weight(step, config.kl_warmup, config.kl_warmup_start)
-            if set_step is not None:  # e.g. the relaxed estimator's temperature
-                set_step(step, config.steps)
-            if data_hook is not None and step % epoch_len == 0 and step > 0:
-                epoch_rng = ckpt.rng_state()
-                data = data_hook(step // epoch_len, base_data)
-            if batcher is not None:
-                subsample.indices = batcher.next()
-            try:
-                loss = loss_fn(**data)
-            except (ValueError, RuntimeError) as e:
-                if not all(bool(torch.isfinite(p).all()) for p in param_list):
-                    bar.close()
-                    raise UserError(
-                        f"training diverged before step {step + 1}: parameters became NaN or "
-                        "infinite; lower --lr or set --clip-norm "
-                        "(the last finite checkpoint is kept)"
-                    ) from e
-                raise
-            loss.backward()
-            if config.clip_norm is not None:
-                torch.nn.utils.clip_grad_norm_(param_list, config.clip_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            running += loss.detach()
-            count += 1
-
-            done = step + 1
-            if done % config.log_every == 0 or done == config.steps:
-                if ddp is not None:  # the global batch's estimate, as one process logs it
-                    ddp.mean_(running)
-                elbo = -float(running) / count  # the only host sync: once per log window
-                running.zero_()
-                count = 0
-                if elbo != elbo or abs(elbo) == float("inf"):
-                    bar.close()
-                    raise UserError(
-                        f"the ELBO became {elbo} by step {done}: lower --lr or set --clip-norm "
-                        "(the last finite checkpoint is kept)"
-                    )
-                row = {
-                    "step": done,
-                    "elbo": elbo,
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "kl_weight": kl.beta,
-                    "wall_seconds": round(time.perf_counter() - wall0, 4),
-                }
-                history.append(row)
-                if metrics_path is not None:
-                    with open(metrics_path, "a") as f:
-                        f.write(json.dumps(row) + "\n")
-                bar.set_postfix(elbo=f"{elbo:.4g}")
-            if done % config.checkpoint_every == 0 and done != config.steps:
-                save_checkpoint(done)
-            bar.update(1)
-            if stop.raised is not None or (stop_at_step is not None and done == stop_at_step):
-                interrupted_at = done
-                break
-    bar.close()
+    try:
+        with _StopFlag() as stop, pyro.validation_enabled(config.check_args):
+            while state.step < config.steps:
+                trainer.update(state)
+                done = state.step
+                if done % config.log_every == 0 or done == config.steps:
+                    row = trainer.log(state, time.perf_counter() - wall0)
+                    if metrics_path is not None:
+                        _append_metrics(metrics_path, row)
+                    bar.set_postfix(elbo=f"{row['elbo']:.4g}")
+                if done % config.checkpoint_every == 0 and done != config.steps:
+                    save(state)
+                bar.update(1)
+                if stop.raised is not None or (stop_at_step is not None and done == stop_at_step):
+                    interrupted = done < config.steps
+                    break
+    finally:
+        bar.close()
     wall = time.perf_counter() - wall0
-    final_step = interrupted_at if interrupted_at is not None else config.steps
-    save_checkpoint(final_step)
-    if interrupted_at is not None:
-        raise Interrupted(final_step, out / CHECKPOINT if out is not None else None)
-    final = history[-1]["elbo"] if history else float("nan")
+    save(state)
+    if interrupted:
+        raise Interrupted(state.step, out / CHECKPOINT if out is not None else None)
+    history = state.history
     return FitResult(
         steps=config.steps,
-        final_elbo=final,
+        final_elbo=history[-1]["elbo"] if history else float("nan"),
         wall_seconds=wall,
-        device=str(device),
+        device=str(trainer.device),
         history=history,
     )
 
 
+def _append_metrics(path: Path, row: dict) -> None:
+    """One row more in ``metrics.jsonl``; a failed write (a read-only folder, a full disk) is
+    a :class:`UserError` naming the file."""
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Keep only metric rows up to ``step`` (a resumed run rewrites what came after)."""
+    """Keep only metric rows up to ``step`` (a resumed run rewrites what came after); a torn
+    last line (a kill mid-write) is dropped."""
     if not path.exists():
         return
-    keep = [
-        line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step
-    ]
+    keep = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+            keep.append(line)
     path.write_text("".join(line + "\n" for line in keep))
 
 
@@ -424,17 +662,17 @@ def restore(
     data: Mapping[str, Any],
     checkpoint_path: str | Path,
     device: str = "cpu",
-) -> torch.device:
-    """Load a checkpoint's parameters for prediction: create the parameters by running model
-    and guide once, then overwrite them with the saved values."""
+) -> tuple[torch.device, dict]:
+    """Load a checkpoint's parameters for prediction into a param store of their own: create
+    the parameters by running model and guide once, then overwrite them with the saved values.
+    Returns the device and that store's state (use it with ``param_store.scope(state)``)."""
     dev = resolve_device(device)
-    state = ckpt.load(checkpoint_path)
-    pyro.clear_param_store()
-    if isinstance(model, torch.nn.Module):
-        model.to(dev)
-    if isinstance(guide, torch.nn.Module):
-        guide.to(dev)
-    trainable_params(model, guide, _to_device(data, dev))
-    ckpt.load_module_states((model, guide), state.get("modules"))
-    ckpt.load_param_store_state(state["param_store"], dev)
-    return dev
+    saved = ckpt.load(checkpoint_path)
+    with pyro.get_param_store().scope() as store_state:
+        for m in (model, guide):
+            if isinstance(m, torch.nn.Module):
+                m.to(dev)
+        trainable_params(model, guide, _to_device(data, dev))
+        ckpt.load_module_states((model, guide), saved.get("modules"))
+        ckpt.load_param_store_state(saved["param_store"], dev)
+    return dev, store_state

@@ -6,9 +6,11 @@ import json
 import re
 import shlex
 
-import bayesdl.cli as cli
 import numpy as np
+import pytest
 from conftest import ROOT
+
+import bayesdl.cli as cli
 
 README = (ROOT / "README.md").read_text()
 
@@ -44,3 +46,16 @@ def test_models_section_commands_run(tmp_path, monkeypatch, capsys):
         assert cli.main(argv[1:]) == 0, command
     assert json.loads((tmp_path / "runs/coin/summary.json").read_text())["model"] == "coin"
     assert (tmp_path / "runs/linreg/evaluation.json").exists()
+
+
+def test_python_section_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = re.search(r"## Python\n.*?```python\n(.*?)```", README, re.S).group(1)
+    namespace: dict = {}
+    exec(
+        compile(code.replace("steps=2000", "steps=2000, progress=False"), "README", "exec"),
+        namespace,
+    )
+    post = namespace["post"]
+    assert post.summary(num_samples=2000)["b"]["mean"] == pytest.approx(0.5, abs=0.1)
+    assert (tmp_path / "runs/line/summary.json").exists()

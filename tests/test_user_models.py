@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from bayesdl.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -222,7 +223,8 @@ def test_eight_schools_plugin(cli, capsys, tmp_path):
         out,
         "--quiet",
     )
-    res = cli("evaluate", str(out), check=True)  # a fresh process: the plugin is re-imported
+    # a fresh process: the plugin is imported only because the user names it again
+    res = cli("evaluate", str(out), "--plugin", str(EXAMPLES / "eight_schools.py"), check=True)
     ev = json.loads((out / "evaluation.json").read_text())
     assert ev["exact"]["mu"] == pytest.approx(4.40, abs=0.02)
     assert ev["fitted"]["mu"] == pytest.approx(ev["exact"]["mu"], abs=1.0)
@@ -270,10 +272,10 @@ import pyro
 import pyro.distributions as dist
 
 
-def model(x, y):
+def model(a, b):
     w = pyro.sample("w", dist.Normal(0.0, 1.0))
-    with pyro.plate("data", len(x)):
-        pyro.sample("y_obs", dist.Normal(w * x, 1.0), obs=y)
+    with pyro.plate("data", len(a)):
+        pyro.sample("y_obs", dist.Normal(w * a, 1.0), obs=b)
 """
 
 
@@ -310,9 +312,12 @@ def test_errors_name_the_mistake(tmp_path, capsys):
 
     shapes = tmp_path / "shapes.py"
     shapes.write_text(SHAPES)
-    np.savez(tmp_path / "xy.npz", x=np.ones(5), y=np.ones(4))
-    err = fit_error(capsys, f"{shapes}:model", "--data", str(tmp_path / "xy.npz"))
+    np.savez(tmp_path / "ab.npz", a=np.ones(5), b=np.ones(4))
+    err = fit_error(capsys, f"{shapes}:model", "--data", str(tmp_path / "ab.npz"))
     assert "'y_obs'" in err and str(shapes) in err and "[4]" in err
+    np.savez(tmp_path / "xy.npz", x=np.ones(5), y=np.ones(4))  # x and y: refused as read
+    err = fit_error(capsys, f"{shapes}:model", "--data", str(tmp_path / "xy.npz"))
+    assert "x" in err and "(5,)" in err and "(4,)" in err
 
     err = fit_error(capsys, str(f), "--data", str(data))
     assert f"{f}:FUNCTION" in err

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pyro
+
 from bayesdl.inference.errors import UserError
+from bayesdl.workflows.options import add_options
 
 
 @dataclass
@@ -17,7 +22,9 @@ class Problem:
 
     ``data_size`` is N of the model's ``pyro.plate("data", N)`` (for minibatches);
     ``extra`` holds what reports need (test split, exact posterior, ...);
-    ``data_hook(epoch, data) -> data`` redraws the data each epoch (see ``inference.train.fit``).
+    ``data_hook(epoch, data) -> data`` redraws the data each epoch (see ``inference.train.fit``);
+    ``params`` is the fit's own Pyro param store state: the guide's ``pyro.param`` values are
+    read inside :meth:`scope`.
     """
 
     model: Callable
@@ -26,6 +33,13 @@ class Problem:
     data_size: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     data_hook: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None
+    params: dict = field(default_factory=lambda: {"params": {}, "constraints": {}})
+
+    @contextmanager
+    def scope(self) -> Iterator[dict]:
+        """Run model and guide with this problem's parameters (never the global store's)."""
+        with pyro.get_param_store().scope(self.params) as state:
+            yield state
 
 
 class Workflow:
@@ -44,27 +58,37 @@ class Workflow:
     #: (quick settings, bundled data)
     tour_runs: ClassVar[list[list[str]]] = [[]]
 
+    #: the model's own options: a dataclass, one field per option (``--prior-a`` is field
+    #: ``prior_a``; see :mod:`bayesdl.workflows.options`); ``None``: none
+    options: ClassVar[type | None] = None
+
     def __init__(self, args: argparse.Namespace):
         self.args = args
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """Model-specific command-line options."""
+        """Model-specific command-line options: one per field of :attr:`options`."""
+        if cls.options is not None:
+            add_options(parser.add_argument_group(cls.name or "model"), cls.options)
 
     @classmethod
     def option_defaults(cls) -> dict[str, Any]:
         """The defaults of the model's own options (fill in what an older run's config lacks)."""
         parser = argparse.ArgumentParser(add_help=False)
         cls.add_arguments(parser)
-        return {
-            a.dest: a.default
-            for a in parser._actions  # argparse has no public list of its options
-            if a.default is not argparse.SUPPRESS
-        }
+        return vars(parser.parse_args([]))
 
     def build(self) -> Problem:
         """Load the data and pair the model with the chosen guide."""
         raise NotImplementedError
+
+    def record(self) -> dict[str, Any]:
+        """Extra entries of ``config.json``: the sha256 of the data file the options name, so
+        that ``--resume`` refuses a run whose data changed."""
+        path = getattr(self.args, "data", None)
+        if isinstance(path, str) and Path(path).is_file():
+            return {"data_sha256": file_sha256(Path(path))}
+        return {}
 
     def summarize(self, problem: Problem) -> dict[str, Any]:
         """Model-specific entries of ``summary.json`` (exact posterior, KL, predictives ...)."""
@@ -91,21 +115,35 @@ class Workflow:
         return []
 
 
-def add_image_data_arguments(group, npz_help: str = "FILE.npz with x (N x D) and integer y"):
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class ImageDataOptions:
     """``--data digits|mnist|FILE.npz``, ``--data-dir`` and ``--split-seed``: the image data
     options shared by the digit models (bnn, vae, stochastic-depth)."""
-    group.add_argument(
-        "--data", default="digits", help=f"digits (bundled 8x8, default) | mnist | {npz_help}"
+
+    data: str = field(
+        default="digits",
+        metadata={
+            "help": "digits (bundled 8x8, default) | mnist | FILE.npz with x (N x D) and integer y"
+        },
     )
-    group.add_argument(
-        "--data-dir",
-        help="folder of the MNIST IDX files (or $BAYESDL_MNIST_DIR); implies --data mnist",
+    data_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "folder of the MNIST IDX files (or $BAYESDL_MNIST_DIR); implies --data mnist"
+        },
     )
-    group.add_argument(
-        "--split-seed",
-        type=int,
+    split_seed: int = field(
         default=0,
-        help="seed of the train/test split of digits or an .npz (default 0)",
+        metadata={"help": "seed of the train/test split of digits or an .npz (default 0)"},
     )
 
 

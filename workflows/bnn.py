@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from bayesdl.datasets import bundled as datasets
 from bayesdl.datasets.io import load_arrays
 from bayesdl.inference.errors import UserError
 from bayesdl.workflows import metrics
-from bayesdl.workflows.base import Problem, Workflow, add_image_data_arguments, image_data_source
+from bayesdl.workflows.base import ImageDataOptions, Problem, Workflow, image_data_source
 from bayesdl.workflows.figures import plt, save
 from bayesdl.workflows.registry import register
 from pyro import poutine
@@ -45,6 +45,41 @@ def _hidden(s: str) -> tuple[int, ...]:
     return h
 
 
+@dataclass
+class BNNOptions(ImageDataOptions):
+    """The data, the architecture and the guides' settings."""
+
+    arch: str = field(
+        default="mlp",
+        metadata={"help": "mlp (default) or lenet5 (28x28 images)", "choices": ("mlp", "lenet5")},
+    )
+    hidden: str | None = field(
+        default=None,
+        metadata={
+            "help": "MLP hidden widths (default 300,100 = LeNet-300-100 for mnist, 100 otherwise)"
+        },
+    )
+    prior_scale: float = field(
+        default=30.0,
+        metadata={"help": "s of the N(0, s^2 / fan_in) prior of meanfield and map (default 30)"},
+    )
+    local_reparam: bool = field(
+        default=True,
+        metadata={"help": "meanfield: sample weights (Pyro latent sites, AutoNormal guide)"},
+    )
+    dropout: float = field(
+        default=0.05,
+        metadata={"help": "dropout: probability p of dropping each layer input (default 0.05)"},
+    )
+    prune_threshold: float = field(
+        default=3.0,
+        metadata={"help": "sparse-vd: prune weights with log alpha >= this (default 3)"},
+    )
+    samples: int = field(
+        default=100, metadata={"help": "posterior samples M of the predictive (default 100)"}
+    )
+
+
 @register
 class BNN(Workflow):
     """Bayesian neural network for classification (MLP or LeNet-5)."""
@@ -55,6 +90,7 @@ class BNN(Workflow):
     default_estimator = "reparam"
     guides = ("meanfield", "dropout", "sparse-vd", "map", "mle")
     default_guide = "meanfield"
+    options = BNNOptions
     fit_defaults = {
         "steps": 3000,
         "lr": 1e-2,
@@ -64,52 +100,6 @@ class BNN(Workflow):
         "checkpoint_every": 5000,
     }
     tour_runs = [["--guide", g, "--steps", "2000"] for g in ("meanfield", "sparse-vd", "mle")]
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        g = parser.add_argument_group("bnn")
-        add_image_data_arguments(g)
-        g.add_argument(
-            "--arch",
-            default="mlp",
-            choices=("mlp", "lenet5"),
-            help="mlp (default) or lenet5 (28x28 images)",
-        )
-        g.add_argument(
-            "--hidden",
-            default=None,
-            help="MLP hidden widths (default 300,100 = LeNet-300-100 for mnist, 100 otherwise)",
-        )
-        g.add_argument(
-            "--prior-scale",
-            type=float,
-            default=30.0,
-            help="s of the N(0, s^2 / fan_in) prior of meanfield and map (default 30)",
-        )
-        g.add_argument(
-            "--no-local-reparam",
-            dest="local_reparam",
-            action="store_false",
-            help="meanfield: sample weights (Pyro latent sites, AutoNormal guide)",
-        )
-        g.add_argument(
-            "--dropout",
-            type=float,
-            default=0.05,
-            help="dropout: probability p of dropping each layer input (default 0.05)",
-        )
-        g.add_argument(
-            "--prune-threshold",
-            type=float,
-            default=3.0,
-            help="sparse-vd: prune weights with log alpha >= this (default 3)",
-        )
-        g.add_argument(
-            "--samples",
-            type=int,
-            default=100,
-            help="posterior samples M of the predictive (default 100)",
-        )
 
     # -- building ------------------------------------------------------------------------------
 

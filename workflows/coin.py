@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,27 @@ from bayesdl.workflows.registry import register
 from torch.distributions import Beta, kl_divergence
 
 
+@dataclass
+class CoinOptions:
+    """The data (one way: counts, flips, a file or a simulation) and the Beta prior."""
+
+    prior_a: float = field(default=1.0, metadata={"help": "Beta prior a (default 1: uniform)"})
+    prior_b: float = field(default=1.0, metadata={"help": "Beta prior b (default 1)"})
+    heads: int | None = field(default=None, metadata={"help": "number of heads observed"})
+    tails: int | None = field(default=None, metadata={"help": "number of tails observed"})
+    flips: str | None = field(
+        default=None, metadata={"help": "comma-separated flips, e.g. 1,0,1,1"}
+    )
+    data: str | None = field(
+        default=None,
+        metadata={"help": "file of 0/1 flips (.csv, .txt, .npy, or .npz with `flips`)"},
+    )
+    simulate: float | None = field(
+        default=None, metadata={"help": "simulate flips with P(heads)=P", "metavar": "P"}
+    )
+    n: int = field(default=20, metadata={"help": "number of simulated flips (default 20)"})
+
+
 @register
 class Coin(Workflow):
     """``pi ~ Beta(a, b)``, ``x_n ~ Bern(pi)``: exact posterior known, three estimates compared."""
@@ -30,25 +51,12 @@ class Coin(Workflow):
     default_estimator = "reparam"
     guides = ("beta", "map", "mle")
     default_guide = "beta"
+    options = CoinOptions
     fit_defaults = {"steps": 2000, "lr": 0.1, "lr_schedule": "linear", "particles": 8}
     tour_runs = [
         ["--heads", "3", "--tails", "0", "--guide", g, "--steps", "1500"]
         for g in ("beta", "map", "mle")
     ]
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        g = parser.add_argument_group("coin")
-        g.add_argument(
-            "--prior-a", type=float, default=1.0, help="Beta prior a (default 1: uniform)"
-        )
-        g.add_argument("--prior-b", type=float, default=1.0, help="Beta prior b (default 1)")
-        g.add_argument("--heads", type=int, help="number of heads observed")
-        g.add_argument("--tails", type=int, help="number of tails observed")
-        g.add_argument("--flips", help="comma-separated flips, e.g. 1,0,1,1")
-        g.add_argument("--data", help="file of 0/1 flips (.csv, .txt, .npy, or .npz with `flips`)")
-        g.add_argument("--simulate", type=float, metavar="P", help="simulate flips with P(heads)=P")
-        g.add_argument("--n", type=int, default=20, help="number of simulated flips (default 20)")
 
     def _flips(self) -> torch.Tensor:
         a = self.args

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,30 @@ def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
     return t(x[tr]), t(y[tr]), t(x[te]), t(y[te])
 
 
+@dataclass
+class LinearRegressionOptions:
+    """The data (bundled, a file or a simulation) and the Gaussian prior and noise."""
+
+    data: str = field(
+        default="diabetes",
+        metadata={
+            "help": "`diabetes` (scikit-learn, standardized; default), or a .npz with x, y, "
+            "or a .csv (y = --y-col, x = the other columns)"
+        },
+    )
+    y_col: str | None = field(
+        default=None, metadata={"help": "the .csv column holding y (default: the last)"}
+    )
+    simulate: int | None = field(
+        default=None, metadata={"help": "simulate N points instead", "metavar": "N"}
+    )
+    dim: int = field(default=1, metadata={"help": "inputs per simulated point (default 1)"})
+    prior_loc: float = field(default=0.0, metadata={"help": "prior mean mu0 (default 0)"})
+    prior_scale: float = field(default=1.0, metadata={"help": "prior std s0 (default 1)"})
+    noise_scale: float = field(default=1.0, metadata={"help": "known noise std sigma (default 1)"})
+    test_fraction: float = field(default=0.25, metadata={"help": "held-out share (default 0.25)"})
+
+
 @register
 class LinearRegression(Workflow):
     """``theta ~ N(mu0, s0^2 I)``, ``y ~ N(theta^T x, sigma^2)``: Gaussian guides vs exact."""
@@ -39,33 +63,13 @@ class LinearRegression(Workflow):
     default_estimator = "reparam"
     guides = ("full-covariance", "mean-field")
     default_guide = "full-covariance"
+    options = LinearRegressionOptions
     fit_defaults = {"steps": 3000, "lr": 0.05, "lr_schedule": "linear", "particles": 32}
     tour_runs = [
         ["--guide", "full-covariance"],
         ["--guide", "mean-field"],
         ["--simulate", "10", "--dim", "1", "--noise-scale", "0.3", "--guide", "full-covariance"],
     ]
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        g = parser.add_argument_group("linear regression")
-        g.add_argument(
-            "--data",
-            default="diabetes",
-            help="`diabetes` (scikit-learn, standardized; default), or a .npz with x, y, "
-            "or a .csv (y = --y-col, x = the other columns)",
-        )
-        g.add_argument("--y-col", help="the .csv column holding y (default: the last)")
-        g.add_argument("--simulate", type=int, metavar="N", help="simulate N points instead")
-        g.add_argument("--dim", type=int, default=1, help="inputs per simulated point (default 1)")
-        g.add_argument("--prior-loc", type=float, default=0.0, help="prior mean mu0 (default 0)")
-        g.add_argument("--prior-scale", type=float, default=1.0, help="prior std s0 (default 1)")
-        g.add_argument(
-            "--noise-scale", type=float, default=1.0, help="known noise std sigma (default 1)"
-        )
-        g.add_argument(
-            "--test-fraction", type=float, default=0.25, help="held-out share (default 0.25)"
-        )
 
     def _data(self):
         a = self.args

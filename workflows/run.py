@@ -1,27 +1,50 @@
 """Running a workflow end to end: fit, summarize, draw, evaluate, predict, from a run folder.
 
 A run folder holds ``config.json`` (the command's options), ``checkpoint.pt``,
-``metrics.jsonl``, ``summary.json`` and the figures.
+``metrics.jsonl``, ``summary.json`` and the figures. Every function here is shared by the
+command line and the Python API (:func:`bayesdl.fit`, :func:`bayesdl.load`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import fcntl
 import json
 import math
-from dataclasses import fields
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+import pyro
+import torch
 
 from bayesdl.inference import distributed
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.predictive import posterior_summary
-from bayesdl.inference.train import CHECKPOINT, FitConfig, FitResult, fit, restore
+from bayesdl.inference.train import (
+    CHECKPOINT,
+    MAX_SEED,
+    METRICS,
+    FitConfig,
+    FitResult,
+    fit,
+    restore,
+)
 from bayesdl.workflows.base import Problem, Workflow
 
 CONFIG = "config.json"
 SUMMARY = "summary.json"
 EVALUATION = "evaluation.json"
+LOCK = ".bayesdl.lock"
+#: what a run folder may hold before `fit` writes into it without --overwrite/--resume
+RUN_FILES = (CONFIG, SUMMARY, CHECKPOINT, METRICS, EVALUATION)
+#: options that may change when a run is resumed (they do not change the fit's result)
+RESUMABLE = {"steps", "log_every", "checkpoint_every", "device", "threads", "check_args"}
 
 
 def fit_config(args: argparse.Namespace) -> FitConfig:
@@ -40,14 +63,161 @@ def _jsonable(v: Any) -> Any:
         return {k: _jsonable(x) for k, x in v.items()}
     if isinstance(v, list | tuple):
         return [_jsonable(x) for x in v]
+    if torch.is_tensor(v):
+        return _jsonable(v.detach().cpu().tolist())
     return v
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (tmp + rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(obj), indent=2) + "\n")
-    tmp.replace(path)
+    """Write JSON atomically (see :func:`write_text`)."""
+    write_text(path, json.dumps(_jsonable(obj), indent=2) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a file atomically (a uniquely named temporary file, then rename); a path that is
+    not a regular file (``/dev/stdout``, a pipe) is written into, and a symbolic link's target
+    is replaced, never the link itself. A failure is a :class:`UserError` naming the file."""
+    path = Path(path)
+    try:
+        if path.is_symlink():
+            path = path.resolve()
+        if path.is_dir():
+            raise UserError(f"cannot write {path}: it is a folder")
+        if path.exists() and not path.is_file():  # a device or a pipe: renaming would replace it
+            with open(path, "w") as f:
+                f.write(text)
+            return
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except OSError as e:
+        with contextlib.suppress(OSError):  # the folder is missing or not a folder
+            tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def os_error(e: OSError, what: str) -> UserError:
+    """A :class:`UserError` for an ``OSError`` while writing ``what``, naming its file."""
+    where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+    return UserError(f"cannot write {what}{where}: {e.strerror or e}")
+
+
+#: run folders this process holds (see :func:`locked`)
+_HELD: set[Path] = set()
+
+
+def _busy(out: Path) -> UserError:
+    return UserError(
+        f"another bayesdl process is writing {out}; wait for it or choose another --out"
+    )
+
+
+@contextmanager
+def locked(out: Path) -> Iterator[None]:
+    """Hold the run folder ``out`` for this process: a second writer gets a UserError."""
+    try:
+        fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise UserError(f"cannot write into {out}: {e.strerror or e}") from None
+    key = out.resolve()
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                raise _busy(out) from None
+            raise UserError(f"cannot lock {out / LOCK}: {e.strerror or e}") from None
+        _HELD.add(key)
+        yield
+    finally:
+        _HELD.discard(key)
+        os.close(fd)
+
+
+def _check_not_busy(out: Path) -> None:
+    """Refuse a run folder that another process holds (see :func:`locked`), without taking
+    it: a run being written is "busy", not "already there"."""
+    if not out.is_dir() or out.resolve() in _HELD:
+        return
+    try:
+        fd = os.open(out / LOCK, os.O_RDONLY)
+    except OSError:  # no lock file (or an unreadable one, which locked() reports)
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EACCES):
+            raise _busy(out) from None
+    finally:
+        os.close(fd)  # closing drops the shared lock
+
+
+def prepare_out(out: Path, *, resume: bool, overwrite: bool, make: bool = True) -> None:
+    """Check the run folder ``out`` (and make it unless ``make`` is false), refusing to replace
+    anything in it without ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+    _check_not_busy(out)
+    existing = [n for n in RUN_FILES if (out / n).exists()]
+    if resume and not (out / CHECKPOINT).exists():
+        raise UserError(f"--resume: {out} holds no checkpoint to continue")
+    if existing and not (resume or overwrite):
+        how = (
+            "add --resume to continue it, --overwrite to replace it"
+            if CHECKPOINT in existing
+            else "it has no checkpoint to resume from: add --overwrite to replace it"
+        )
+        raise UserError(
+            f"{out} already holds a run ({', '.join(existing)}): {how}, or choose another --out"
+        )
+    if not make:
+        parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+        if not parent.is_dir():
+            raise UserError(f"--out {out}: {parent} is a file, not a folder")
+        if not os.access(parent, os.W_OK):
+            raise UserError(f"cannot write into {parent} (read-only)")
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot make the run folder {out}: {e.strerror or e}") from None
+    if not os.access(out, os.W_OK):
+        raise UserError(f"cannot write into the run folder {out} (read-only)")
+
+
+def check_resume(out: Path, record: dict) -> None:
+    """Refuse to continue a run with other options or other data than it was started with."""
+    try:
+        old = json.loads((out / CONFIG).read_text())
+        old_args = old["args"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"--resume: {out / CONFIG} is missing or unreadable") from None
+    if old.get("model") != record["model"]:
+        raise UserError(
+            f"--resume: {out} is a run of model {old.get('model')!r}, not {record['model']!r}"
+        )
+    new_args = _jsonable(record["args"])
+    changed = sorted(
+        k
+        for k in set(old_args) | set(new_args)
+        if k not in RESUMABLE and old_args.get(k) != new_args.get(k)
+    )
+    if old.get("data_sha256") != record.get("data_sha256"):
+        changed.append("data (the file's contents changed)")
+    if changed:
+        shown = ", ".join(
+            f"--{k.replace('_', '-')} {old_args.get(k)!r} -> {new_args.get(k)!r}"
+            if k in old_args or k in new_args
+            else k
+            for k in changed
+        )
+        raise UserError(
+            f"--resume with other settings than the run in {out} was made with ({shown}); "
+            "resume with the same options, or fit into a new --out"
+        )
 
 
 def fit_problem(
@@ -58,8 +228,9 @@ def fit_problem(
     resume: bool = False,
     progress: bool = True,
 ) -> FitResult:
-    """Fit a built problem with the engine, its data size and data hook included."""
-    return fit(
+    """Fit a built problem with the engine (its data size and data hook included); the fit's
+    parameters land in ``problem.params``."""
+    result = fit(
         problem.model,
         problem.guide,
         problem.data,
@@ -70,6 +241,111 @@ def fit_problem(
         progress=progress,
         data_hook=problem.data_hook,
     )
+    problem.params = result.params
+    return result
+
+
+@dataclass
+class Run:
+    """A fitted workflow: its options, problem (model, guide, data, parameters), the engine's
+    result and the summary written to ``summary.json``."""
+
+    workflow: Workflow
+    problem: Problem
+    result: FitResult | None
+    summary: dict[str, Any]
+    out: Path | None = None
+
+
+def build(workflow: Workflow) -> Problem:
+    """Build a workflow's problem in a throwaway param store (trial runs of the user's model
+    create parameters that must not leak into the fit)."""
+    with pyro.get_param_store().scope():
+        return workflow.build()
+
+
+def run_record(workflow: Workflow) -> dict[str, Any]:
+    """What ``config.json`` records: the model's name, its options and the data's checksum."""
+    record = {"model": type(workflow).name, "args": vars(workflow.args)}
+    record.update(workflow.record())
+    return record
+
+
+def fit_run(
+    workflow_cls: type[Workflow],
+    args: argparse.Namespace,
+    out: Path | None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Run:
+    """Fit a registered model (into the run folder ``out`` when given: config, metrics,
+    checkpoint, summary, figures)."""
+    config = fit_config(args)
+    config.validate()
+    workflow = workflow_cls(args)
+    main = distributed.is_main()  # under torchrun only rank 0 writes the run folder
+    if out is None:
+        if resume:
+            raise UserError("--resume needs --out DIR holding the checkpoint")
+        problem = build(workflow)
+        result = fit_problem(problem, config, None, progress=progress)
+        return Run(workflow, problem, result, summarize(workflow, problem, config, result))
+    out = Path(out)
+    if main:  # checked before anything is built or written
+        prepare_out(out, resume=resume, overwrite=overwrite, make=False)
+    problem = build(workflow)  # the model, guide and data are checked before --out is touched
+    created = not out.exists()
+    if main:
+        prepare_out(out, resume=resume, overwrite=overwrite)
+    try:
+        with locked(out) if main else _nothing():
+            if main:  # another process may have finished a run here since the first check
+                prepare_out(out, resume=resume, overwrite=overwrite)
+            return _fit_locked(workflow, problem, config, out, resume, overwrite, progress)
+    except BaseException:
+        if main and created:  # a folder this call made and left empty: remove it again
+            (out / LOCK).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+
+
+def _fit_locked(
+    workflow: Workflow,
+    problem: Problem,
+    config: FitConfig,
+    out: Path,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+) -> Run:
+    """:func:`fit_run`'s part that holds the run folder's lock."""
+    main = distributed.is_main()
+    record = run_record(workflow)
+    if resume and main:
+        check_resume(out, record)
+    if overwrite and not resume and main:
+        for name in RUN_FILES:
+            try:
+                (out / name).unlink(missing_ok=True)
+            except OSError as e:
+                raise UserError(f"--overwrite: cannot remove {out / name}: {e.strerror or e}") from None
+    if main:
+        write_json(out / CONFIG, record)
+    result = fit_problem(problem, config, out, resume=resume, progress=progress)
+    summary = summarize(workflow, problem, config, result)
+    if main:
+        with problem.scope():
+            summary["figures"] = workflow.figures(problem, out)
+        write_json(out / SUMMARY, summary)
+    return Run(workflow, problem, result, summary, out)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 def run_fit(
@@ -81,30 +357,19 @@ def run_fit(
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Fit a registered model into ``out`` and write its summary and figures."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder")
-    if (out / CHECKPOINT).exists() and not (resume or overwrite):
-        raise UserError(
-            f"{out} already holds a run: add --resume to continue it, --overwrite to replace it, "
-            "or choose another --out"
-        )
-    config = fit_config(args)
-    config.validate()
-    workflow = workflow_cls(args)
-    problem = workflow.build()
-    main = distributed.is_main()  # under torchrun only rank 0 writes the run folder
-    out.mkdir(parents=True, exist_ok=True)
-    if overwrite and not resume and main:
-        for name in (CHECKPOINT, "metrics.jsonl", SUMMARY, EVALUATION):
-            (out / name).unlink(missing_ok=True)
-    if main:
-        write_json(out / CONFIG, {"model": workflow_cls.name, "args": vars(args)})
-    result = fit_problem(problem, config, out, resume=resume, progress=progress)
+    """Fit a registered model into ``out`` and return its summary (see :func:`fit_run`)."""
+    return fit_run(
+        workflow_cls, args, out, resume=resume, overwrite=overwrite, progress=progress
+    ).summary
+
+
+def summarize(
+    workflow: Workflow, problem: Problem, config: FitConfig, result: FitResult
+) -> dict[str, Any]:
+    """The entries of ``summary.json``: settings, final ELBO, posterior, the model's params."""
     summary: dict[str, Any] = {
-        "model": workflow_cls.name,
-        "guide": getattr(args, "guide", None),
+        "model": type(workflow).name,
+        "guide": _name(getattr(workflow.args, "guide", None)),
         "estimator": config.estimator,
         "steps": result.steps,
         "final_elbo": result.final_elbo,
@@ -115,17 +380,59 @@ def run_fit(
         "batch_size": config.batch_size,
         "processes": distributed.world_size(),
     }
-    if not main:
+    if not distributed.is_main():
         return summary
-    summary["posterior"] = posterior_summary(problem.guide, _on(problem.data, result.device))
-    summary.update(workflow.summarize(problem))
-    summary["figures"] = workflow.figures(problem, out)
-    write_json(out / SUMMARY, summary)
+    with problem.scope():
+        summary["posterior"] = posterior_summary(problem.guide, _on(problem.data, result.device))
+        summary["params"] = model_params(problem, max_elements=100)
+        summary.update(workflow.summarize(problem))
     return summary
+
+
+def _name(guide: Any) -> Any:
+    return guide if guide is None or isinstance(guide, str) else getattr(guide, "__name__", "guide")
+
+
+def model_params(problem: Problem, max_elements: int | None = None) -> dict[str, torch.Tensor]:
+    """The constrained values of the ``pyro.param`` sites of the *model* (not the guide's),
+    read in the problem's param store; sites above ``max_elements`` are left out."""
+    from pyro import poutine
+
+    with problem.scope(), torch.no_grad(), poutine.trace(param_only=True) as tr:
+        guide_tr = poutine.trace(problem.guide).get_trace(**problem.data)
+        poutine.replay(problem.model, trace=guide_tr)(**problem.data)
+    with problem.scope(), torch.no_grad(), poutine.trace(param_only=True) as gtr:
+        poutine.trace(problem.guide).get_trace(**problem.data)
+    out = {}
+    for name, site in tr.trace.nodes.items():
+        if site["type"] != "param" or name in gtr.trace.nodes:
+            continue
+        value = site["value"].detach()
+        if max_elements is None or value.numel() <= max_elements:
+            out[name] = value
+    return out
 
 
 def _on(data: dict[str, Any], device: str) -> dict[str, Any]:
     return {k: v.to(device) if hasattr(v, "to") else v for k, v in data.items()}
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """``config.json`` of a run folder, checked: a dict with a model name and its options."""
+    path = Path(run_dir) / CONFIG
+    try:
+        cfg = json.loads(path.read_text())
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise UserError(f"{path} is not valid JSON ({e})") from None
+    if (
+        not isinstance(cfg, dict)
+        or not isinstance(cfg.get("model"), str)
+        or not isinstance(cfg.get("args"), dict)
+    ):
+        raise UserError(f'{path} is not a bayesdl run config (needs "model" and "args")')
+    return cfg
 
 
 def load_run(
@@ -134,7 +441,8 @@ def load_run(
     device: str | None = None,
     overrides: dict[str, Any] | None = None,
 ):
-    """Rebuild a finished (or interrupted) run: its workflow and problem, parameters restored.
+    """Rebuild a finished (or interrupted) run: its workflow and problem, parameters restored
+    into the problem's own param store (``problem.scope()``).
 
     ``overrides`` replace options of the run's fit command (e.g. ``{"iw_samples": 100}`` for
     ``bayesdl evaluate --iw-samples``); an option the model does not have is a UserError.
@@ -142,10 +450,14 @@ def load_run(
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} is not a run folder")
-    cfg_path = run_dir / CONFIG
-    if not cfg_path.exists() or not (run_dir / CHECKPOINT).exists():
+    if not (run_dir / CONFIG).exists() or not (run_dir / CHECKPOINT).exists():
         raise UserError(f"{run_dir} holds no fitted run (no {CONFIG} or {CHECKPOINT})")
-    cfg = json.loads(cfg_path.read_text())
+    cfg = read_config(run_dir)
+    if cfg["model"] not in registry and cfg["model"].startswith("python:"):
+        raise UserError(
+            f"{run_dir} holds a model defined interactively in Python ({cfg['model'][7:]}), "
+            "which no file holds: reopen it from Python with bayesdl.load(dir, model=fn)"
+        )
     if cfg["model"] not in registry:
         raise UserError(
             f"{run_dir} was made by model {cfg['model']!r}, which is not registered here "
@@ -154,6 +466,8 @@ def load_run(
     saved = {k: float(v) if v in ("inf", "-inf") else v for k, v in cfg["args"].items()}
     # options added since the run was made take their defaults
     args = argparse.Namespace(**{**registry[cfg["model"]].option_defaults(), **saved})
+    if cfg.get("data_in_run"):  # data given from Python, saved in the run folder
+        args.data = str(run_dir / Path(cfg["data_in_run"]).name)
     if device is not None:
         args.device = device
     for key, value in (overrides or {}).items():
@@ -162,8 +476,11 @@ def load_run(
             raise UserError(f"model {cfg['model']!r} has no option {option}")
         setattr(args, key, value)
     workflow = registry[cfg["model"]](args)
-    problem = workflow.build()
-    dev = restore(problem.model, problem.guide, problem.data, run_dir / CHECKPOINT, args.device)
+    workflow.run_dir = run_dir
+    problem = build(workflow)
+    dev, problem.params = restore(
+        problem.model, problem.guide, problem.data, run_dir / CHECKPOINT, args.device
+    )
     problem.data = _on(problem.data, str(dev))
     return workflow, problem
 
@@ -173,27 +490,67 @@ def evaluate_run(
     registry: dict,
     device: str | None = None,
     overrides: dict[str, Any] | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """Held-out metrics of a run, saved to ``evaluation.json``."""
     workflow, problem = load_run(run_dir, registry, device, overrides)
-    result = workflow.evaluate(problem, Path(run_dir))
-    write_json(Path(run_dir) / EVALUATION, result)
+    target = Path(run_dir) / EVALUATION
+    if not _writable(Path(run_dir)) or (target.exists() and not os.access(target, os.W_OK)):
+        raise UserError(f"cannot write {target}: the run folder is read-only (evaluate a copy)")
+    _seed(workflow, seed)
+    with problem.scope():
+        try:
+            result = workflow.evaluate(problem, Path(run_dir))
+        except OSError as e:
+            raise os_error(e, "the evaluation") from None
+    write_json(target, result)
     return result
 
 
-def predict_run(run_dir: Path, registry: dict, path: Path, device: str | None = None) -> dict:
+def _writable(folder: Path) -> bool:
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def _seed(workflow: Workflow, seed: int | None) -> None:
+    """Evaluation and prediction draw from the posterior: seed them (the run's seed by default)
+    so that the same command gives the same numbers."""
+    value = seed if seed is not None else getattr(workflow.args, "seed", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise UserError(f"--seed must be an integer from 0 to 2**32-1, got {value!r}")
+    pyro.set_rng_seed(value)
+
+
+def predict_run(
+    run_dir: Path, registry: dict, path: Path, device: str | None = None, seed: int | None = None
+) -> dict:
     """Posterior predictive of a run for new inputs."""
     workflow, problem = load_run(run_dir, registry, device)
-    return workflow.predict(problem, Path(path))
+    _seed(workflow, seed)
+    with problem.scope():
+        return workflow.predict(problem, Path(path))
 
 
 def sample_run(
-    run_dir: Path, registry: dict, out: Path | None = None, device: str | None = None
+    run_dir: Path,
+    registry: dict,
+    out: Path | None = None,
+    device: str | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """Draw from a fitted generative model into ``out`` (default: the run folder)."""
     workflow, problem = load_run(run_dir, registry, device)
     out = Path(run_dir) if out is None else Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    return workflow.sample(problem, out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot make {out}: {e.strerror or e}") from None
+    if not _writable(out):
+        raise UserError(f"cannot write into {out} (read-only): choose another --out")
+    _seed(workflow, seed)
+    with problem.scope():
+        try:
+            return workflow.sample(problem, out)
+        except OSError as e:
+            raise os_error(e, "the samples") from None

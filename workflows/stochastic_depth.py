@@ -9,8 +9,8 @@ under ``q(z | x)``), beside the full-depth read-out of the same network.
 
 from __future__ import annotations
 
-import argparse
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from bayesdl.datasets.bundled import Split, image_classification
 from bayesdl.datasets.io import load_arrays
 from bayesdl.inference.errors import UserError
 from bayesdl.workflows import metrics
-from bayesdl.workflows.base import Problem, Workflow, add_image_data_arguments, image_data_source
+from bayesdl.workflows.base import ImageDataOptions, Problem, Workflow, image_data_source
 from bayesdl.workflows.figures import plt, save
 from bayesdl.workflows.registry import register
 
@@ -46,6 +46,48 @@ def _time_per_example(fn, repeats: int = 15) -> float:
     return float(min(times))
 
 
+@dataclass
+class StochasticDepthOptions(ImageDataOptions):
+    """The data, the residual network and the depth prior."""
+
+    max_train: int | None = field(
+        default=None, metadata={"help": "use only the first N training examples"}
+    )
+    arch: str = field(
+        default="auto",
+        metadata={
+            "help": "residual MLP or conv net (auto: conv for mnist, else mlp)",
+            "choices": ("auto", "mlp", "conv"),
+        },
+    )
+    blocks: int = field(
+        default=8, metadata={"help": "L, the number of residual blocks (default 8)"}
+    )
+    width: int | None = field(
+        default=None,
+        metadata={"help": "hidden units (mlp, default 64) or channels (conv, default 32)"},
+    )
+    depth_prior: str = field(
+        default="geometric",
+        metadata={
+            "help": "p(z): truncated geometric (default) or uniform on 1..L",
+            "choices": ("geometric", "uniform"),
+        },
+    )
+    depth_penalty: float = field(
+        default=0.5,
+        metadata={"help": "lambda: p(z) ∝ exp(-lambda (z - 1)), nats per block (default 0.5)"},
+    )
+    weight_prior_scale: float = field(
+        default=1.0,
+        metadata={"help": "s of the MAP weight prior N(0, s^2); 0 for maximum likelihood"},
+    )
+    fixed_depth: int | None = field(
+        default=None, metadata={"help": "no latent: a plain network of this many blocks"}
+    )
+    guide_hidden: int = field(default=32, metadata={"help": "hidden units of q(z | x)"})
+
+
 @register
 class StochasticDepth(Workflow):
     """``z ~ TruncGeom(lambda)``, ``y | x, z ~ Cat(pi(x, z))``, blocks ``[l <= z] F_l + id``."""
@@ -56,6 +98,7 @@ class StochasticDepth(Workflow):
     default_estimator = "enum"
     guides = ("amortized",)
     default_guide = "amortized"
+    options = StochasticDepthOptions
     fit_defaults = {
         "steps": 1000,
         "lr": 3e-3,
@@ -64,49 +107,6 @@ class StochasticDepth(Workflow):
         "max_plate_nesting": 1,
     }
     tour_runs = [["--steps", "600", "--depth-penalty", "0.01"]]
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        g = parser.add_argument_group("stochastic-depth")
-        add_image_data_arguments(g)
-        g.add_argument("--max-train", type=int, help="use only the first N training examples")
-        g.add_argument(
-            "--arch",
-            default="auto",
-            choices=("auto", "mlp", "conv"),
-            help="residual MLP or conv net (auto: conv for mnist, else mlp)",
-        )
-        g.add_argument(
-            "--blocks", type=int, default=8, help="L, the number of residual blocks (default 8)"
-        )
-        g.add_argument(
-            "--width",
-            type=int,
-            default=None,
-            help="hidden units (mlp, default 64) or channels (conv, default 32)",
-        )
-        g.add_argument(
-            "--depth-prior",
-            default="geometric",
-            choices=("geometric", "uniform"),
-            help="p(z): truncated geometric (default) or uniform on 1..L",
-        )
-        g.add_argument(
-            "--depth-penalty",
-            type=float,
-            default=0.5,
-            help="lambda: p(z) ∝ exp(-lambda (z - 1)), nats per block (default 0.5)",
-        )
-        g.add_argument(
-            "--weight-prior-scale",
-            type=float,
-            default=1.0,
-            help="s of the MAP weight prior N(0, s^2); 0 for maximum likelihood",
-        )
-        g.add_argument(
-            "--fixed-depth", type=int, help="no latent: a plain network of this many blocks"
-        )
-        g.add_argument("--guide-hidden", type=int, default=32, help="hidden units of q(z | x)")
 
     # -- data and model -----------------------------------------------------------------------
     def _split(self) -> Split:

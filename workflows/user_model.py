@@ -20,22 +20,27 @@ import inspect
 import json
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
 
 import numpy as np
+import pyro
 import torch
 from bayesdl.datasets.io import load_arrays
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.estimators import make_estimator
 from bayesdl.inference.predictive import mean_std, posterior_summary
 from bayesdl.workflows.base import Problem, Workflow
+from bayesdl.workflows.options import add_options
 from pyro import poutine
 from pyro.infer import Predictive
 from pyro.infer.autoguide import (
     AutoDelta,
+    AutoGuide,
     AutoLaplaceApproximation,
     AutoLowRankMultivariateNormal,
     AutoMultivariateNormal,
@@ -156,6 +161,57 @@ def file_workflow(spec: str, path: str | None = None, function: str | None = Non
     )
 
 
+def python_workflow(fn: Callable, data: dict[str, Any] | None) -> type:
+    """A :class:`UserModel` class for a model function given from Python, with its data.
+
+    A function importable from a file (not ``__main__``) is recorded by path and name so that
+    its run can be reopened from the shell; one defined interactively is recorded by name only
+    (reopen it with ``bayesdl.load(dir, model=fn)``).
+    """
+    if not callable(fn):
+        raise UserError(f"model must be a Pyro model function or PyroModule, got {type(fn).__name__}")
+    if data is not None and not isinstance(data, dict):
+        raise UserError(
+            f"data must be a dict of the model's keyword arguments, got {type(data).__name__}"
+        )
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    path = None
+    module = getattr(fn, "__module__", None)
+    if module not in (None, "__main__") and inspect.isfunction(fn):
+        try:
+            path = inspect.getsourcefile(fn)
+        except TypeError:
+            path = None
+    if path is not None and not Path(path).is_file():
+        path = None
+    doc = (inspect.getdoc(fn) or "").strip().splitlines() if inspect.isfunction(fn) else []
+    spec = f"{path}:{name}" if path else f"python:{name}"
+    return type(
+        "PythonModel",
+        (UserModel,),
+        {
+            "name": spec,
+            "description": doc[0] if doc else f"{name}, a Pyro model given from Python",
+            "model_fn": staticmethod(fn),
+            "model_file": str(Path(path).resolve()) if path else None,
+            "model_function": name,
+            "given_data": dict(data or {}),
+            "__doc__": f"The model {name} given from Python.",
+        },
+    )
+
+
+def python_data(data: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments given from Python: numpy arrays become tensors (floating ->
+    the default float dtype, integers -> int64), tensors and other values pass unchanged."""
+    out = {}
+    for k, v in data.items():
+        if not isinstance(k, str) or not k.isidentifier():
+            raise UserError(f"data keys must be argument names, got {k!r}")
+        out[k] = _tensor(v) if isinstance(v, np.ndarray) else v
+    return out
+
+
 def plugin_paths(argv: Iterable[str]) -> list[str]:
     """The files named by ``--plugin FILE`` / ``--plugin=FILE`` in a command line."""
     argv, out = list(argv), []
@@ -178,29 +234,138 @@ def absolute_path(s: str) -> str:
     return str(Path(s).expanduser().resolve())
 
 
-def run_registry(run_dir: str | Path, registry: dict) -> dict:
-    """The registry a saved run needs: its plugins imported, its model file re-imported."""
+def run_registry(run_dir: str | Path, registry: dict, plugins: Iterable[str] = ()) -> dict:
+    """The registry a saved run needs, importing no code that its ``config.json`` names.
+
+    ``plugins`` are the ``--plugin`` files the user passes now (a plugin's run needs them again:
+    the plugins listed in ``config.json`` are not imported). A built-in model's run imports
+    nothing; a run of ``fit FILE.py:FUNCTION`` imports that file only, by the absolute path
+    ``config.json`` records, and warns (one line) when the file changed since the fit (its
+    sha256, see :func:`run_file_records`) or when no sha256 was recorded. A relative path of a
+    model or guide file in ``config.json`` is a :class:`UserError`.
+    """
+    load_plugins(plugins)
     cfg_path = Path(run_dir) / "config.json"
     try:
         cfg = json.loads(cfg_path.read_text())
         args, model = cfg.get("args", {}), cfg.get("model")
     except (OSError, ValueError, AttributeError):
         return registry  # load_run says what is wrong with the folder
-    load_plugins(args.get("plugin") or [])
-    if model not in registry and args.get("model_file") and args.get("model_function"):
-        return {**registry, model: file_workflow(model, args["model_file"], args["model_function"])}
+    if not isinstance(args, dict) or not isinstance(model, str):
+        return registry
+    guide = args.get("guide")
+    if model in registry:
+        cls = registry[model]
+        if isinstance(cls, type) and issubclass(cls, UserModel):  # a plugin's model
+            _check_guide_file(cfg_path, cfg, guide)
+        return registry
+    model_file, function = args.get("model_file"), args.get("model_function")
+    if model_file and function:
+        _check_code_file(cfg_path, cfg.get("model_file"), str(model_file), "model file")
+        _check_guide_file(cfg_path, cfg, guide)
+        return {**registry, model: file_workflow(model, str(model_file), str(function))}
+    named = [str(f) for f in args.get("plugin") or []]
+    if named:
+        files = " ".join(f"--plugin {f}" for f in named)
+        raise UserError(
+            f"{run_dir} was fitted with model {model!r} of a plugin; bayesdl does not import "
+            f"the files a run folder names: if you trust it, add {files}"
+        )
     return registry
+
+
+def _sha256(path: str | Path) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def model_file_record(path: str | Path) -> dict[str, str | None]:
+    """What ``config.json`` records of a user's code file: its absolute path and sha256
+    (``None`` when it cannot be read; never raises)."""
+    full = Path(path).expanduser().resolve()
+    return {"path": str(full), "sha256": _sha256(full)}
+
+
+def run_file_records(args: argparse.Namespace) -> dict[str, dict]:
+    """The records of the user's code files a run imports, for ``config.json``'s top level:
+    ``{"model_file": ..., "guide_file": ...}`` (each as :func:`model_file_record`; absent when
+    the run has no such file). Call it after ``workflow.build()``, which makes a guide file's
+    path absolute."""
+    out: dict[str, dict] = {}
+    if getattr(args, "model_file", None):
+        out["model_file"] = model_file_record(args.model_file)
+    guide = getattr(args, "guide", None)
+    if isinstance(guide, str) and is_file_spec(guide) and ":" in guide:
+        out["guide_file"] = model_file_record(guide.rpartition(":")[0])
+    return out
+
+
+def _check_guide_file(cfg_path: Path, cfg: dict, guide: Any) -> None:
+    """A user model's guide ``FILE.py:fn`` is code too: absolute path, sha256 checked."""
+    if isinstance(guide, str) and guide not in AUTOGUIDES and is_file_spec(guide):
+        path = guide.rpartition(":")[0] if ":" in guide else guide
+        _check_code_file(cfg_path, cfg.get("guide_file"), path, "guide file")
+
+
+def _check_code_file(cfg_path: Path, record: Any, path: str, what: str) -> None:
+    """Refuse a relative ``path``; warn (one line) when its sha256 is not the recorded one."""
+    import warnings
+
+    if not Path(path).is_absolute():
+        raise UserError(
+            f"{cfg_path} names the {what} {path!r} by a relative path, which bayesdl does not "
+            "import; write its absolute path there if you trust it"
+        )
+    recorded = record.get("sha256") if isinstance(record, dict) else None
+    if recorded is None:
+        message = (
+            f"{cfg_path} records no sha256 of the {what} {path} (a run of an older bayesdl): "
+            "importing it unchecked"
+        )
+    else:
+        actual = _sha256(path)
+        if actual is None or actual == recorded:
+            return  # a missing file: importing it says so
+        message = (
+            f"the {what} {path} changed since this run was fitted (its sha256 is not the one "
+            "in config.json): loading it anyway, the saved parameters may not fit it"
+        )
+    # one line on stderr: line 0 of config.json has no source line to show under it
+    warnings.warn_explicit(message, UserWarning, str(cfg_path), 0)
 
 
 # ----------------------------------------------------------------------------- data
 
 
 def _tensor(a: np.ndarray) -> torch.Tensor:
-    if a.dtype.kind == "b":
-        return torch.as_tensor(a)
-    if a.dtype.kind in "iu":
-        return torch.as_tensor(a.astype(np.int64))
-    return torch.as_tensor(a, dtype=torch.get_default_dtype())
+    """``bool`` stays, integers become ``int64``, the rest the default float dtype; shared with
+    the array (no copy) when it already has that dtype, like ``torch.from_numpy``."""
+    kind = a.dtype.kind
+    if kind == "b":
+        target = np.dtype(np.bool_)
+    elif kind in "iu":
+        target = np.dtype(np.int64)
+    else:
+        default = torch.get_default_dtype()
+        if default not in _NUMPY_FLOATS:
+            return torch.as_tensor(a, dtype=default)
+        target = _NUMPY_FLOATS[default]
+    if a.dtype != target:  # also a non-native byte order
+        a = a.astype(target)
+    elif not a.flags.writeable:
+        a = a.copy()
+    elif any(s < 0 for s in a.strides):
+        a = np.ascontiguousarray(a)
+    return torch.from_numpy(a)
+
+
+_NUMPY_FLOATS = {
+    torch.float16: np.dtype(np.float16),
+    torch.float32: np.dtype(np.float32),
+    torch.float64: np.dtype(np.float64),
+}
 
 
 def read_data(
@@ -212,27 +377,45 @@ def read_data(
     """Keyword arguments from a data file: every array of a ``.npz``; every named column of a
     ``.csv``, or ``x`` (columns ``x_cols``, shape N x d) and ``y`` (column ``y_col``).
 
-    Floating arrays become the default float dtype, integers ``int64`` (usable as indices)."""
-    arrays = load_arrays(path)
-    table = arrays.pop("table", None)
-    is_table = Path(path).suffix.lower() != ".npz"
-    if not is_table:
+    Floating arrays become the default float dtype, integers ``int64`` (usable as indices),
+    ``true``/``false`` columns ``bool``; ``x`` from ``--x-cols`` is a floating N x d matrix.
+    A ``.npz`` whose ``x`` and ``y`` (or ``x_test`` and ``y_test``) differ in length is refused."""
+    from bayesdl.datasets.io import TABLE_DELIMITERS, load_columns
+
+    suffix = Path(path).suffix.lower()
+    if suffix == ".npz":
+        arrays = load_arrays(path)
         if x_cols or y_col:
             raise UserError(
                 "--x-cols and --y-col pick columns of a .csv; a .npz gives its arrays by name"
             )
-        if table is not None:
-            arrays["table"] = table
+        for xk, yk in (("x", "y"), ("x_test", "y_test")):
+            x, y = arrays.get(xk), arrays.get(yk)
+            if x is not None and y is not None and x.ndim and y.ndim and len(x) != len(y):
+                raise UserError(
+                    f"data file {path}: {xk} has shape {x.shape} and {yk} {y.shape}; "
+                    f"they need the same number of rows"
+                )
         return {k: _tensor(v) for k, v in arrays.items()}
-    columns = arrays  # by header name; empty without a header
+    default = _NUMPY_FLOATS.get(torch.get_default_dtype(), np.dtype(np.float64))
+    if suffix in TABLE_DELIMITERS:
+        names, cols = load_columns(path, default)
+    else:  # .npy (or an unknown suffix, which load_arrays refuses)
+        table = load_arrays(path)["table"]
+        if table.ndim != 2:
+            raise UserError(
+                f"data file {path}: a table must be 2-D (N x d) to pick columns, "
+                f"got shape {table.shape}"
+            )
+        names, cols = None, [table[:, j] for j in range(table.shape[1])]
+    columns = dict(zip(names, cols, strict=True)) if names else {}  # by header name
 
     def column(c: str) -> np.ndarray:
         if c in columns:
             return columns[c]
-        ncols = 0 if table is None else table.shape[1]
-        if c.lstrip("-").isdigit() and -ncols <= int(c) < ncols:
-            return table[:, int(c)]
-        known = ", ".join(columns) if columns else f"{table.shape[1]} unnamed columns (0-based)"
+        if c.lstrip("-").isdigit() and -len(cols) <= int(c) < len(cols):
+            return cols[int(c)]
+        known = ", ".join(columns) if columns else f"{len(cols)} unnamed columns (0-based)"
         raise UserError(f"data file {path} has no column {c!r}; it has {known}")
 
     if not x_cols and not y_col:
@@ -243,10 +426,10 @@ def read_data(
             )
         return {k: _tensor(v) for k, v in columns.items()}
     out: dict[str, torch.Tensor] = {}
-    names = list(columns) or [str(j) for j in range(table.shape[1])]
+    names = list(columns) or [str(j) for j in range(len(cols))]
     if y_col:
         try:
-            out["y"] = _tensor(column(y_col))
+            out["y"] = _tensor(np.ascontiguousarray(column(y_col)))
         except UserError:
             if require_y:
                 raise
@@ -256,7 +439,11 @@ def read_data(
         xs = [c for c in names if c != y_col and c != str(y_col)]
     if not xs:
         raise UserError(f"data file {path}: no columns left for x")
-    out["x"] = _tensor(np.stack([column(c) for c in xs], axis=1))
+    picked = [column(c) for c in xs]
+    x = np.empty((len(picked[0]), len(picked)), dtype=default)
+    for j, c in enumerate(picked):
+        x[:, j] = c
+    out["x"] = _tensor(x)
     return out
 
 
@@ -360,6 +547,7 @@ class UserModel(Workflow):
     model_function: ClassVar[str | None] = None
     default_data: ClassVar[str | None] = None
     default_args: ClassVar[dict[str, Any]] = {}
+    given_data: ClassVar[dict[str, Any] | None] = None  # data passed from Python
 
     @classmethod
     def source(cls) -> str:
@@ -374,44 +562,56 @@ class UserModel(Workflow):
         fn = cls.model_function or getattr(cls.model_fn, "__name__", "model")
         return f"{fn}() in {cls.source()}"
 
+    @dataclass
+    class Options:
+        """Your model's data (-> its keyword arguments) and its autoguide's start."""
+
+        data: str | None = field(
+            default=None,
+            metadata={
+                "help": ".npz (arrays -> keyword arguments) or .csv (columns -> keyword arguments)",
+                "type": absolute_path,
+            },
+        )
+        x_cols: str | None = field(
+            default=None,
+            metadata={"help": "comma-separated .csv columns (names or 0-based) -> x (N x d)"},
+        )
+        y_col: str | None = field(default=None, metadata={"help": ".csv column -> y"})
+        arg: list[str] = field(
+            default_factory=list,
+            metadata={
+                "help": "extra keyword argument of the model (repeatable)",
+                "metavar": "NAME=VALUE",
+            },
+        )
+        init: str | None = field(
+            default=None,
+            metadata={
+                "help": "autoguide initialisation (default: Pyro's for that autoguide)",
+                "choices": sorted(INITS),
+            },
+        )
+        init_value: list[str] = field(
+            default_factory=list,
+            metadata={
+                "help": "start the autoguide at this value of a latent site, e.g. "
+                "'locs=[-1,1]' (repeatable; other sites as --init)",
+                "metavar": "SITE=VALUE",
+            },
+        )
+
+    options: ClassVar[type] = Options
+
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        default_data = None
-        if cls.default_data:
-            default_data = str(Path(cls.source()).parent / cls.default_data)
-        g = parser.add_argument_group("your model")
-        g.add_argument(
-            "--data",
-            type=absolute_path,
-            default=default_data,
-            help=".npz (arrays -> keyword arguments) or .csv (columns -> keyword "
-            f"arguments){f'; default {cls.default_data}' if default_data else ''}",
-        )
-        g.add_argument(
-            "--x-cols", help="comma-separated .csv columns (names or 0-based) -> x (N x d)"
-        )
-        g.add_argument("--y-col", help=".csv column -> y")
-        g.add_argument(
-            "--arg",
-            action="append",
-            default=[],
-            metavar="NAME=VALUE",
-            help="extra keyword argument of the model (repeatable)",
-        )
-        g.add_argument(
-            "--init",
-            choices=sorted(INITS),
-            default=None,
-            help="autoguide initialisation (default: Pyro's for that autoguide)",
-        )
-        g.add_argument(
-            "--init-value",
-            action="append",
-            default=[],
-            metavar="SITE=VALUE",
-            help="start the autoguide at this value of a latent site, e.g. "
-            "'locs=[-1,1]' (repeatable; other sites as --init)",
-        )
+        values, overrides = {}, {}
+        data = {f.name: f for f in fields(cls.options)}.get("data")
+        if cls.default_data and data is not None:  # relative to the plugin file
+            values["data"] = str(Path(cls.source()).parent / cls.default_data)
+            help = f"{data.metadata.get('help', '')}; default {cls.default_data}"
+            overrides["data"] = {"help": help}
+        add_options(parser.add_argument_group("your model"), cls.options, values, overrides)
         if cls.model_file:
             parser.set_defaults(model_file=cls.model_file, model_function=cls.model_function)
 
@@ -427,6 +627,8 @@ class UserModel(Workflow):
         """Keyword arguments: the data file's arrays plus ``--arg`` values."""
         a = self.args
         kwargs = dict(self.default_args)
+        if self.given_data is not None:  # bayesdl.fit(model, data={...}) from Python
+            kwargs.update(python_data(self.given_data))
         if path:
             kwargs.update(read_data(path, a.x_cols, a.y_col, require_y=require_y))
         elif a.x_cols or a.y_col:
@@ -452,7 +654,7 @@ class UserModel(Workflow):
         """The guide: an autoguide by name (over the continuous sites) or ``file.py:guide``."""
         a = self.args
         spec = a.guide
-        if spec in AUTOGUIDES:
+        if self.is_autoguide(spec):
             if discrete and a.estimator != "enum":
                 raise UserError(
                     f"{self.where()} has discrete latent sites ({', '.join(discrete)}): autoguides "
@@ -461,7 +663,10 @@ class UserModel(Workflow):
             if discrete and spec == "auto-laplace":
                 raise UserError("auto-laplace needs a model without discrete latent sites")
             target = poutine.block(model, hide=discrete) if discrete else model
-            return AUTOGUIDES[spec](target, **self._init_kwargs(spec))
+            cls = AUTOGUIDES[spec] if isinstance(spec, str) else spec
+            return cls(target, **self._init_kwargs(spec))
+        if callable(spec):  # a guide function or object given from Python
+            return spec
         if is_file_spec(spec):
             path, fn = split_spec(spec, "guide")
             a.guide = f"{absolute_path(path)}:{fn}"  # saved in config.json, reopened from anywhere
@@ -495,11 +700,13 @@ class UserModel(Workflow):
         data = self.data(a.data)
         if a.data:
             source = f"from {a.data}"
+        elif self.given_data is not None:
+            source = "in data="
         else:
             source = "from --arg (no --data given)"
         check_arguments(model, data, self.where(), source)
         tr = self.trial(model, data)
-        latent, discrete, observed = [], [], []
+        latent, discrete, observed, deterministic = [], [], [], []
         data_size = None
         for name, site in tr.nodes.items():
             if site["type"] != "sample":
@@ -515,6 +722,9 @@ class UserModel(Workflow):
                             f"--batch-size {a.batch_size} must equal it (or leave --batch-size out)"
                         )
                 continue
+            if site["infer"].get("_deterministic"):  # pyro.deterministic: a function of others
+                deterministic.append(name)
+                continue
             if site["is_observed"]:
                 observed.append(name)
                 continue
@@ -522,7 +732,7 @@ class UserModel(Workflow):
             if site["fn"].support.is_discrete:
                 discrete.append(name)
                 enumerable = getattr(site["fn"], "has_enumerate_support", False)
-                if not enumerable and a.guide in AUTOGUIDES:
+                if not enumerable and self.is_autoguide(a.guide):
                     raise UserError(
                         f"{self.where()}: latent site {name!r} is discrete and cannot "
                         "be enumerated; write a guide for it (FILE.py:guide)"
@@ -532,8 +742,15 @@ class UserModel(Workflow):
                 f"{self.where()} has no latent site: every pyro.sample in it has obs=, so there "
                 "is nothing to infer"
             )
+        if not observed:
+            warnings.warn(
+                f"{self.where()} has no observed site (no pyro.sample with obs=): the fit "
+                "approximates the prior",
+                UserWarning,
+                stacklevel=2,
+            )
         guide = self.make_guide(model, discrete)
-        if a.guide in AUTOGUIDES:
+        if self.is_autoguide(a.guide):
             # one ELBO evaluation with the chosen estimator, on a throwaway guide: errors that
             # only appear under enumeration or vectorized particles name the site here
             self._trial_elbo(model, self.make_guide(model, discrete), data)
@@ -544,20 +761,36 @@ class UserModel(Workflow):
             guide,
             data,
             data_size=data_size,
-            extra={"latent": latent, "discrete": discrete, "observed": observed},
+            extra={
+                "latent": latent,
+                "discrete": discrete,
+                "observed": observed,
+                "deterministic": deterministic,
+            },
         )
 
-    def _trial_elbo(self, model: Callable, guide: Callable, data: dict[str, Any]) -> None:
-        import pyro
+    def record(self) -> dict[str, Any]:
+        """``config.json``'s checksums: the data file's and the model (and guide) file's."""
+        return {**super().record(), **run_file_records(self.args)}
 
+    @staticmethod
+    def is_autoguide(spec: Any) -> bool:
+        """An autoguide by name or class (a fresh one is made for every fit)."""
+        if isinstance(spec, str):
+            return spec in AUTOGUIDES
+        return isinstance(spec, type) and issubclass(spec, AutoGuide)
+
+    def _trial_elbo(self, model: Callable, guide: Callable, data: dict[str, Any]) -> None:
         a = self.args
         est = make_estimator(
             a.estimator, a.particles, a.vectorize_particles, float(a.max_plate_nesting)
         )
         last = _LastSite()
         try:
-            with last:  # (TraceEnum_ELBO refuses a loss without gradients)
-                est.loss(est.wrap_model(model), est.wrap_guide(guide), **data)
+            # in a param store of its own: the trial's parameters never reach the fit
+            with pyro.get_param_store().scope(), last:  # (gradients on: TraceEnum_ELBO needs them)
+                loss = est.loss if est.differentiable else est.elbo.loss
+                loss(est.wrap_model(model), est.wrap_guide(guide), **data)
         except UserError:
             raise
         except Exception as e:  # noqa: BLE001
@@ -565,8 +798,6 @@ class UserModel(Workflow):
                 f"{self.where()} with guide {a.guide} and --estimator {a.estimator}: "
                 f"{_describe(e, Path(self.source()).resolve(), last.name)}"
             ) from None
-        finally:
-            pyro.clear_param_store()
 
     def posterior_guide(self, problem: Problem) -> Callable:
         """The guide to draw the posterior from (the Laplace Gaussian for ``auto-laplace``)."""

@@ -8,9 +8,9 @@ by ``log p(x)``; draws samples, reconstructions, and for a 2-D latent the code m
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from bayesdl.guides.vae import AmortizedGuide, Encoder
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.importance import iw_log_marginal
 from bayesdl.models.vae import ACTIVATIONS, LIKELIHOODS, Decoder, VAEModel
-from bayesdl.workflows.base import Problem, Workflow, add_image_data_arguments, image_data_source
+from bayesdl.workflows.base import ImageDataOptions, Problem, Workflow, image_data_source
 from bayesdl.workflows.figures import plt, save
 from bayesdl.workflows.metrics import auroc
 from bayesdl.workflows.registry import register
@@ -53,6 +53,53 @@ def _hidden(spec: str) -> tuple[int, ...]:
     return sizes
 
 
+@dataclass
+class VAEOptions(ImageDataOptions):
+    """The data, the likelihood and the networks."""
+
+    data: str = field(
+        default="digits",
+        metadata={
+            "help": "digits (bundled 8x8, default) | mnist | FILE.npz with x (N x D or "
+            "N x H x W in [0, 1]; optional y, x_test, y_test)"
+        },
+    )
+    likelihood: str = field(
+        default="bernoulli",
+        metadata={
+            "help": "p(x_d | z): bernoulli (binarized pixels, default), "
+            "continuous-bernoulli or gaussian (grayscale)",
+            "choices": LIKELIHOODS,
+        },
+    )
+    binarize: str = field(
+        default="dynamic",
+        metadata={
+            "help": "bernoulli only: redraw binary pixels every epoch (dynamic, default) "
+            "or once (fixed); the test set is binarized once with --seed",
+            "choices": ("dynamic", "fixed"),
+        },
+    )
+    latent_dim: int | None = field(
+        default=None,
+        metadata={"help": "size of z (default 2 on digits and .npz, 50 on MNIST)"},
+    )
+    hidden: str = field(
+        default="200,200",
+        metadata={"help": "hidden widths of encoder and decoder (default 200,200; 'none': linear)"},
+    )
+    activation: str = field(
+        default="tanh",
+        metadata={"help": "hidden activation (default tanh)", "choices": sorted(ACTIVATIONS)},
+    )
+    iw_samples: int = field(
+        default=5000,
+        metadata={
+            "help": "importance samples per example for log p(x) in `evaluate` (default 5000)"
+        },
+    )
+
+
 @register
 class VAE(Workflow):
     """Variational autoencoder with an amortized Gaussian guide."""
@@ -63,6 +110,7 @@ class VAE(Workflow):
     default_estimator = "reparam"
     guides = ("amortized",)
     default_guide = "amortized"
+    options = VAEOptions
     fit_defaults = {
         "steps": 3000,
         "lr": 1e-3,
@@ -71,50 +119,6 @@ class VAE(Workflow):
         "checkpoint_every": 1000,
     }
     tour_runs = [["--steps", "2000"]]
-
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        g = parser.add_argument_group("vae")
-        add_image_data_arguments(
-            g, "FILE.npz with x (N x D or N x H x W in [0, 1]; optional y, x_test, y_test)"
-        )
-        g.add_argument(
-            "--likelihood",
-            default="bernoulli",
-            choices=LIKELIHOODS,
-            help="p(x_d | z): bernoulli (binarized pixels, default), "
-            "continuous-bernoulli or gaussian (grayscale)",
-        )
-        g.add_argument(
-            "--binarize",
-            default="dynamic",
-            choices=("dynamic", "fixed"),
-            help="bernoulli only: redraw binary pixels every epoch (dynamic, default) "
-            "or once (fixed); the test set is binarized once with --seed",
-        )
-        g.add_argument(
-            "--latent-dim",
-            type=int,
-            default=None,
-            help="size of z (default 2 on digits and .npz, 50 on MNIST)",
-        )
-        g.add_argument(
-            "--hidden",
-            default="200,200",
-            help="hidden widths of encoder and decoder (default 200,200; 'none': linear)",
-        )
-        g.add_argument(
-            "--activation",
-            default="tanh",
-            choices=sorted(ACTIVATIONS),
-            help="hidden activation (default tanh)",
-        )
-        g.add_argument(
-            "--iw-samples",
-            type=int,
-            default=5000,
-            help="importance samples per example for log p(x) in `evaluate` (default 5000)",
-        )
 
     # -- data ---------------------------------------------------------------------------------
     def _source(self) -> str:

@@ -6,6 +6,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+
 from bayesdl.inference.train import FitConfig, Interrupted, fit
 
 
@@ -30,7 +31,7 @@ def _fit(tmp_path, steps, **kw):
         steps=steps, lr=0.05, batch_size=8, log_every=1, seed=3, checkpoint_every=100
     )
     x = torch.arange(20.0)
-    fit(
+    result = fit(
         model,
         guide,
         {"x": x},
@@ -41,7 +42,7 @@ def _fit(tmp_path, steps, **kw):
         data_hook=jitter,
         **kw,
     )
-    return pyro.param("mu").item()
+    return result.param("mu").item()
 
 
 def test_hook_called_once_per_epoch():
@@ -75,5 +76,5 @@ def test_resume_mid_epoch_equals_uninterrupted(tmp_path):
     assert resumed == full  # bit-for-bit: same minibatches, same noise draws
     # the hook matters: without the noise the answer differs
     config = FitConfig(steps=7, lr=0.05, batch_size=8, seed=3)
-    fit(model, guide, {"x": torch.arange(20.0)}, config, None, data_size=20, progress=False)
-    assert pyro.param("mu").item() != full
+    r = fit(model, guide, {"x": torch.arange(20.0)}, config, None, data_size=20, progress=False)
+    assert r.param("mu").item() != full

@@ -65,7 +65,8 @@ def fit_digits(batch_size: int, out: Path | None = None) -> tuple[dict[str, torc
         data_size=len(split.x_train),
         progress=False,
     )
-    params = {k: v.detach().clone() for k, v in pyro.get_param_store().named_parameters()}
+    with pyro.get_param_store().scope(result.params):
+        params = {k: v.detach().clone() for k, v in pyro.get_param_store().named_parameters()}
     return params, [row["elbo"] for row in result.history]
 
 

@@ -19,9 +19,10 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from torch.distributions import constraints
+
 from bayesdl.inference.diagnostics import gradient_draws
 from bayesdl.inference.estimators import Estimator, ScoreFunction, make_estimator
-from torch.distributions import constraints
 
 DRAWS = 4000
 

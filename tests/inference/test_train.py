@@ -8,11 +8,12 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from pyro.infer.autoguide import AutoNormal
+
 from bayesdl.inference import FitConfig, Interrupted, UserError, fit
 from bayesdl.inference.batching import DataSubsample, EpochBatcher
 from bayesdl.inference.estimators import make_estimator
 from bayesdl.inference.schedules import kl_weight, lr_factor
-from pyro.infer.autoguide import AutoNormal
 
 
 def logistic(x, y):
@@ -29,8 +30,8 @@ def data():
     return {"x": x, "y": y}
 
 
-def _params() -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
+def _params(result) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in result.param_values().items()}
 
 
 @pytest.mark.parametrize("estimator", ["reparam", "score"])
@@ -68,11 +69,11 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, data, estimator
         progress=False,
         resume=True,
     )
-    a = _params()
+    a = _params(resumed)
     straight = fit(
         logistic, AutoNormal(logistic), data, FitConfig(**cfg), None, data_size=200, progress=False
     )
-    b = _params()
+    b = _params(straight)
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -144,7 +145,7 @@ def test_kl_warmup_scales_only_latent_terms(data):
     "cfg, match",
     [
         (dict(steps=0), "--steps must be positive"),
-        (dict(lr=-1.0), "--lr must be positive"),
+        (dict(lr=-1.0), "--lr must be a positive"),
         (dict(particles=0), "--particles"),
         (dict(batch_size=0), "--batch-size"),
         (dict(lr_schedule="zigzag"), "--lr-schedule"),

@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import math
 
-import bayesdl.models.bnn as bnn
 import numpy as np
 import pytest
 import torch
-from bayesdl.cli import _fit_parser
+
+import bayesdl.models.bnn as bnn
 from bayesdl.workflows import metrics
 from bayesdl.workflows.bnn import BNN
+from bayesdl.workflows.options import fit_parser
 from bayesdl.workflows.run import fit_config, fit_problem
 
 # the defaults: MLP 64-100-10 on the bundled digits, 3000 minibatches of 128 (285 epochs),
@@ -33,11 +34,12 @@ def one_thread(monkeypatch):
 
 def fitted(*argv: str):
     """Fit ``bnn`` with ``argv`` in process; return the workflow, problem and its report."""
-    args = _fit_parser(BNN, "bnn").parse_args([*QUICK, *argv])
+    args = fit_parser(BNN, "bnn").parse_args([*QUICK, *argv])
     w = BNN(args)
     problem = w.build()
     fit_problem(problem, fit_config(args), progress=False)
-    return w, problem, w._report(problem)
+    with problem.scope():  # the fit's own parameters, as bayesdl.fit reads them
+        return w, problem, w._report(problem)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +97,7 @@ def test_kl_approximation_matches_monte_carlo():
 
 
 def _problem(guide: str, *extra: str):
-    args = _fit_parser(BNN, "bnn").parse_args(["--guide", guide, "--hidden", "32", *extra])
+    args = fit_parser(BNN, "bnn").parse_args(["--guide", guide, "--hidden", "32", *extra])
     w = BNN(args)
     return w, w.build()
 
@@ -107,7 +109,8 @@ def _problem(guide: str, *extra: str):
 def test_predictive_probabilities_sum_to_one(guide, extra):
     w, problem = _problem(guide, *extra, "--samples", "7")
     x = problem.extra["split"].x_test[:20]
-    p = w.probs(problem, x)
+    with problem.scope():  # its parameters, never another test's of the same name
+        p = w.probs(problem, x)
     assert p.shape == (7, 20, 10)
     assert torch.allclose(p.sum(-1), torch.ones(7, 20), atol=1e-5)
     assert metrics.mutual_information(p).min() >= 0
@@ -116,24 +119,26 @@ def test_predictive_probabilities_sum_to_one(guide, extra):
 def test_predictive_becomes_deterministic_when_posterior_collapses():
     w, problem = _problem("meanfield", "--samples", "10")
     x = problem.extra["split"].x_test[:50]
-    spread = w.probs(problem, x).std(0).max()
-    with torch.no_grad():
-        for lay in problem.model.net.layers:
-            lay.log_sigma2.fill_(10.0)
-    assert w.probs(problem, x).std(0).max() > spread  # wider q, more spread
-    with torch.no_grad():
-        for lay in problem.model.net.layers:
-            lay.log_sigma2.fill_(-80.0)  # q(theta) -> a point mass at theta
-    p = w.probs(problem, x)
-    mean_net = w.probs(problem, x, mean_net=True)[0]
-    assert torch.allclose(p, mean_net.expand_as(p), atol=1e-6)
-    assert metrics.mutual_information(p).max() < 1e-5
+    with problem.scope():  # its parameters, never another test's of the same name
+        spread = w.probs(problem, x).std(0).max()
+        with torch.no_grad():
+            for lay in problem.model.net.layers:
+                lay.log_sigma2.fill_(10.0)
+        assert w.probs(problem, x).std(0).max() > spread  # wider q, more spread
+        with torch.no_grad():
+            for lay in problem.model.net.layers:
+                lay.log_sigma2.fill_(-80.0)  # q(theta) -> a point mass at theta
+        p = w.probs(problem, x)
+        mean_net = w.probs(problem, x, mean_net=True)[0]
+        assert torch.allclose(p, mean_net.expand_as(p), atol=1e-6)
+        assert metrics.mutual_information(p).max() < 1e-5
 
 
 def test_dropout_zero_is_the_point_network():
     w, problem = _problem("dropout", "--dropout", "0", "--samples", "5")
     x = problem.extra["split"].x_test[:30]
-    p = w.probs(problem, x)
+    with problem.scope():
+        p = w.probs(problem, x)
     assert torch.allclose(p, p[:1].expand_as(p), atol=1e-7)
 
 
@@ -212,14 +217,15 @@ def test_lenet5_on_mnist_runs(guide):
 
     if not os.environ.get("BAYESDL_MNIST_DIR"):
         pytest.skip("set BAYESDL_MNIST_DIR to the MNIST IDX files")
-    args = _fit_parser(BNN, "bnn").parse_args(
+    args = fit_parser(BNN, "bnn").parse_args(
         ["--data", "mnist", "--arch", "lenet5", "--guide", guide, "--steps", "30", "--samples", "3"]
     )
     w = BNN(args)
     problem = w.build()
     r = fit_problem(problem, fit_config(args), progress=False)
     assert math.isfinite(r.final_elbo)
-    p = w.probs(problem, problem.extra["split"].x_test[:64])
+    with problem.scope():
+        p = w.probs(problem, problem.extra["split"].x_test[:64])
     assert p.shape == ((1 if guide == "mle" else 3), 64, 10)
     assert torch.allclose(p.sum(-1), torch.ones(p.shape[:2]), atol=1e-5)
     # 30 steps of batch 128 already beat chance by far

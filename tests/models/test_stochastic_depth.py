@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import sys
 
-import bayesdl.cli as cli
 import pyro
 import pytest
 import torch
+
 from bayesdl.guides.stochastic_depth import AmortizedDepthGuide
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.estimators import make_estimator
@@ -20,6 +20,7 @@ from bayesdl.models.stochastic_depth import (
     early_exit_logits,
     gaussian_log_density,
 )
+from bayesdl.workflows.options import fit_parser
 from bayesdl.workflows.registry import REGISTRY
 from bayesdl.workflows.run import fit_config, fit_problem
 
@@ -110,11 +111,12 @@ def test_early_exit_runs_only_the_blocks_of_each_depth():
 def _fit_digits(penalty: float, seed: int = 0) -> dict:
     workflow_cls = REGISTRY["stochastic-depth"]
     argv = ["--steps", "500", "--width", "16", "--depth-penalty", str(penalty), "--seed", str(seed)]
-    args = cli._fit_parser(workflow_cls, "test").parse_args(argv)
+    args = fit_parser(workflow_cls, "test").parse_args(argv)
     workflow = workflow_cls(args)
     problem = workflow.build()
     fit_problem(problem, fit_config(args), progress=False)
-    return workflow.summarize(problem)["test"]
+    with problem.scope():
+        return workflow.summarize(problem)["test"]
 
 
 def test_digits_penalty_shrinks_depth_and_early_exit_keeps_accuracy():
@@ -188,7 +190,7 @@ def test_cli_fit_evaluate_predict(cli, tmp_path, monkeypatch):
 )
 def test_user_errors(argv, message):
     workflow_cls = REGISTRY["stochastic-depth"]
-    args = cli._fit_parser(workflow_cls, "test").parse_args(argv)
+    args = fit_parser(workflow_cls, "test").parse_args(argv)
     with pytest.raises(UserError, match=message):
         workflow_cls(args).build()
 

@@ -1,0 +1,159 @@
+"""The Python face of bayesdl: :func:`fit` any Pyro model, :func:`load` a run folder.
+
+    import bayesdl
+    post = bayesdl.fit(model, data={"x": x, "y": y}, guide="auto-mvn", steps=2000)
+    post.summary(); post.sample(1000); post.predict({"x": x_new}); post.save("runs/mine")
+
+The command line calls the same functions (:mod:`bayesdl.workflows.run`): one code path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bayesdl.inference.errors import UserError
+from bayesdl.posterior import Posterior
+from bayesdl.workflows.run import Run, fit_run, load_run, read_config
+
+
+def registry(plugins: tuple[str, ...] | list[str] = ()) -> dict[str, type]:
+    """The named models (built-in, and those ``@register`` ed by the ``plugins`` files)."""
+    import bayesdl.workflows  # noqa: F401  (registers the built-in models)
+    from bayesdl.workflows.registry import REGISTRY
+    from bayesdl.workflows.user_model import load_plugins
+
+    load_plugins(plugins)
+    return REGISTRY
+
+
+def workflow_for(model: Any, data: Any = None, plugins: tuple[str, ...] = ()) -> type:
+    """The workflow class of ``model``: a registered name, ``FILE.py:function`` or a model
+    function / PyroModule given from Python (with its ``data``)."""
+    from bayesdl.workflows.user_model import file_workflow, is_file_spec, python_workflow
+
+    if isinstance(model, str):
+        names = registry(plugins)
+        if model in names:
+            return names[model]
+        if is_file_spec(model):
+            return file_workflow(model)
+        raise UserError(f"unknown model {model!r}; known models: {', '.join(sorted(names))}")
+    return python_workflow(model, data)
+
+
+def fit(
+    model: Callable | str,
+    data: dict[str, Any] | str | Path | None = None,
+    guide: Any = None,
+    *,
+    out: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    plugins: tuple[str, ...] | list[str] = (),
+    **options: Any,
+) -> Posterior:
+    """Fit ``guide`` to ``model`` by stochastic variational inference; return the posterior.
+
+    :param model: a Pyro model function (or ``PyroModule``), ``"FILE.py:function"``, or the
+        name of a registered model (``"coin"``, ``"linreg"``, ``"bnn"``, ...) whose options
+        are keywords (``bayesdl.fit("coin", heads=6, tails=4)``).
+    :param data: the model's keyword arguments (tensors, arrays, scalars); for a named model
+        or a file model, a data file (its ``data`` option).
+    :param guide: an autoguide name (``"auto-normal"``, the default for model functions;
+        ``"auto-mvn"``, ``"auto-lowrank"``, ``"auto-delta"``, ``"auto-laplace"``), an autoguide
+        class, a guide function or object, or a named model's guide name.
+    :param out: a run folder to write while fitting (metrics, checkpoints, summary, figures);
+        ``resume=True`` continues it, ``overwrite=True`` replaces it.
+    :param options: every engine option of the command line (``steps``, ``lr``,
+        ``estimator``, ``particles``, ``batch_size``, ``seed``, ``device``, ``kl_warmup``,
+        ...) and the named model's own options; bad values raise :class:`UserError`
+        (a ``ValueError``) with the command line's message.
+
+    Each fit has a parameter store of its own: fits never change one another, and Pyro's
+    global store is neither read nor cleared.
+    """
+    from bayesdl.workflows.options import namespace
+
+    if isinstance(model, str) and data is not None:
+        if not isinstance(data, str | Path):
+            raise UserError(
+                f"model {model!r} reads its data through its options: pass a file path as "
+                "data=, or fit a model function with data={...}"
+            )
+        options["data"] = str(Path(data).expanduser().resolve())
+        data = None
+    workflow = workflow_for(model, data, tuple(plugins))
+    if guide is not None:
+        options["guide"] = guide
+    args = namespace(workflow, **options)
+    run = fit_run(
+        workflow,
+        args,
+        None if out is None else Path(out),
+        resume=resume,
+        overwrite=overwrite,
+        progress=True if progress is None else progress,
+    )
+    return Posterior(run)
+
+
+def load(
+    run_dir: str | Path,
+    model: Callable | None = None,
+    guide: Callable | None = None,
+    device: str | None = None,
+    plugins: tuple[str, ...] | list[str] = (),
+) -> Posterior:
+    """Reopen a run folder made by ``bayesdl fit`` or :meth:`Posterior.save`.
+
+    A model given from Python interactively is not recorded by file: pass it again as
+    ``model=`` (and a guide function likewise as ``guide=``). Loading never runs code from the
+    folder: only the model file the run records is imported (with its checksum checked).
+    """
+    import json
+
+    from bayesdl.workflows.user_model import python_workflow, run_registry
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is not a run folder")
+    cfg = read_config(run_dir)
+    names = dict(registry(plugins))
+    if model is not None:
+        names[cfg["model"]] = python_workflow(model, None)
+    else:
+        names = run_registry(run_dir, names)
+    if cfg["model"] not in names:
+        raise UserError(
+            f"{run_dir} holds a model defined in Python ({cfg['model']}): pass it again, "
+            "bayesdl.load(dir, model=fn)"
+        )
+    overrides = {}
+    if guide is not None:
+        overrides["guide"] = guide
+    elif str(cfg["args"].get("guide", "")).startswith("python:"):
+        raise UserError(
+            f"{run_dir} was fitted with a guide given from Python "
+            f"({cfg['args']['guide'][7:]}): pass it again, bayesdl.load(dir, guide=fn)"
+        )
+    workflow, problem = load_run(run_dir, names, device, overrides)
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        summary = {"model": cfg["model"]}
+    from bayesdl.inference import checkpoint as ckpt
+    from bayesdl.inference.train import CHECKPOINT, FitResult
+
+    saved = ckpt.load(run_dir / CHECKPOINT)
+    result = FitResult(
+        steps=int(saved.get("step", 0)),
+        final_elbo=summary.get("final_elbo") or float("nan"),
+        wall_seconds=float(summary.get("wall_seconds") or 0.0),
+        device=str(summary.get("device", "cpu")),
+        history=list(saved.get("history") or []),
+        params=problem.params,
+    )
+    return Posterior(Run(workflow, problem, result, summary, run_dir))

@@ -1,0 +1,212 @@
+"""Options are data: every model's flags and defaults come from its ``Options`` dataclass (and
+the engine's from ``FitConfig``), and Python keywords go through the same checks as flags."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import typing
+from pathlib import Path
+
+import bayesdl.workflows  # noqa: F401  (registers the built-in models)
+import pytest
+from bayesdl.inference.errors import UserError
+from bayesdl.inference.train import FitConfig
+from bayesdl.workflows.base import Workflow
+from bayesdl.workflows.coin import Coin
+from bayesdl.workflows.options import (
+    add_options,
+    defaults,
+    engine_defaults,
+    fit_parser,
+    flags,
+    namespace,
+)
+from bayesdl.workflows.registry import REGISTRY
+
+BUILT_IN = ["coin", "linreg", "bnn", "vae", "stochastic-depth"]
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    return set(parser._option_string_actions)  # argparse has no public list of its flags
+
+
+def _sample(cls: type, f: dataclasses.Field) -> tuple[list[str], object]:
+    """A non-default value of field ``f``: ``(command-line words, Python value)``."""
+    hint = typing.get_type_hints(cls)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    kind = args[0] if typing.get_origin(hint) is not list and args else hint
+    flag = flags(cls)[f.name]
+    if f.metadata.get("choices"):
+        choice = list(f.metadata["choices"])[-1]
+        return [flag, choice], choice
+    if kind is bool:
+        return [flag], not f.default
+    if kind is int:
+        return [flag, "3"], 3
+    if kind is float:
+        return [flag, "0.75"], 0.75
+    if kind is str:
+        return [flag, "abc"], "abc"
+    assert typing.get_origin(hint) is list, hint
+    return [flag, "a=1", flag, "b=2"], ["a=1", "b=2"]
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_every_model_declares_typed_options(name):
+    w = REGISTRY[name]
+    assert dataclasses.is_dataclass(w.options)
+    for f in dataclasses.fields(w.options):
+        assert f.metadata.get("help"), f"{name}: option {f.name} has no help"
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_parser_flags_and_defaults_are_the_dataclass_fields(name):
+    w = REGISTRY[name]
+    p = fit_parser(w, f"bayesdl fit {name}")
+    expected = {
+        **defaults(w.options),
+        **engine_defaults(w),
+        "guide": w.default_guide,
+        "plugin": [],
+    }
+    got = vars(p.parse_args([]))
+    assert got.keys() == expected.keys()
+    for k, v in expected.items():
+        assert got[k] == v or (isinstance(v, float) and math.isinf(v) and math.isinf(got[k])), k
+    want = {*flags(w.options).values(), *flags(FitConfig).values()}
+    assert _option_strings(p) == want | {"--guide", "--plugin", "-h", "--help"}
+    assert w.option_defaults() == defaults(w.options)
+    # the per-model engine defaults of today: `fit_defaults` over FitConfig's
+    for k, v in w.fit_defaults.items():
+        assert got[k] == v
+
+
+def test_engine_flags_are_the_ones_of_before():
+    assert set(flags(FitConfig).values()) == {
+        "--steps", "--lr", "--optimizer", "--estimator", "--particles",
+        "--no-vectorize-particles", "--max-plate-nesting", "--batch-size", "--lr-schedule",
+        "--lr-warmup", "--clip-norm", "--kl-warmup", "--kl-warmup-start", "--seed", "--device",
+        "--log-every", "--checkpoint-every", "--threads", "--validate",
+    }  # fmt: skip
+    h = fit_parser(Coin, "bayesdl fit coin").format_help()
+    assert "--max-plate-nesting" not in h  # hidden
+    assert "optimizer steps (default 2000)" in h  # the model's own default in the help
+    assert "variational family: beta, map, mle (default beta)" in h
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_keywords_and_flags_give_the_same_namespace(name):
+    """``defaults() + overrides`` from Python keywords == parsing the equivalent flags."""
+    w = REGISTRY[name]
+    argv, kwargs = [], {}
+    for cls in (w.options, FitConfig):
+        for f in dataclasses.fields(cls):
+            if f.name in ("max_plate_nesting",):
+                continue
+            words, value = _sample(cls, f)
+            if cls is FitConfig and f.name == "estimator":
+                words, value = ["--estimator", "score"], "score"
+            argv += words
+            kwargs[f.name] = value
+    argv += ["--guide", "g1", "--plugin", "p.py"]
+    kwargs.update(guide="g1", plugin=["p.py"])
+    parsed = fit_parser(w, "t").parse_args(argv)
+    assert vars(namespace(w, **kwargs)) == vars(parsed)
+    assert vars(namespace(w)) == vars(fit_parser(w, "t").parse_args([]))
+
+
+def test_coin_keywords():
+    ns = namespace(Coin, heads=6, tails=4, steps=2000)
+    assert (ns.heads, ns.tails, ns.steps, ns.lr, ns.guide) == (6, 4, 2000, 0.1, "beta")
+    assert ns.estimator == "reparam" and ns.prior_a == 1.0 and ns.plugin == []
+    assert isinstance(namespace(Coin, lr=1).lr, float)
+    assert namespace(Coin, lr="0.5", steps="7").lr == 0.5  # strings as on the command line
+    assert namespace(Coin, steps=7.0).steps == 7
+    assert namespace(Coin, batch_size=0).batch_size is None  # as `--batch-size 0`
+    assert namespace(Coin, batch_size="full").batch_size is None
+    assert namespace(Coin, batch_size=16).batch_size == 16
+    assert namespace(Coin, heads=None).heads is None
+    assert namespace(Coin, vectorize_particles=False, check_args=True).check_args is True
+    assert namespace(Coin, data=Path("flips.csv")).data == "flips.csv"
+    assert namespace(Coin, plugin=[Path("p.py")]).plugin == [str(Path("p.py").resolve())]
+
+
+def test_unknown_keyword_lists_the_valid_ones():
+    with pytest.raises(UserError, match=r"unknown option 'foo' for model 'coin'; options: ") as e:
+        namespace(Coin, heads=1, foo=2)
+    assert "heads" in str(e.value) and "steps" in str(e.value) and "guide" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"steps": 2.5}, ["'steps'", "--steps", "integer", "2.5"]),
+        ({"steps": True}, ["'steps'", "integer"]),
+        ({"heads": "six"}, ["'heads'", "--heads", "integer", "'six'"]),
+        ({"lr": "fast"}, ["'lr'", "number"]),
+        ({"prior_a": None}, ["'prior_a'", "None"]),
+        ({"flips": 101}, ["'flips'", "string"]),
+        ({"check_args": "yes"}, ["'check_args'", "--validate", "True or False"]),
+        ({"estimator": "nope"}, ["'estimator'", "must be one of", "reparam"]),
+        ({"plugin": "p.py"}, ["'plugin'", "list"]),
+    ],
+)
+def test_bad_keyword_values_are_user_errors(kwargs, words):
+    with pytest.raises(UserError) as e:
+        namespace(Coin, **kwargs)
+    for w in words:
+        assert w in str(e.value)
+    assert "model 'coin'" in str(e.value)
+
+
+def test_choices_are_checked_for_keywords():
+    with pytest.raises(UserError, match="must be one of mlp, lenet5"):
+        namespace(REGISTRY["bnn"], arch="resnet")
+
+
+def test_switch_flags_and_overrides():
+    @dataclasses.dataclass
+    class Opts:
+        on: bool = dataclasses.field(default=True, metadata={"help": "x"})
+        off: bool = False
+        named: bool = dataclasses.field(default=False, metadata={"flag": "--yes"})
+        hidden: int = dataclasses.field(default=1, metadata={"hidden": True})
+        items: list[str] = dataclasses.field(default_factory=list)
+
+    assert flags(Opts) == {
+        "on": "--no-on",
+        "off": "--off",
+        "named": "--yes",
+        "hidden": "--hidden",
+        "items": "--items",
+    }
+    p = argparse.ArgumentParser()
+    add_options(p, Opts, {"hidden": 5}, {"on": {"help": "other"}})
+    assert vars(p.parse_args([])) == {
+        "on": True,
+        "off": False,
+        "named": False,
+        "hidden": 5,
+        "items": [],
+    }
+    ns = p.parse_args(["--no-on", "--off", "--yes", "--hidden", "2", "--items", "a"])
+    assert vars(ns) == {"on": False, "off": True, "named": True, "hidden": 2, "items": ["a"]}
+    assert "other" in p.format_help() and "--hidden" not in p.format_help()
+
+
+def test_a_plugin_may_still_declare_argparse_options():
+    class Legacy(Workflow):
+        name = "legacy"
+        default_guide = "g"
+
+        @classmethod
+        def add_arguments(cls, parser):
+            parser.add_argument("--knob", type=int, default=4)
+
+    assert fit_parser(Legacy, "t").parse_args(["--knob", "5"]).knob == 5
+    assert Legacy.option_defaults() == {"knob": 4}
+    assert namespace(Legacy, knob=6, steps=3).knob == 6
+    with pytest.raises(UserError, match="unknown option 'nob'"):
+        namespace(Legacy, nob=1)
