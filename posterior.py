@@ -169,13 +169,9 @@ class Posterior:
         if data is not None and not isinstance(data, dict):
             raise UserError(f"data must be a dict of keyword arguments, got {type(data).__name__}")
         with problem.scope():
-            observed = observation_keys(
-                poutine.replay(
-                    problem.model, poutine.trace(self._posterior_guide()).get_trace(**problem.data)
-                ),
-                problem.data,
-            )
-        inputs = predictive_inputs(problem.data, data or {}, problem.data_size, observed)
+            guide_trace = poutine.trace(self._posterior_guide()).get_trace(**problem.data)
+            observed = observation_keys(poutine.replay(problem.model, guide_trace), problem.data)
+        inputs = predictive_inputs(problem.data, data or {}, observed)
         with problem.scope():
             return draw(problem.model, self._posterior_guide(), inputs, num_samples, None)
 

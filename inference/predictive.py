@@ -52,13 +52,30 @@ def posterior_summary(
     data: Mapping[str, Any],
     num_samples: int = 1000,
     max_elements: int = 100,
+    model: Callable | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Mean and standard deviation of every latent site with at most ``max_elements``."""
-    small = [n for n, shape in latent_sites(guide, data).items() if shape.numel() <= max_elements]
+    """Mean and standard deviation of every latent site with at most ``max_elements`` (and,
+    given the ``model``, of its ``pyro.deterministic`` sites)."""
+    shapes = dict(latent_sites(guide, data))
+    if model is not None:
+        with torch.no_grad():
+            gtr = poutine.trace(guide).get_trace(**data)
+            mtr = poutine.trace(poutine.replay(model, trace=gtr)).get_trace(**data)
+        shapes.update(
+            {
+                n: s["value"].shape
+                for n, s in mtr.nodes.items()
+                if s["type"] == "sample" and s["infer"].get("_deterministic")
+            }
+        )
+    small = [n for n, shape in shapes.items() if shape.numel() <= max_elements]
     if not small:
         return {}
-    draws = sample_posterior(guide, data, num_samples, small)
-    return mean_std({name: draws[name] for name in small})
+    if model is not None:
+        draws = draw(model, guide, data, num_samples, small)
+    else:
+        draws = sample_posterior(guide, data, num_samples, small)
+    return mean_std({name: draws[name] for name in small if name in draws})
 
 
 def mean_std(draws: dict[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
@@ -143,34 +160,31 @@ def draw(
 
 
 def observation_keys(model: Callable, data: Mapping[str, Any]) -> set[str]:
-    """The keyword arguments whose values the model observes as they are (``obs=y``)."""
+    """The keyword arguments the model observes: those equal to the value of an observed site
+    (``obs=y``, or ``obs=y[idx]`` with the plate's full index)."""
     with torch.no_grad():
         tr = poutine.trace(model).get_trace(**data)
-    ptrs = {
-        s["value"].data_ptr()
+    observed = [
+        s["value"]
         for s in tr.nodes.values()
         if s["type"] == "sample" and s["is_observed"] and torch.is_tensor(s["value"])
+    ]
+    return {
+        k
+        for k, v in data.items()
+        if torch.is_tensor(v)
+        and any(o.shape == v.shape and o.dtype == v.dtype and torch.equal(o, v) for o in observed)
     }
-    return {k for k, v in data.items() if torch.is_tensor(v) and v.data_ptr() in ptrs}
 
 
 def predictive_inputs(
-    train: Mapping[str, Any],
-    new: Mapping[str, Any],
-    data_size: int | None,
-    observed: set[str] = frozenset(),
+    train: Mapping[str, Any], new: Mapping[str, Any], observed: set[str] = frozenset()
 ) -> dict[str, Any]:
-    """The model's keyword arguments at new inputs: ``new`` over the training ones, where a
-    training array of the data plate's length that ``new`` does not give (an observation) is
-    ``None``, so its site is drawn; scalars and other arguments keep their training values."""
+    """The model's keyword arguments at new inputs: ``new`` over the training ones, where an
+    observation the model was fitted to (``observed``) that ``new`` does not give is ``None``,
+    so its site is drawn; every other training argument keeps its value."""
     device = next((v.device for v in train.values() if torch.is_tensor(v)), None)
-    n_train = data_size
-    out: dict[str, Any] = {}
-    for k, v in train.items():
-        if k in new:
-            continue
-        per_datum = torch.is_tensor(v) and v.dim() >= 1 and n_train is not None
-        out[k] = None if k in observed or (per_datum and v.shape[0] == n_train) else v
+    out: dict[str, Any] = {k: None if k in observed else v for k, v in train.items()}
     for k, v in new.items():
         if isinstance(v, np.ndarray):
             v = torch.as_tensor(

@@ -166,12 +166,12 @@ def prepare_out(out: Path, *, resume: bool, overwrite: bool, make: bool = True) 
         raise UserError(f"--resume: {out} holds no checkpoint to continue")
     if existing and not (resume or overwrite):
         how = (
-            "add --resume to continue it, --overwrite to replace it"
+            ": add --resume to continue it, --overwrite to replace it"
             if CHECKPOINT in existing
-            else "it has no checkpoint to resume from: add --overwrite to replace it"
+            else " but no checkpoint to resume from: add --overwrite to replace it"
         )
         raise UserError(
-            f"{out} already holds a run ({', '.join(existing)}): {how}, or choose another --out"
+            f"{out} already holds a run ({', '.join(existing)}){how}, or choose another --out"
         )
     if not make:
         parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
@@ -306,8 +306,8 @@ def fit_run(
             return _fit_locked(workflow, problem, config, out, resume, overwrite, progress)
     except BaseException:
         if main and created:  # a folder this call made and left empty: remove it again
-            (out / LOCK).unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):  # (a folder made read-only meanwhile)
+                (out / LOCK).unlink(missing_ok=True)
                 out.rmdir()
         raise
 
@@ -331,7 +331,9 @@ def _fit_locked(
             try:
                 (out / name).unlink(missing_ok=True)
             except OSError as e:
-                raise UserError(f"--overwrite: cannot remove {out / name}: {e.strerror or e}") from None
+                raise UserError(
+                    f"--overwrite: cannot remove {out / name}: {e.strerror or e}"
+                ) from None
     if main:
         write_json(out / CONFIG, record)
     result = fit_problem(problem, config, out, resume=resume, progress=progress)
@@ -383,10 +385,19 @@ def summarize(
     if not distributed.is_main():
         return summary
     with problem.scope():
-        summary["posterior"] = posterior_summary(problem.guide, _on(problem.data, result.device))
+        summary["posterior"] = posterior_summary(
+            _posterior_guide(workflow, problem),
+            _on(problem.data, result.device),
+            model=problem.model,
+        )
         summary["params"] = model_params(problem, max_elements=100)
         summary.update(workflow.summarize(problem))
     return summary
+
+
+def _posterior_guide(workflow: Workflow, problem: Problem):
+    pick = getattr(workflow, "posterior_guide", None)  # e.g. the Laplace approximation
+    return pick(problem) if pick is not None else problem.guide
 
 
 def _name(guide: Any) -> Any:

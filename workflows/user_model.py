@@ -18,6 +18,7 @@ import hashlib
 import importlib.util
 import inspect
 import json
+import re
 import sys
 import traceback
 import warnings
@@ -186,9 +187,14 @@ def python_workflow(fn: Callable, data: dict[str, Any] | None) -> type:
         path = None
     doc = (inspect.getdoc(fn) or "").strip().splitlines() if inspect.isfunction(fn) else []
     spec = f"{path}:{name}" if path else f"python:{name}"
+    base = UserModel
+    from bayesdl.models.bayesian_net import BayesianNet
+
+    if isinstance(fn, BayesianNet):  # bayesdl.bnn.bayesian(net): its own guide and reports
+        from bayesdl.workflows.bayesian_net import BayesianNetModel as base
     return type(
         "PythonModel",
-        (UserModel,),
+        (base,),
         {
             "name": spec,
             "description": doc[0] if doc else f"{name}, a Pyro model given from Python",
@@ -489,23 +495,58 @@ def check_arguments(fn: Callable, kwargs: dict[str, Any], where: str, source: st
 
 
 class _LastSite(Messenger):
-    """Remembers the name of the last sample site the model reached."""
+    """Follows the sample sites the model reaches: ``name``, the last one entered, and whether
+    it was completed; :meth:`where` says where an error arose from that."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.name: str | None = None
+        self.name: str | None = None  # the last site entered
+        self.done = False  # whether its statement completed (sampled, observed, recorded)
 
     def _pyro_sample(self, msg):
         if type(msg["fn"]).__name__ != "_Subsample":
-            self.name = msg["name"]
+            self.name, self.done = msg["name"], False
+
+    def _pyro_post_sample(self, msg):
+        if type(msg["fn"]).__name__ != "_Subsample" and msg["name"] == self.name:
+            self.done = True
+
+    def where(self) -> str | None:
+        """``at site 'y'`` for an error inside the site's ``pyro.sample``, ``after site 'w'``
+        for one in the code that follows it (e.g. building the next distribution)."""
+        if self.name is None:
+            return None
+        return f"{'after' if self.done else 'at'} site {self.name!r}"
 
 
-def _describe(e: BaseException, user_file: Path | None = None, site: str | None = None) -> str:
-    """One line: exception type, the message's first meaningful lines, the user's line, site."""
+#: a message that names the site itself: Pyro's "at site \"y\"", "site y dim -1", ...
+_NAMES_A_SITE = re.compile(r"\bsites?\s+['\"]?[^\s'\"]+")
+_MESSAGE_LINES, _MESSAGE_CHARS = 8, 600
+
+
+def _message(e: BaseException) -> str:
+    """The exception's message on one line: its lines joined (Pyro's shape hints included:
+    "Expected [], actual [8]; Try one of the following fixes: ..."), up to a table of trace
+    shapes, within :data:`_MESSAGE_CHARS`."""
+    text = ""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    text = lines[0] if lines else ""
-    if text.endswith(":") and len(lines) > 1:
-        text += " " + lines[1]
+    for i, line in enumerate(lines[:_MESSAGE_LINES]):
+        if line.startswith("Trace Shapes:"):  # Pyro's per-site shape table: too long to quote
+            break
+        line = line[2:] if line.startswith("- ") else line
+        text += line if i == 0 else (" " if text.endswith(":") else "; ") + line
+    if len(text) > _MESSAGE_CHARS:
+        text = text[: _MESSAGE_CHARS - 3].rstrip() + "..."
+    return text
+
+
+def _describe(
+    e: BaseException, user_file: Path | None = None, site: _LastSite | str | None = None
+) -> str:
+    """One line: exception type, the message (its hints included), the user's line, and where
+    in the model it arose (``site``: a :class:`_LastSite` that followed the model, or a name)
+    unless the message names a site itself."""
+    text = _message(e)
     text = f"{type(e).__name__}: {text}" if text else type(e).__name__
     where = []
     if user_file is not None:
@@ -519,8 +560,9 @@ def _describe(e: BaseException, user_file: Path | None = None, site: str | None 
             ]
             if frames:
                 where.append(f"line {frames[-1].lineno}")
-    if site is not None and f"'{site}'" not in text and f" {site} " not in text:
-        where.append(f"at or after site {site!r}")
+    place = site.where() if isinstance(site, _LastSite) else site and f"at or after site {site!r}"
+    if place and not _NAMES_A_SITE.search(text):
+        where.append(place)
     return text + (f" ({', '.join(where)})" if where else "")
 
 
@@ -646,7 +688,7 @@ class UserModel(Workflow):
         except UserError:
             raise
         except Exception as e:  # noqa: BLE001 - the user's code may raise anything
-            where = _describe(e, Path(self.source()).resolve(), last.name)
+            where = _describe(e, Path(self.source()).resolve(), last)
             raise UserError(f"{self.where()}: {where}") from None
         return tr
 
@@ -796,7 +838,7 @@ class UserModel(Workflow):
         except Exception as e:  # noqa: BLE001
             raise UserError(
                 f"{self.where()} with guide {a.guide} and --estimator {a.estimator}: "
-                f"{_describe(e, Path(self.source()).resolve(), last.name)}"
+                f"{_describe(e, Path(self.source()).resolve(), last)}"
             ) from None
 
     def posterior_guide(self, problem: Problem) -> Callable:
@@ -815,18 +857,23 @@ class UserModel(Workflow):
                 "latent_sites": problem.extra.get("latent", []),
                 "enumerated_sites": problem.extra.get("discrete", []),
                 "observed_sites": problem.extra.get("observed", []),
+                "deterministic_sites": problem.extra.get("deterministic", []),
                 "data_size": problem.data_size,
             }
         }
         if isinstance(problem.guide, AutoLaplaceApproximation):
             out["map"] = posterior_summary(problem.guide, problem.data, num_samples=2)
             out["map"] = {k: v["mean"] for k, v in out["map"].items()}
-            out["posterior"] = posterior_summary(self.posterior_guide(problem), problem.data)
+            out["posterior"] = posterior_summary(
+                self.posterior_guide(problem), problem.data, model=problem.model
+            )
         return out
 
     def evaluate(self, problem: Problem, out: Path) -> dict[str, Any]:
         guide = self.posterior_guide(problem)
-        result: dict[str, Any] = {"posterior": posterior_summary(guide, problem.data)}
+        result: dict[str, Any] = {
+            "posterior": posterior_summary(guide, problem.data, model=problem.model)
+        }
         if not isinstance(problem.guide, AutoLaplaceApproximation):
             a = self.args
             est = make_estimator(a.estimator, 1, False, float(a.max_plate_nesting))
@@ -865,6 +912,6 @@ class UserModel(Workflow):
         except Exception as e:  # noqa: BLE001
             raise UserError(
                 f"{self.where()} on {path}: "
-                f"{_describe(e, Path(self.source()).resolve(), last.name)}"
+                f"{_describe(e, Path(self.source()).resolve(), last)}"
             ) from None
         return {"num_samples": PREDICT_SAMPLES, **mean_std(draws)}

@@ -69,11 +69,17 @@ def test_user_regression_matches_closed_form_posterior(fitted):
     assert abs(corr - exact_corr) < 0.1  # auto-mvn keeps the posterior correlation
 
 
-def test_deterministic_sites_are_summarized_not_observed(fitted):
+def test_deterministic_sites_are_summarized_not_observed(fitted, tmp_path):
     post = fitted[0]
     s = post.summary(num_samples=200)
     assert "mean" in s and len(s["mean"]["mean"]) == 40
     assert "y" not in s
+    x, y = _data(n=20)
+    post = bayesdl.fit(regression, data={"x": x, "y": y}, steps=30, progress=False, out=tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert "mean" in summary["posterior"] and "theta" in summary["posterior"]
+    sites = summary["user_model"]
+    assert sites["observed_sites"] == ["y"] and sites["deterministic_sites"] == ["mean"]
 
 
 def test_predict_matches_exact_predictive(fitted):
@@ -339,7 +345,14 @@ def test_cli_main_twice_in_one_process_fits_two_user_models(tmp_path):
 
 
 def test_one_top_level_name_in_the_wheel(tmp_path):
-    root = bayesdl.__path__[0]
+    import shutil
+
+    root = tmp_path / "src"  # a copy: building writes build/ and *.egg-info beside the sources
+    shutil.copytree(
+        bayesdl.__path__[0],
+        root,
+        ignore=shutil.ignore_patterns(".*", "build", "runs", "tour", "*.egg-info", "__pycache__"),
+    )
     proc = subprocess.run(
         [
             sys.executable,
@@ -351,7 +364,7 @@ def test_one_top_level_name_in_the_wheel(tmp_path):
             "-q",
             "-w",
             str(tmp_path),
-            root,
+            str(root),
         ],
         capture_output=True,
         text=True,
@@ -395,3 +408,26 @@ def test_users_own_models_py_does_not_shadow_bayesdl(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_load_reads_a_cli_run(tmp_path):
+    run = tmp_path / "coin"
+    proc = run_cli(
+        "fit",
+        "coin",
+        "--heads",
+        "6",
+        "--tails",
+        "4",
+        "--steps",
+        "1500",
+        "--quiet",
+        "--out",
+        str(run),
+    )
+    assert proc.returncode == 0, proc.stderr
+    post = bayesdl.load(run)
+    sd = math.sqrt(7 * 5 / (12**2 * 13))
+    assert post.summary(num_samples=4000)["pi"]["mean"] == pytest.approx(7 / 12, abs=0.15 * sd)
+    assert post.elbo and post.run_dir == run
+    assert "pi" in repr(post)
