@@ -14,7 +14,8 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bayesdl.api import fit, load, registry
+    from bayesdl.api import compare, fit, load, registry
+    from bayesdl.draws import DrawsPosterior
     from bayesdl.inference.errors import UserError
     from bayesdl.posterior import Posterior
 
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 # imported on first use: `import bayesdl` (and so `python -m bayesdl`, whose package is imported
 # before its __main__ can handle Ctrl-C) does not load torch and Pyro up front
 _LAZY = {"fit": "bayesdl.api", "load": "bayesdl.api", "registry": "bayesdl.api"}
+_LAZY.update(compare="bayesdl.api", DrawsPosterior="bayesdl.draws")
 _LAZY.update(Posterior="bayesdl.posterior", UserError="bayesdl.inference.errors")
 
 
@@ -40,4 +42,4 @@ def __dir__() -> list[str]:
 
 if logging.getLogger("pyro").level <= logging.INFO:  # "Guessed max_plate_nesting" etc.
     logging.getLogger("pyro").setLevel(logging.WARNING)
-__all__ = ["Posterior", "UserError", "fit", "load", "registry"]
+__all__ = ["DrawsPosterior", "Posterior", "UserError", "compare", "fit", "load", "registry"]

@@ -9,7 +9,11 @@ except KeyboardInterrupt:  # Ctrl-C while torch and Pyro load
     sys.stderr.write("bayesdl: interrupted\n")
     sys.exit(130)
 
-code = main()
+try:
+    code = main()
+except BrokenPipeError:  # `bayesdl predict ... | head`: the reader left; say nothing more
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(1)
 if code == 130:
     # Ctrl-C, reported: end with status 130 now. (A KeyboardInterrupt that arrived inside an
     # exec(), as dataclasses and torch's lazy imports run, makes CPython end the process by

@@ -55,7 +55,8 @@ def fit(
     plugins: tuple[str, ...] | list[str] = (),
     **options: Any,
 ) -> Posterior:
-    """Fit ``guide`` to ``model`` by stochastic variational inference; return the posterior.
+    """Fit ``guide`` to ``model`` by stochastic variational inference (or, with
+    ``method="nuts"``, draw from the posterior with Pyro's NUTS); return the posterior.
 
     :param model: a Pyro model function (or ``PyroModule``), ``"FILE.py:function"``, or the
         name of a registered model (``"coin"``, ``"linreg"``, ``"bnn"``, ...) whose options
@@ -70,7 +71,10 @@ def fit(
     :param options: every engine option of the command line (``steps``, ``lr``,
         ``estimator``, ``particles``, ``batch_size``, ``seed``, ``device``, ``kl_warmup``,
         ...) and the named model's own options; bad values raise :class:`UserError`
-        (a ``ValueError``) with the command line's message.
+        (a ``ValueError``) with the command line's message. ``steps="auto"`` (user models'
+        default) fits until the ELBO flattens; ``method="nuts"`` with ``num_samples``,
+        ``warmup``, ``chains`` samples instead (user models, ``coin``, ``linreg``) and returns
+        a :class:`~bayesdl.draws.DrawsPosterior`.
 
     Each fit has a parameter store of its own: fits never change one another, and Pyro's
     global store is neither read nor cleared.
@@ -97,6 +101,10 @@ def fit(
         overwrite=overwrite,
         progress=True if progress is None else progress,
     )
+    if getattr(args, "method", "vi") == "nuts":
+        from bayesdl.draws import DrawsPosterior
+
+        return DrawsPosterior(run)
     return Posterior(run)
 
 
@@ -131,6 +139,12 @@ def load(
             f"{run_dir} holds a model defined in Python ({cfg['model']}): pass it again, "
             "bayesdl.load(dir, model=fn)"
         )
+    from bayesdl.workflows.sampling import is_draws_run, load_draws_run
+
+    if is_draws_run(run_dir):  # NUTS: draws, no guide
+        from bayesdl.draws import DrawsPosterior
+
+        return DrawsPosterior(load_draws_run(run_dir, names, device))
     overrides = {}
     if guide is not None:
         overrides["guide"] = guide
@@ -157,3 +171,48 @@ def load(
         params=problem.params,
     )
     return Posterior(Run(workflow, problem, result, summary, run_dir))
+
+
+def compare(
+    a: Posterior | str | Path,
+    b: Posterior | str | Path,
+    *,
+    num_samples: int = 2000,
+    figure: str | Path | None = None,
+    seed: int = 0,
+    plugins: tuple[str, ...] | list[str] = (),
+):
+    """Compare posterior ``a`` against the reference ``b`` (each a :class:`Posterior` or a
+    run folder), per element of every latent site: the difference of means in units of b's
+    sd and the ratio of sds, flagged past 0.3 sd or outside [0.7, 1.3]
+    (:mod:`bayesdl.workflows.compare`). ``num_samples`` draws of a guide (all of a NUTS
+    run's); ``figure``: a PNG of the overlaid marginals of the first sites.
+
+    Returns a :class:`~bayesdl.workflows.compare.Comparison` (``print`` it for the table;
+    ``.to_json()``, ``.flagged``, ``.rows``).
+    """
+    import pyro
+
+    from bayesdl.draws import DrawsPosterior
+    from bayesdl.workflows.compare import compare_draws
+
+    def posterior(x):
+        if isinstance(x, Posterior):
+            return x, str(x.run_dir or type(x).__name__)
+        if isinstance(x, str | Path):
+            return load(x, plugins=plugins), str(x)
+        raise UserError(f"compare takes a Posterior or a run folder, got {type(x).__name__}")
+
+    draws, names = [], []
+    for x in (a, b):
+        post, name = posterior(x)
+        pyro.set_rng_seed(seed)
+        nuts = isinstance(post, DrawsPosterior)
+        draws.append(post.sample() if nuts else post.sample(num_samples))  # NUTS: every draw
+        names.append(name)
+    result = compare_draws(*draws, names=tuple(names))
+    if not result.rows:
+        raise UserError(f"{names[0]} and {names[1]} share no latent site of the same shape")
+    if figure is not None:
+        result.figure(figure)
+    return result

@@ -6,6 +6,7 @@ bayesdl evaluate DIR [--iw-samples K]
 bayesdl sample DIR [--out DIR]
 bayesdl predict DIR --input FILE
 bayesdl tour --out DIR
+bayesdl compare RUN_A RUN_B [--json FILE] [--out DIR]
 bayesdl gradient-variance MODEL [options]
 """
 
@@ -117,6 +118,14 @@ def cmd_fit(argv: list[str]) -> int:
 
     if not distributed.is_main():  # under torchrun rank 0 reports
         return 0
+    if summary.get("method") == "nuts":
+        print(
+            f"{workflow.name}: NUTS, {summary['chains']} chain(s) x {summary['samples']} draws, "
+            f"{summary['divergences']} divergences, R-hat <= "
+            f"{summary['convergence']['max_r_hat']:.3f}, {summary['wall_seconds']:.1f} s "
+            f"-> {out / 'summary.json'}"
+        )
+        return 130 if summary.get("interrupted") else 0
     print(
         f"{workflow.name}: {summary['steps']} steps, final ELBO {summary['final_elbo']:.4f}, "
         f"{summary['wall_seconds']:.1f} s on {summary['device']} -> {out / 'summary.json'}"
@@ -254,6 +263,11 @@ def cmd_tour(argv: list[str]) -> int:
                     f"tour: {run_dir} already holds a run; choose another --out, or add "
                     "--overwrite to replace the tour's runs"
                 )
+    from bayesdl.workflows import tour_nuts
+
+    nuts = not args.only  # VI beside NUTS where it teaches something (linreg, eight schools)
+    if nuts and not args.overwrite:
+        tour_nuts.refuse_existing(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -278,10 +292,51 @@ def cmd_tour(argv: list[str]) -> int:
                 }
             )
         sections.append(report.section(name, workflow.description, runs))
+    if nuts:
+        sections += tour_nuts.sections(out, overwrite=args.overwrite, progress=not args.quiet)
     elapsed = time.perf_counter() - t0
     header = f"Every registered model fitted with quick defaults; {elapsed:.0f} s in all."
     write_text(out / "index.html", report.page(sections, header))
     print(f"tour: {len(names)} models -> {out / 'index.html'}")
+    return 0
+
+
+def cmd_compare(argv: list[str]) -> int:
+    p = Parser(
+        prog=f"{PROG} compare",
+        description="how far posterior A is from the reference B, per latent site: the "
+        "difference of means in B's sd and the ratio of sds (flagged past 0.3 sd or outside "
+        "[0.7, 1.3]); a table and compare.png",
+    )
+    p.add_argument("run_a", help="run folder A (e.g. a VI fit)")
+    p.add_argument("run_b", help="run folder B, the reference (e.g. --inference nuts)")
+    p.add_argument("--json", metavar="FILE", help="also write {site: {mean_diff_sd, ...}} here")
+    p.add_argument("--out", default=".", help="folder of compare.png (default: here)")
+    p.add_argument("--samples", type=int, default=2000, help="draws of a VI run (default 2000)")
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE", help=_PLUGIN_HELP)
+    _seed_option(p)
+    args = p.parse_args(argv)
+    from bayesdl.api import compare
+    from bayesdl.workflows.compare import FIGURE
+    from bayesdl.workflows.run import write_json
+
+    if args.samples < 2:
+        raise UserError("--samples must be >= 2")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+    result = compare(
+        args.run_a, args.run_b, num_samples=args.samples, seed=args.seed or 0, plugins=args.plugin
+    )
+    print(result.table())
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot make {out}: {e.strerror or e}") from None
+    print(f"figure -> {result.figure(out / FIGURE)}")
+    if args.json:
+        write_json(Path(args.json), result.to_json())
+        print(f"json -> {args.json}")
     return 0
 
 
@@ -323,6 +378,7 @@ COMMANDS = {
     "predict": cmd_predict,
     "sample": cmd_sample,
     "tour": cmd_tour,
+    "compare": cmd_compare,
     "gradient-variance": cmd_gradient_variance,
 }
 

@@ -175,6 +175,13 @@ class Posterior:
         with problem.scope():
             return draw(problem.model, self._posterior_guide(), inputs, num_samples, None)
 
+    def as_prior(self):
+        """This fitted Gaussian posterior of a :func:`bayesdl.bnn.bayesian` network as the prior
+        of the next fit (:func:`bayesdl.bnn.as_prior`)."""
+        from bayesdl.bnn import as_prior
+
+        return as_prior(self)
+
     # -- saving
 
     def save(self, run_dir: str | Path, overwrite: bool = False) -> Path:

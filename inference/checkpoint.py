@@ -26,9 +26,10 @@ import numpy as np
 import pyro
 import pyro.distributions.constraints as pyro_constraints
 import torch
-from bayesdl.inference.errors import UserError
 from torch.distributions import constraints as torch_constraints
 from torch.distributions import transform_to
+
+from bayesdl.inference.errors import UserError
 
 #: what :func:`save` writes into ``state["format"]``; checkpoints of format 1 were pickles
 FORMAT = 2

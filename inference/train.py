@@ -31,10 +31,11 @@ from tqdm.auto import tqdm
 from bayesdl.inference import checkpoint as ckpt
 from bayesdl.inference import distributed
 from bayesdl.inference.batching import DataSubsample, EpochBatcher
+from bayesdl.inference.convergence import AUTO, StepPlan, steps_or_auto
 from bayesdl.inference.devices import resolve_device
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.estimators import make_estimator
-from bayesdl.inference.schedules import LR_SCHEDULES, KLScale, kl_weight, lr_factor
+from bayesdl.inference.schedules import LR_SCHEDULES, KLScale, kl_weight
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -48,7 +49,14 @@ class FitConfig:
 
     # every field is a `bayesdl fit` option (see bayesdl.workflows.options): `metadata` holds
     # its help ("%(default)s" is the model's default), flag and command-line converter
-    steps: int = field(default=1000, metadata={"help": "optimizer steps (default %(default)s)"})
+    steps: int | str = field(
+        default=1000,
+        metadata={
+            "help": "optimizer steps (default %(default)s); auto: until the ELBO flattens, "
+            "then a short decay",
+            "type": steps_or_auto,
+        },
+    )
     lr: float = field(default=1e-2, metadata={"help": "learning rate (default %(default)s)"})
     optimizer: str = field(
         default="adam", metadata={"help": "adam | adamw | sgd (default %(default)s)"}
@@ -102,8 +110,10 @@ class FitConfig:
 
     def validate(self) -> None:
         """Reject impossible settings with a :class:`UserError`."""
-        if self.steps <= 0:
-            raise UserError(f"--steps must be positive, got {self.steps}")
+        if self.steps != AUTO and (
+            isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps <= 0
+        ):
+            raise UserError(f"--steps must be positive (or auto), got {self.steps!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise UserError(f"--lr must be a positive finite number, got {self.lr}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
@@ -157,6 +167,8 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     interrupted: bool = False
     params: dict = field(default_factory=lambda: {"params": {}, "constraints": {}})
+    #: the ELBO test's verdict (:meth:`inference.convergence.StepPlan.verdict`)
+    convergence: dict = field(default_factory=dict)
 
     def param(self, name: str) -> torch.Tensor:
         """The fitted value of ``pyro.param(name)`` (constrained), from this fit's store."""
@@ -308,6 +320,10 @@ class Trainer:
         )
         self.subsample = DataSubsample("data")
         self.kl = KLScale()
+        annealed = config.kl_warmup_start + config.kl_warmup if config.kl_warmup > 0 else 0
+        self.plan = StepPlan(
+            config.steps, config.lr_schedule, config.lr_warmup, config.log_every, annealed
+        )
         self.batcher: EpochBatcher | None = None
         self.params: dict[str, torch.Tensor] = {}
         self.optimizer: torch.optim.Optimizer | None = None
@@ -342,9 +358,19 @@ class Trainer:
 
         self.train_model = self._wrap(self.estimator.wrap_model(self.model))
         self.train_guide = self._wrap(self.estimator.wrap_guide(self.guide))
-        params = trainable_params(
-            self.train_model, self.train_guide, state.data, (self.model, self.guide)
-        )
+        try:
+            params = trainable_params(
+                self.train_model, self.train_guide, state.data, (self.model, self.guide)
+            )
+        except (ValueError, RuntimeError, IndexError) as e:
+            if self.batcher is None or isinstance(e, UserError):
+                raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(
+                f"the model fails on a minibatch of {len(self.subsample.indices)} "
+                f"(--batch-size): {first}; index the data inside the plate "
+                "(with pyro.plate('data', N) as idx: ... obs=y[idx]), or leave --batch-size out"
+            ) from None
         if not params:
             raise UserError(
                 "nothing to fit: the guide has no parameters (a guide must create them with "
@@ -365,6 +391,7 @@ class Trainer:
             ddp.check_shardable(self.train_model, self.train_guide, state.data)
             params, self.loss_fn = ddp.wrap(params, self.loss_fn)
         self.params = params
+        self.plan.params = sum(p.numel() for p in params.values())  # the ELBO test's tolerance
         self.optimizer = OPTIMIZERS[config.optimizer](list(params.values()), lr=config.lr)
         self._set_step = getattr(self.estimator, "set_step", None)  # e.g. a temperature
         if self.batcher is not None:
@@ -383,12 +410,10 @@ class Trainer:
         detached loss, which stays on the device."""
         config, step = self.config, state.step
         for group in self.optimizer.param_groups:
-            group["lr"] = config.lr * lr_factor(
-                config.lr_schedule, step, config.steps, config.lr_warmup
-            )
+            group["lr"] = config.lr * self.plan.lr_factor(step)
         self.kl.beta = kl_weight(step, config.kl_warmup, config.kl_warmup_start)
         if self._set_step is not None:
-            self._set_step(step, config.steps)
+            self._set_step(step, self.plan.total)
         epoch_len = self.epoch_len
         if self.data_hook is not None and step % epoch_len == 0 and step > 0:
             state.epoch_rng = ckpt.rng_state()
@@ -416,7 +441,13 @@ class Trainer:
             raise
         if config.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(list(self.params.values()), config.clip_norm)
-        self.optimizer.step()
+        try:
+            self.optimizer.step()
+        except RuntimeError as e:  # e.g. a step size beyond float32 ("without overflow")
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(
+                f"the optimizer's step {step + 1} failed ({first}): lower --lr (now {config.lr:g})"
+            ) from e
         self.optimizer.zero_grad(set_to_none=True)
         state.running += loss
         state.count += 1
@@ -491,6 +522,7 @@ class Trainer:
         ckpt.set_rng_state(saved["rng"])
         state.step = saved["step"]
         state.history = list(saved.get("history", []))
+        self.plan.replay(state.history)
         window = saved.get("window")
         if window is not None:
             state.running = window["running"].to(self.device).clone()
@@ -544,7 +576,7 @@ def fit(
     saved = ckpt.load(out / CHECKPOINT) if resume and (ddp is None or ddp.is_main) else None
     if resume and ddp is not None:
         saved = ddp.broadcast(saved)  # only rank 0 reads the file
-    if saved is not None and saved["step"] > config.steps:
+    if saved is not None and config.steps != AUTO and saved["step"] > config.steps:
         raise UserError(
             f"the checkpoint is at step {saved['step']}, past --steps {config.steps}; "
             "raise --steps to train longer"
@@ -572,7 +604,7 @@ def _run(
     """The loop: :meth:`Trainer.update` until ``config.steps``, logging every ``log_every``
     and checkpointing every ``checkpoint_every`` steps; SIGINT/SIGTERM save and raise
     :class:`Interrupted`."""
-    config = trainer.config
+    config, plan = trainer.config, trainer.plan
     metrics_path = out / METRICS if out is not None else None
     if out is not None:
         try:
@@ -587,7 +619,7 @@ def _run(
 
     wall0 = time.perf_counter()
     bar = tqdm(
-        total=config.steps,
+        total=plan.total,
         initial=state.step,
         disable=None if progress else True,  # None: off when stderr is not a terminal
         desc=f"fit ({config.estimator})",
@@ -600,19 +632,21 @@ def _run(
     # every distribution (NaN is caught at the next log point instead)
     try:
         with _StopFlag() as stop, pyro.validation_enabled(config.check_args):
-            while state.step < config.steps:
+            while state.step < plan.total:
                 trainer.update(state)
                 done = state.step
-                if done % config.log_every == 0 or done == config.steps:
+                if done % config.log_every == 0 or done == plan.total:
                     row = trainer.log(state, time.perf_counter() - wall0)
                     if metrics_path is not None:
                         _append_metrics(metrics_path, row)
                     bar.set_postfix(elbo=f"{row['elbo']:.4g}")
-                if done % config.checkpoint_every == 0 and done != config.steps:
+                    plan.observe(state.history)  # --steps auto: ends the plan once flat
+                    bar.total = plan.total
+                if done % config.checkpoint_every == 0 and done != plan.total:
                     save(state)
                 bar.update(1)
                 if stop.raised is not None or (stop_at_step is not None and done == stop_at_step):
-                    interrupted = done < config.steps
+                    interrupted = done < plan.total
                     break
     finally:
         bar.close()
@@ -622,11 +656,12 @@ def _run(
         raise Interrupted(state.step, out / CHECKPOINT if out is not None else None)
     history = state.history
     return FitResult(
-        steps=config.steps,
+        steps=state.step,
         final_elbo=history[-1]["elbo"] if history else float("nan"),
         wall_seconds=wall,
         device=str(trainer.device),
         history=history,
+        convergence=plan.verdict(history),
     )
 
 

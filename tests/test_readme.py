@@ -59,3 +59,17 @@ def test_python_section_runs(tmp_path, monkeypatch):
     post = namespace["post"]
     assert post.summary(num_samples=2000)["b"]["mean"] == pytest.approx(0.5, abs=0.1)
     assert (tmp_path / "runs/line/summary.json").exists()
+
+
+def test_any_network_section_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = re.search(r"## Any network, Bayesian\n.*?```python\n(.*?)```", README, re.S).group(1)
+    namespace: dict = {}
+    exec(
+        compile(code.replace("steps=2000", "steps=2000, progress=False"), "README", "exec"),
+        namespace,
+    )
+    u, post = namespace["u"], namespace["post"]
+    assert post.params["sigma"].item() == pytest.approx(0.1, rel=0.3)
+    assert u["sd_model"][0] > 2 * u["sd_model"][4]  # x = -6 against x = -2, among the data
+    assert namespace["nxt"].prior.sigma0.shape == namespace["post"].model.guide.loc.shape

@@ -54,6 +54,8 @@ class Workflow:
     default_guide: ClassVar[str] = ""
     #: engine defaults for this model (FitConfig field -> value)
     fit_defaults: ClassVar[dict[str, Any]] = {}
+    #: whether ``--inference nuts`` may sample this model (small continuous models)
+    nuts: ClassVar[bool] = False
     #: the runs `bayesdl tour` makes of this model, each a list of `fit` arguments
     #: (quick settings, bundled data)
     tour_runs: ClassVar[list[list[str]]] = [[]]

@@ -1,6 +1,10 @@
-"""Bayesian neural-network classifier: ``y | x, theta ~ Cat(softmax f_theta(x))``,
-``theta ~ p(theta)``, predicted by ``p(y | x, D) ~= 1/M sum_m p(y | x, theta_m)``,
-``theta_m ~ q(theta)``; mean field, dropout, sparse VD, MAP and MLE compared.
+"""Bayesian neural network: ``y | x, theta ~ p(y | f_theta(x))``, ``theta ~ p(theta)``,
+predicted by ``p(y | x, D) ~= 1/M sum_m p(y | x, theta_m)``, ``theta_m ~ q(theta)``.
+
+The built-in classifiers (MLP, LeNet-5) with mean field, dropout, sparse VD, MAP and MLE use
+the layer classes of :mod:`bayesdl.models.bnn`; ``--net FILE.py:make_net`` (the user's own
+``nn.Module``) and the guides ``flipout``, ``mc-dropout``, ``dropconnect`` and
+``concrete-dropout`` go through :func:`bayesdl.bnn.bayesian` (any network, any likelihood).
 """
 
 from __future__ import annotations
@@ -9,20 +13,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import bayesdl.guides.bnn as bnn_guides
-import bayesdl.models.bnn as bnn
 import numpy as np
 import torch
+from pyro import poutine
+from pyro.infer.autoguide import AutoNormal
+
+import bayesdl.guides.bnn as bnn_guides
+import bayesdl.models.bnn as bnn
+from bayesdl.bnn import PRIORS
 from bayesdl.datasets import bundled as datasets
 from bayesdl.datasets.io import load_arrays
 from bayesdl.inference.errors import UserError
+from bayesdl.models.bayesian_net import LIKELIHOODS
+from bayesdl.workflows import bayesian_net as anynet
 from bayesdl.workflows import metrics
 from bayesdl.workflows.base import ImageDataOptions, Problem, Workflow, image_data_source
 from bayesdl.workflows.figures import plt, save
 from bayesdl.workflows.registry import register
-from pyro import poutine
-from pyro.infer.autoguide import AutoNormal
 
+#: guides only the any-network path (:func:`bayesdl.bnn.bayesian`) has
+NEW_GUIDES = ("flipout", "mc-dropout", "dropconnect", "concrete-dropout")
 ROWS_PER_PASS = 1 << 16  # inputs x samples pushed through the network at once
 OOD_MAX = 2000  # in- and out-of-domain inputs compared for the OOD check
 
@@ -33,6 +43,11 @@ PAPER = {
     ("lenet5", "sparse-vd"): (0.9925, 280.0),
     ("lenet5", "mle"): (0.9920, 1.0),
 }
+
+
+def _names(s: str | None) -> list[str] | None:
+    """``--exclude a,b`` -> ``["a", "b"]``."""
+    return [v.strip() for v in s.split(",") if v.strip()] if s else None
 
 
 def _hidden(s: str) -> tuple[int, ...]:
@@ -59,9 +74,12 @@ class BNNOptions(ImageDataOptions):
             "help": "MLP hidden widths (default 300,100 = LeNet-300-100 for mnist, 100 otherwise)"
         },
     )
-    prior_scale: float = field(
-        default=30.0,
-        metadata={"help": "s of the N(0, s^2 / fan_in) prior of meanfield and map (default 30)"},
+    prior_scale: float | None = field(
+        default=None,
+        metadata={
+            "help": "s of the N(0, s^2 / fan_in) prior of meanfield and map (default 30; "
+            "10 with --net)"
+        },
     )
     local_reparam: bool = field(
         default=True,
@@ -78,6 +96,44 @@ class BNNOptions(ImageDataOptions):
     samples: int = field(
         default=100, metadata={"help": "posterior samples M of the predictive (default 100)"}
     )
+    net: str | None = field(
+        default=None,
+        metadata={
+            "help": "FILE.py:make_net -- your nn.Module (make_net() returns it), made Bayesian",
+        },
+    )
+    likelihood: str = field(
+        default="categorical",
+        metadata={
+            "help": "with --net: p(y | f) (default categorical)",
+            "choices": tuple(LIKELIHOODS),
+        },
+    )
+    prior: str | None = field(
+        default=None,
+        metadata={
+            "help": "with --net: normal (default), scale-mixture, log-uniform (sparse-vd's)",
+            "choices": PRIORS,
+        },
+    )
+    noise: str = field(
+        default="learned",
+        metadata={"help": "gaussian likelihood: noise sd, a number, learned or predicted"},
+    )
+    exclude: str | None = field(
+        default=None,
+        metadata={"help": "with --net: modules kept deterministic (names or class names, a,b)"},
+    )
+    only: str | None = field(
+        default=None,
+        metadata={"help": "with --net: only these modules Bayesian (names or class names)"},
+    )
+    x_cols: str | None = field(
+        default=None, metadata={"help": "with --net and a .csv --data: columns -> x"}
+    )
+    y_col: str | None = field(
+        default=None, metadata={"help": "with --net and a .csv --data: column -> y"}
+    )
 
 
 @register
@@ -85,10 +141,13 @@ class BNN(Workflow):
     """Bayesian neural network for classification (MLP or LeNet-5)."""
 
     name = "bnn"
-    description = "Bayesian neural-network classifier: mean field, dropout, sparse VD, MAP, MLE"
+    description = (
+        "Bayesian neural network (any nn.Module with --net): mean field, Flipout, dropout, "
+        "sparse VD, MAP, MLE"
+    )
     latent = "continuous"
     default_estimator = "reparam"
-    guides = ("meanfield", "dropout", "sparse-vd", "map", "mle")
+    guides = ("meanfield", "dropout", "sparse-vd", "map", "mle", *NEW_GUIDES)
     default_guide = "meanfield"
     options = BNNOptions
     fit_defaults = {
@@ -127,10 +186,18 @@ class BNN(Workflow):
             return lambda shape: bnn.Deterministic(shape, bnn.prior_std(shape, a.prior_scale))
         return lambda shape: bnn.Deterministic(shape)  # mle; meanfield without local reparam
 
+    def _net(self) -> bool:
+        """Whether this run goes through :func:`bayesdl.bnn.bayesian`."""
+        return bool(self.args.net) or self.args.guide in NEW_GUIDES
+
     def build(self) -> Problem:
         a = self.args
         if a.guide not in self.guides:
             raise UserError(f"bnn has guides {', '.join(self.guides)}, not {a.guide!r}")
+        if self._net():
+            return self._build_net()
+        if a.prior_scale is None:
+            a.prior_scale = 30.0
         if not a.prior_scale > 0:
             raise UserError(f"--prior-scale must be positive, got {a.prior_scale}")
         if not 0 <= a.dropout < 1:
@@ -159,6 +226,117 @@ class BNN(Workflow):
         data = {"x": split.x_train, "y": split.y_train}
         return Problem(model, guide, data, data_size=len(split.y_train), extra={"split": split})
 
+    def _build_net(self) -> Problem:
+        """The user's network (or the built-in architecture as a plain ``nn.Sequential``) made
+        Bayesian by :func:`bayesdl.bnn.bayesian`, on the image data or on ``--data`` arrays."""
+        from bayesdl.bnn import bayesian
+
+        a = self.args
+        if a.prior_scale is None:
+            a.prior_scale = 10.0 if a.net else 30.0
+        if a.samples < 1:
+            raise UserError(f"--samples must be >= 1, got {a.samples}")
+        split = self._net_split()
+        with torch.random.fork_rng():  # the initial weights depend on --seed only
+            torch.manual_seed(a.seed)
+            net = self._user_net() if a.net else self._plain_net(split)
+        try:
+            noise: float | str = a.noise if a.noise in ("learned", "predicted") else float(a.noise)
+        except ValueError:
+            raise UserError(
+                f"--noise takes a number, learned or predicted, not {a.noise!r}"
+            ) from None
+        try:
+            bnet = bayesian(
+                net,
+                likelihood=a.likelihood,
+                prior=a.prior,
+                guide="mc-dropout" if a.guide == "dropout" else a.guide,
+                exclude=_names(a.exclude),
+                only=_names(a.only),
+                noise=noise,
+                prior_scale=a.prior_scale,
+                dropout=a.dropout,
+                prune_threshold=a.prune_threshold,
+                local_reparam=a.local_reparam,
+            )
+        except (ValueError, TypeError) as e:
+            raise UserError(f"bnn --net {a.net or a.arch}: {e}") from None
+        data = {"x": split.x_train, "y": split.y_train}
+        problem = anynet.build_problem(bnet, None, data, f"bnn --net {a.net or a.arch}")
+        problem.extra.update(split=split, net=True)
+        return problem
+
+    def _net_split(self) -> datasets.Split:
+        a = self.args
+        source = image_data_source(a)
+        if source in ("digits", "mnist") or not a.net:
+            if a.x_cols or a.y_col:
+                raise UserError("--x-cols/--y-col pick columns of a .csv --data")
+            return self._split()
+        from bayesdl.workflows.user_model import read_data
+
+        arrays = read_data(source, a.x_cols, a.y_col)
+        if "x" not in arrays or "y" not in arrays:
+            raise UserError(
+                f"--data {source}: needs arrays x and y (an .npz) or --x-cols/--y-col (a .csv)"
+            )
+        x, y = arrays["x"], arrays["y"]
+        if a.likelihood == "categorical":
+            y = y.long()
+        xt, yt = arrays.get("x_test"), arrays.get("y_test")
+        if xt is None or yt is None:  # no test split given: reports are on the training data
+            xt, yt = x, y
+        elif a.likelihood == "categorical":
+            yt = yt.long()
+        k = int(max(y.max(), yt.max())) + 1 if a.likelihood == "categorical" else None
+        return datasets.Split(x, y, xt, yt, None, k)
+
+    def _user_net(self) -> torch.nn.Module:
+        from bayesdl.workflows.user_model import load_function, split_spec
+
+        path, fn = split_spec(self.args.net, "function")
+        make = load_function(path, fn)
+        try:
+            net = make()
+        except Exception as e:  # noqa: BLE001 - the user's code
+            raise UserError(f"--net {self.args.net}: {type(e).__name__}: {e}") from None
+        if not isinstance(net, torch.nn.Module):
+            raise UserError(
+                f"--net {self.args.net} returned {type(net).__name__}, not an nn.Module"
+            )
+        return net
+
+    def _plain_net(self, split: datasets.Split) -> torch.nn.Module:
+        """The built-in architecture as plain ``torch.nn`` layers."""
+        from torch import nn
+
+        k = split.num_classes or int(split.y_train.max()) + 1
+        if self.args.arch == "lenet5":
+            if split.x_train.shape[1] != 28 * 28:
+                raise UserError("--arch lenet5 needs 28x28 images (--data mnist)")
+            return nn.Sequential(
+                nn.Unflatten(1, (1, 28, 28)),
+                nn.Conv2d(1, 20, 5),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(20, 50, 5),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Flatten(),
+                nn.Linear(800, 500),
+                nn.ReLU(),
+                nn.Linear(500, k),
+            )
+        sizes = (split.x_train.shape[1], *_hidden(self.hidden), k)
+        layers: list[nn.Module] = [nn.Flatten()]
+        for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+            layers += [nn.Linear(d_in, d_out)] + ([nn.ReLU()] if i < len(sizes) - 2 else [])
+        return nn.Sequential(*layers)
+
+    def _classifies(self, problem: Problem) -> bool:
+        return not problem.extra.get("net") or problem.model.likelihood.classification
+
     # -- prediction ----------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -167,6 +345,8 @@ class BNN(Workflow):
     ) -> torch.Tensor:
         """``p(y | x, theta_m)`` for ``m = 1..M``, shape ``(M, N, K)``; ``mean_net``: the
         network at the mean of ``q`` (pruned for sparse VD), ``M = 1``."""
+        if problem.extra.get("net"):
+            return self._net_probs(problem, x, samples, mean_net)
         net, guide = problem.model.net, problem.guide
         dev = next(iter(problem.model.parameters()), torch.empty(0)).device
         x = x.to(dev)
@@ -196,8 +376,28 @@ class BNN(Workflow):
             for lay in net.layers:
                 lay.sample = True
 
+    def _net_outputs(
+        self, problem: Problem, x: torch.Tensor, samples: int | None = None, mean_net: bool = False
+    ) -> torch.Tensor:
+        """Network outputs ``[M, N, *out]`` of the any-network path."""
+        from bayesdl.bnn import mean_net as mean_network
+
+        if mean_net or self.args.guide in ("map", "mle"):
+            net = mean_network(problem.model)
+            dev = anynet._device(problem)
+            with torch.no_grad():
+                return torch.cat([net(c.to(dev)) for c in x.split(ROWS_PER_PASS)])[None]
+        return anynet.network_draws(problem, x, samples or self.args.samples)
+
+    def _net_probs(self, problem, x, samples=None, mean_net=False) -> torch.Tensor:
+        return problem.model.likelihood.probs(self._net_outputs(problem, x, samples, mean_net))
+
     def sparsity(self, problem: Problem) -> dict[str, Any] | None:
         """Per-layer and total fraction of pruned weights and the compression ratio."""
+        if problem.extra.get("net"):
+            from bayesdl.bnn import sparsity
+
+            return sparsity(problem.model)
         layers = problem.model.net.layers
         if not all(isinstance(lay, bnn.SparseVD) for lay in layers):
             return None
@@ -226,6 +426,8 @@ class BNN(Workflow):
         """Test metrics, OOD entropies and sparsity; computed once per problem."""
         if "report" in problem.extra:
             return problem.extra["report"]
+        if not self._classifies(problem):
+            return self._regression_report(problem)
         split = problem.extra["split"]
         yte = split.y_test
         p = self.probs(problem, split.x_test).cpu()
@@ -259,8 +461,26 @@ class BNN(Workflow):
             report["test"]["accuracy_pruned_mean_network"] = metrics.accuracy(
                 self.probs(problem, split.x_test, mean_net=True).cpu(), yte
             )
+        if problem.extra.get("net"):
+            test["expected_entropy"] = test["entropy"] - test["mutual_information"]
+            report["bayesian_net"] = anynet.net_summary(problem)
         problem.extra["report"] = report
         problem.extra["arrays"] = {"probs": p, "entropy_in": h_in[:n_in], "entropy_out": h_out}
+        return report
+
+    def _regression_report(self, problem: Problem) -> dict[str, Any]:
+        """Test RMSE, log-likelihood, 95 % coverage and the predictive sd split into its noise
+        and model parts."""
+        split = problem.extra["split"]
+        f = self._net_outputs(problem, split.x_test).cpu()
+        sigma = anynet.fitted_sigma(problem)
+        lik = problem.model.likelihood
+        report = {
+            "test": anynet.scores(lik, f, split.y_test, None if sigma is None else sigma.cpu()),
+            "bayesian_net": anynet.net_summary(problem),
+        }
+        problem.extra["report"] = report
+        problem.extra["arrays"] = {"f": f, "sigma": sigma}
         return report
 
     # -- reports -------------------------------------------------------------------------------
@@ -268,6 +488,16 @@ class BNN(Workflow):
     def summarize(self, problem: Problem) -> dict[str, Any]:
         a = self.args
         split = problem.extra["split"]
+        if problem.extra.get("net"):
+            return {
+                "data": {
+                    "name": image_data_source(a),
+                    "train": len(split.y_train),
+                    "test": len(split.y_test),
+                },
+                "net": a.net or f"built-in {a.arch}",
+                **self._report(problem),
+            }
         return {
             "data": {
                 "name": image_data_source(a),
@@ -284,6 +514,8 @@ class BNN(Workflow):
 
     def figures(self, problem: Problem, out: Path) -> list[str]:
         self._report(problem)
+        if not self._classifies(problem):
+            return [self._regression_figure(problem, out)]
         arrays, split = problem.extra["arrays"], problem.extra["split"]
         rel = metrics.reliability(arrays["probs"], split.y_test, bins=15)
         fig, ax = plt.subplots(figsize=(4.2, 4))
@@ -326,9 +558,67 @@ class BNN(Workflow):
         ax.legend(fontsize=8)
         names.append(save(fig, out, "bnn_entropy_ood.png"))
 
-        if self.args.guide == "sparse-vd" and self.args.arch == "mlp" and split.image_shape:
+        if (
+            self.args.guide == "sparse-vd"
+            and self.args.arch == "mlp"
+            and split.image_shape
+            and not problem.extra.get("net")
+        ):
             names.append(self._mask_figure(problem, out, split.image_shape))
         return names
+
+    def _regression_figure(self, problem: Problem, out: Path) -> str:
+        """The predictive mean with +-2 sd bands, total and noise only (1-D inputs), or the
+        predicted against the observed test targets with +-2 sd bars."""
+        split = problem.extra["split"]
+        lik = problem.model.likelihood
+        sigma = problem.extra["arrays"]["sigma"]
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        x_tr = split.x_train.reshape(len(split.x_train), -1)
+        if x_tr.shape[1] == 1:
+            lo, hi = float(x_tr.min()), float(x_tr.max())
+            pad = 0.5 * (hi - lo)
+            grid = torch.linspace(lo - pad, hi + pad, 200, dtype=split.x_train.dtype)[:, None]
+            grid = grid.reshape(-1, *split.x_train.shape[1:])
+            f = self._net_outputs(problem, grid).cpu()
+            u = anynet.split_uncertainty(lik, f, None if sigma is None else sigma.cpu())
+            g, m = grid.reshape(-1).numpy(), u["mean"].reshape(-1).numpy()
+            sd, sn = u["sd"].reshape(-1).numpy(), u["sd_noise"].reshape(-1).numpy()
+            ax.fill_between(g, m - 2 * sd, m + 2 * sd, alpha=0.25, label="+-2 sd (noise + model)")
+            ax.fill_between(g, m - 2 * sn, m + 2 * sn, alpha=0.35, label="+-2 sd noise only")
+            ax.plot(g, m, "k", lw=1.5, label="predictive mean")
+            ax.plot(
+                x_tr[:, 0].numpy(),
+                split.y_train.reshape(-1).numpy(),
+                ".",
+                ms=3,
+                c="C3",
+                label="data",
+            )
+            ax.set_xlabel("x")
+            ax.set_ylabel("y")
+        else:
+            f = problem.extra["arrays"]["f"]
+            u = anynet.split_uncertainty(lik, f, None if sigma is None else sigma.cpu())
+            y = split.y_test.reshape(-1).numpy()
+            ax.errorbar(
+                y,
+                u["mean"].reshape(-1).numpy(),
+                yerr=2 * u["sd"].reshape(-1).numpy(),
+                fmt=".",
+                ms=3,
+                alpha=0.5,
+            )
+            lim = [float(y.min()), float(y.max())]
+            ax.plot(lim, lim, "--", color="grey")
+            ax.set_xlabel("observed y (test)")
+            ax.set_ylabel("predictive mean +- 2 sd")
+        t = problem.extra["report"]["test"]
+        ax.set_title(
+            f"bnn {self.args.guide}: RMSE {t['rmse']:.3g}, log-lik {t['log_likelihood']:.3g}"
+        )
+        ax.legend(fontsize=7)
+        return save(fig, out, "bnn_regression.png")
 
     def _mask_figure(self, problem: Problem, out: Path, shape: tuple[int, ...]) -> str:
         """First layer's kept weights, one image per hidden unit (most kept first)."""
@@ -351,6 +641,16 @@ class BNN(Workflow):
         return save(fig, out, "bnn_sparsity_mask.png")
 
     def predict(self, problem: Problem, path: Path) -> dict[str, Any]:
+        if problem.extra.get("net") and self.args.net:
+            from bayesdl.workflows.user_model import read_data
+
+            suffix = Path(path).suffix.lower()
+            inputs = (
+                read_data(path, self.args.x_cols, self.args.y_col, require_y=False)
+                if suffix != ".npz"
+                else {k: v for k, v in read_data(path).items() if k in ("x", "table")}
+            )
+            return anynet.predict_file(problem, inputs, str(path))
         arrays = load_arrays(path)
         x = arrays.get("x", arrays.get("table"))
         if x is None:
@@ -375,6 +675,14 @@ class BNN(Workflow):
 
     def comparison(self, summary: dict[str, Any]) -> list[tuple[str, Any, Any]]:
         t = summary["test"]
+        if "rmse" in t:
+            return [
+                ("test RMSE", None, t["rmse"]),
+                ("test log-likelihood per datum", None, t["log_likelihood"]),
+                ("95 % interval coverage", 0.95, t["coverage_95"]),
+                ("predictive sd: noise part", None, t["sd_noise"]),
+                ("predictive sd: model part", None, t["sd_model"]),
+            ]
         mnist = image_data_source(self.args) == "mnist"
         paper = PAPER.get((self.args.arch, self.args.guide)) if mnist else None
         ref_acc = f"{paper[0]} (Molchanov et al. 2017)" if paper else ">= 0.93 (issue #3 target)"

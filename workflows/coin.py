@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import bayesdl.guides.coin as coin_guides
-import bayesdl.models.coin as coin
 import numpy as np
 import pyro
 import torch
+from torch.distributions import Beta, kl_divergence
+
+import bayesdl.guides.coin as coin_guides
+import bayesdl.models.coin as coin
 from bayesdl.datasets.io import load_arrays
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.predictive import sample_posterior
 from bayesdl.workflows.base import Problem, Workflow
 from bayesdl.workflows.figures import plt, save
 from bayesdl.workflows.registry import register
-from torch.distributions import Beta, kl_divergence
+
+#: the most flips --heads/--tails or --simulate make (a tensor of 40 MB)
+MAX_FLIPS = 10_000_000
 
 
 @dataclass
@@ -53,6 +58,7 @@ class Coin(Workflow):
     default_guide = "beta"
     options = CoinOptions
     fit_defaults = {"steps": 2000, "lr": 0.1, "lr_schedule": "linear", "particles": 8}
+    nuts = True  # --inference nuts: checked against Beta(a + h, b + t)
     tour_runs = [
         ["--heads", "3", "--tails", "0", "--guide", g, "--steps", "1500"]
         for g in ("beta", "map", "mle")
@@ -70,8 +76,11 @@ class Coin(Workflow):
             raise UserError(
                 "give the flips one way: --heads/--tails, --flips, --data or --simulate"
             )
-        if a.prior_a <= 0 or a.prior_b <= 0:
-            raise UserError("--prior-a and --prior-b must be positive")
+        if not (0 < a.prior_a < math.inf and 0 < a.prior_b < math.inf):
+            raise UserError(
+                f"--prior-a and --prior-b must be positive finite numbers, got {a.prior_a} and "
+                f"{a.prior_b}"
+            )
         if a.flips:
             try:
                 x = np.array([float(v) for v in a.flips.split(",") if v.strip()])
@@ -86,14 +95,16 @@ class Coin(Workflow):
         elif a.simulate is not None:
             if not 0 <= a.simulate <= 1:
                 raise UserError(f"--simulate takes a probability in [0, 1], got {a.simulate}")
-            if a.n < 0:
-                raise UserError(f"--n must be >= 0, got {a.n}")
+            if not 0 <= a.n <= MAX_FLIPS:
+                raise UserError(f"--n must be between 0 and {MAX_FLIPS:,}, got {a.n}")
             rng = np.random.default_rng(a.seed)
             x = (rng.random(a.n) < a.simulate).astype(np.float64)
         else:
             h, t = a.heads or 0, a.tails or 0
             if h < 0 or t < 0:
                 raise UserError("--heads and --tails must be >= 0")
+            if h + t > MAX_FLIPS:
+                raise UserError(f"--heads and --tails: at most {MAX_FLIPS:,} flips in all")
             x = np.concatenate([np.ones(h), np.zeros(t)])
         if not np.isin(x, (0.0, 1.0)).all():
             raise UserError("coin flips must be 0 or 1")
@@ -116,6 +127,13 @@ class Coin(Workflow):
             data_size=flips.numel(),
             extra={"heads": h, "tails": flips.numel() - h},
         )
+
+    def exact_marginals(self, problem: Problem) -> dict[str, dict[str, float]]:
+        """Mean and std of the exact posterior of ``pi`` (for NUTS runs and ``compare``)."""
+        a, b = (1.0, 1.0) if problem.data["mle"] else (self.args.prior_a, self.args.prior_b)
+        pa, pb = coin.posterior(a, b, problem.extra["heads"], problem.extra["tails"])
+        q = Beta(torch.tensor(pa), torch.tensor(pb))
+        return {"pi": {"mean": q.mean.item(), "std": q.stddev.item()}}
 
     def summarize(self, problem: Problem) -> dict[str, Any]:
         a, b = self.args.prior_a, self.args.prior_b

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+
 from bayesdl.inference.errors import UserError
 
 matplotlib.use("Agg")

@@ -6,10 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import bayesdl.guides.linear_regression as lr_guides
-import bayesdl.models.linear_regression as linreg
 import numpy as np
 import torch
+from torch.distributions import MultivariateNormal, kl_divergence
+
+import bayesdl.guides.linear_regression as lr_guides
+import bayesdl.models.linear_regression as linreg
 from bayesdl.datasets.bundled import diabetes
 from bayesdl.datasets.io import load_arrays
 from bayesdl.inference.errors import UserError
@@ -17,7 +19,9 @@ from bayesdl.inference.predictive import sample_posterior
 from bayesdl.workflows.base import Problem, Workflow
 from bayesdl.workflows.figures import plt, save
 from bayesdl.workflows.registry import register
-from torch.distributions import MultivariateNormal, kl_divergence
+
+#: the most numbers --simulate N --dim D makes (80 MB of float64)
+MAX_SIMULATED = 10_000_000
 
 
 def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
@@ -25,6 +29,10 @@ def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
     perm = rng.permutation(len(x))
     n_test = int(round(test_fraction * len(x)))
     te, tr = perm[:n_test], perm[n_test:]
+    if len(tr) < 1:
+        raise UserError(
+            f"--test-fraction {test_fraction} holds out all {len(x)} points: none left to fit"
+        )
     t = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
     return t(x[tr]), t(y[tr]), t(x[te]), t(y[te])
 
@@ -65,6 +73,7 @@ class LinearRegression(Workflow):
     default_guide = "full-covariance"
     options = LinearRegressionOptions
     fit_defaults = {"steps": 3000, "lr": 0.05, "lr_schedule": "linear", "particles": 32}
+    nuts = True  # --inference nuts: checked against the closed form
     tour_runs = [
         ["--guide", "full-covariance"],
         ["--guide", "mean-field"],
@@ -73,13 +82,19 @@ class LinearRegression(Workflow):
 
     def _data(self):
         a = self.args
-        if a.prior_scale <= 0 or a.noise_scale <= 0:
-            raise UserError("--prior-scale and --noise-scale must be positive")
+        for flag, v in (("--prior-scale", a.prior_scale), ("--noise-scale", a.noise_scale)):
+            # (their squares and inverse squares must be float32 numbers)
+            if not 1e-15 <= v <= 1e15:
+                raise UserError(f"{flag} must be between 1e-15 and 1e15, got {v}")
+        if not abs(a.prior_loc) <= 1e15:
+            raise UserError(f"--prior-loc must be a number within +-1e15, got {a.prior_loc}")
         if not 0 <= a.test_fraction < 1:
             raise UserError("--test-fraction must be in [0, 1)")
         if a.simulate is not None:
             if a.simulate < 2 or a.dim < 1:
                 raise UserError("--simulate needs N >= 2 points and --dim >= 1")
+            if a.simulate * a.dim > MAX_SIMULATED:
+                raise UserError(f"--simulate N x --dim: at most {MAX_SIMULATED:,} numbers")
             rng = np.random.default_rng(a.seed)
             theta = a.prior_loc + a.prior_scale * rng.standard_normal(a.dim)
             x = rng.uniform(-3, 3, size=(a.simulate, a.dim))
@@ -138,6 +153,11 @@ class LinearRegression(Workflow):
                 "theta_true": theta_true,
             },
         )
+
+    def exact_marginals(self, problem: Problem) -> dict[str, dict[str, list[float]]]:
+        """Means and stds of the exact posterior of ``theta`` (for NUTS runs and ``compare``)."""
+        mu, cov = problem.extra["mu_N"], problem.extra["Sigma_N"]
+        return {"theta": {"mean": mu.tolist(), "std": cov.diagonal().sqrt().tolist()}}
 
     def _fitted(self, problem: Problem) -> tuple[torch.Tensor, torch.Tensor]:
         loc, cov = lr_guides.gaussian(problem.guide)

@@ -28,7 +28,9 @@ from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
 from typing import Any
 
 import numpy as np
+
 from bayesdl.inference.errors import UserError
+from bayesdl.inference.mcmc import MCMCConfig
 from bayesdl.inference.train import MAX_SEED, FitConfig
 
 __all__ = [
@@ -114,6 +116,8 @@ def _unwrap(hint: Any, where: str) -> tuple[type, bool]:
         args = typing.get_args(hint)
         rest = [a for a in args if a is not type(None)]
         optional = len(rest) < len(args)
+        if rest == [int, str]:  # a number or a word its converter reads (--steps auto)
+            rest = [int]
         if len(rest) != 1:
             raise TypeError(f"{where}: option type {hint!r} is not supported")
         hint = rest[0]
@@ -267,6 +271,8 @@ def fit_parser(workflow: type, prog: str) -> Parser:
     g = p.add_argument_group("inference")
     add_options(g, _Guide, {"guide": workflow.default_guide}, _guide_help(workflow))
     add_options(g, FitConfig, engine_defaults(workflow), _engine_overrides(), ["estimator"])
+    if workflow.nuts:  # --inference nuts --samples --warmup --chains ...
+        add_options(p.add_argument_group("sampling"), MCMCConfig)
     add_options(p, _Plugin)
     return p
 
@@ -366,6 +372,8 @@ def namespace(workflow: type, **kwargs: Any) -> argparse.Namespace:
         )
     specs = {s.name: s for s in _specs(_Guide) + _specs(FitConfig, None, _engine_overrides())}
     specs.update({s.name: s for s in _specs(_Plugin)})
+    if workflow.nuts:
+        specs.update({s.name: s for s in _specs(MCMCConfig)})
     if getattr(workflow, "options", None) is not None:
         specs.update({s.name: s for s in _specs(workflow.options)})
     for name, value in kwargs.items():

@@ -22,6 +22,19 @@ def _img(path: Path) -> str:
     return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
 
 
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    """An HTML table of any number of columns (numbers to 4 significant digits)."""
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def image(path: Path) -> str:
+    """A PNG embedded in the page (nothing if the file is missing)."""
+    path = Path(path)
+    return _img(path) if path.exists() else ""
+
+
 def section(title: str, description: str, runs: list[dict[str, Any]]) -> str:
     """One model's section: per run, its exact-versus-fitted table, figures and summary."""
     parts = [f"<section><h2>{html.escape(title)}</h2><p>{html.escape(description)}</p>"]

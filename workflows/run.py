@@ -24,6 +24,7 @@ import pyro
 import torch
 
 from bayesdl.inference import distributed
+from bayesdl.inference.convergence import warn_unconverged
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.predictive import posterior_summary
 from bayesdl.inference.train import (
@@ -42,7 +43,7 @@ SUMMARY = "summary.json"
 EVALUATION = "evaluation.json"
 LOCK = ".bayesdl.lock"
 #: what a run folder may hold before `fit` writes into it without --overwrite/--resume
-RUN_FILES = (CONFIG, SUMMARY, CHECKPOINT, METRICS, EVALUATION)
+RUN_FILES = (CONFIG, SUMMARY, CHECKPOINT, METRICS, EVALUATION, "draws.npz")
 #: options that may change when a run is resumed (they do not change the fit's result)
 RESUMABLE = {"steps", "log_every", "checkpoint_every", "device", "threads", "check_args"}
 
@@ -79,14 +80,14 @@ def write_text(path: Path, text: str) -> None:
     is replaced, never the link itself. A failure is a :class:`UserError` naming the file."""
     path = Path(path)
     try:
-        if path.is_symlink():
-            path = path.resolve()
         if path.is_dir():
             raise UserError(f"cannot write {path}: it is a folder")
         if path.exists() and not path.is_file():  # a device or a pipe: renaming would replace it
             with open(path, "w") as f:
                 f.write(text)
             return
+        if path.is_symlink():  # to a regular file: replace that file, not the link
+            path = path.resolve()
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -282,6 +283,12 @@ def fit_run(
 ) -> Run:
     """Fit a registered model (into the run folder ``out`` when given: config, metrics,
     checkpoint, summary, figures)."""
+    if getattr(args, "method", "vi") == "nuts":  # Pyro's NUTS sampler instead of a guide
+        from bayesdl.workflows.sampling import nuts_run
+
+        return nuts_run(
+            workflow_cls, args, out, resume=resume, overwrite=overwrite, progress=progress
+        )
     config = fit_config(args)
     config.validate()
     workflow = workflow_cls(args)
@@ -381,9 +388,12 @@ def summarize(
         "particles": config.particles,
         "batch_size": config.batch_size,
         "processes": distributed.world_size(),
+        "converged": result.convergence.get("converged"),
+        "convergence": result.convergence,
     }
     if not distributed.is_main():
         return summary
+    warn_unconverged(result.convergence)
     with problem.scope():
         summary["posterior"] = posterior_summary(
             _posterior_guide(workflow, problem),
@@ -459,10 +469,29 @@ def load_run(
     ``bayesdl evaluate --iw-samples``); an option the model does not have is a UserError.
     """
     run_dir = Path(run_dir)
+    if run_dir.is_dir() and not (run_dir / CHECKPOINT).exists():
+        raise UserError(f"{run_dir} holds no fitted run (no {CONFIG} or {CHECKPOINT})")
+    workflow, problem = load_workflow(run_dir, registry, device, overrides)
+    dev, problem.params = restore(
+        problem.model, problem.guide, problem.data, run_dir / CHECKPOINT, workflow.args.device
+    )
+    problem.data = _on(problem.data, str(dev))
+    return workflow, problem
+
+
+def load_workflow(
+    run_dir: str | Path,
+    registry: dict,
+    device: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[Workflow, Problem]:
+    """A run's workflow and problem rebuilt from its ``config.json``, nothing restored (see
+    :func:`load_run`; a NUTS run's draws: :mod:`bayesdl.workflows.sampling`)."""
+    run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} is not a run folder")
-    if not (run_dir / CONFIG).exists() or not (run_dir / CHECKPOINT).exists():
-        raise UserError(f"{run_dir} holds no fitted run (no {CONFIG} or {CHECKPOINT})")
+    if not (run_dir / CONFIG).exists():
+        raise UserError(f"{run_dir} holds no fitted run (no {CONFIG})")
     cfg = read_config(run_dir)
     if cfg["model"] not in registry and cfg["model"].startswith("python:"):
         raise UserError(
@@ -488,12 +517,7 @@ def load_run(
         setattr(args, key, value)
     workflow = registry[cfg["model"]](args)
     workflow.run_dir = run_dir
-    problem = build(workflow)
-    dev, problem.params = restore(
-        problem.model, problem.guide, problem.data, run_dir / CHECKPOINT, args.device
-    )
-    problem.data = _on(problem.data, str(dev))
-    return workflow, problem
+    return workflow, build(workflow)
 
 
 def evaluate_run(
@@ -504,6 +528,10 @@ def evaluate_run(
     seed: int | None = None,
 ) -> dict[str, Any]:
     """Held-out metrics of a run, saved to ``evaluation.json``."""
+    from bayesdl.workflows import sampling
+
+    if sampling.is_draws_run(run_dir):  # a NUTS run: its draws, no guide
+        return sampling.evaluate_draws_run(Path(run_dir), registry, device, seed)
     workflow, problem = load_run(run_dir, registry, device, overrides)
     target = Path(run_dir) / EVALUATION
     if not _writable(Path(run_dir)) or (target.exists() and not os.access(target, os.W_OK)):
@@ -535,6 +563,10 @@ def predict_run(
     run_dir: Path, registry: dict, path: Path, device: str | None = None, seed: int | None = None
 ) -> dict:
     """Posterior predictive of a run for new inputs."""
+    from bayesdl.workflows import sampling
+
+    if sampling.is_draws_run(run_dir):  # a NUTS run: its draws, no guide
+        return sampling.predict_draws_run(Path(run_dir), registry, Path(path), device, seed)
     workflow, problem = load_run(run_dir, registry, device)
     _seed(workflow, seed)
     with problem.scope():

@@ -31,12 +31,6 @@ from typing import Any, ClassVar
 import numpy as np
 import pyro
 import torch
-from bayesdl.datasets.io import load_arrays
-from bayesdl.inference.errors import UserError
-from bayesdl.inference.estimators import make_estimator
-from bayesdl.inference.predictive import mean_std, posterior_summary
-from bayesdl.workflows.base import Problem, Workflow
-from bayesdl.workflows.options import add_options
 from pyro import poutine
 from pyro.infer import Predictive
 from pyro.infer.autoguide import (
@@ -55,6 +49,13 @@ from pyro.infer.autoguide.initialization import (
     init_to_value,
 )
 from pyro.poutine.messenger import Messenger
+
+from bayesdl.datasets.io import load_arrays
+from bayesdl.inference.errors import UserError
+from bayesdl.inference.estimators import make_estimator
+from bayesdl.inference.predictive import mean_std, posterior_summary
+from bayesdl.workflows.base import Problem, Workflow
+from bayesdl.workflows.options import add_options
 
 #: ``--guide`` names -> Pyro's autoguide classes
 AUTOGUIDES: dict[str, type] = {
@@ -170,7 +171,9 @@ def python_workflow(fn: Callable, data: dict[str, Any] | None) -> type:
     (reopen it with ``bayesdl.load(dir, model=fn)``).
     """
     if not callable(fn):
-        raise UserError(f"model must be a Pyro model function or PyroModule, got {type(fn).__name__}")
+        raise UserError(
+            f"model must be a Pyro model function or PyroModule, got {type(fn).__name__}"
+        )
     if data is not None and not isinstance(data, dict):
         raise UserError(
             f"data must be a dict of the model's keyword arguments, got {type(data).__name__}"
@@ -583,7 +586,9 @@ class UserModel(Workflow):
     default_estimator: ClassVar[str] = "reparam"
     guides: ClassVar[tuple[str, ...]] = (*AUTOGUIDES, "FILE.py:guide")
     default_guide: ClassVar[str] = "auto-normal"
-    fit_defaults: ClassVar[dict[str, Any]] = {"steps": 2000, "lr": 0.02, "lr_schedule": "cosine"}
+    #: until the ELBO flattens, then a cosine tail (inference.convergence)
+    fit_defaults: ClassVar[dict[str, Any]] = {"steps": "auto", "lr": 0.02, "lr_schedule": "cosine"}
+    nuts: ClassVar[bool] = True
     model_fn: ClassVar[Callable | None] = None
     model_file: ClassVar[str | None] = None  # set for `fit FILE.py:FUNCTION`
     model_function: ClassVar[str | None] = None
@@ -791,12 +796,15 @@ class UserModel(Workflow):
                 UserWarning,
                 stacklevel=2,
             )
-        guide = self.make_guide(model, discrete)
-        if self.is_autoguide(a.guide):
+        if getattr(a, "method", "vi") == "nuts":  # sampled by NUTS: no guide (workflows.sampling)
+            guide = None
+        elif self.is_autoguide(a.guide):
+            guide = self.make_guide(model, discrete)
             # one ELBO evaluation with the chosen estimator, on a throwaway guide: errors that
             # only appear under enumeration or vectorized particles name the site here
             self._trial_elbo(model, self.make_guide(model, discrete), data)
         else:
+            guide = self.make_guide(model, discrete)
             self._trial_elbo(model, guide, data)
         return Problem(
             model,
@@ -911,7 +919,6 @@ class UserModel(Workflow):
                     )(**inputs)
         except Exception as e:  # noqa: BLE001
             raise UserError(
-                f"{self.where()} on {path}: "
-                f"{_describe(e, Path(self.source()).resolve(), last)}"
+                f"{self.where()} on {path}: {_describe(e, Path(self.source()).resolve(), last)}"
             ) from None
         return {"num_samples": PREDICT_SAMPLES, **mean_std(draws)}

@@ -12,6 +12,7 @@ from pathlib import Path
 import bayesdl.workflows  # noqa: F401  (registers the built-in models)
 import pytest
 from bayesdl.inference.errors import UserError
+from bayesdl.inference.mcmc import MCMCConfig
 from bayesdl.inference.train import FitConfig
 from bayesdl.workflows.base import Workflow
 from bayesdl.workflows.coin import Coin
@@ -70,12 +71,14 @@ def test_parser_flags_and_defaults_are_the_dataclass_fields(name):
         **engine_defaults(w),
         "guide": w.default_guide,
         "plugin": [],
+        **(defaults(MCMCConfig) if w.nuts else {}),  # --inference nuts --samples ...
     }
     got = vars(p.parse_args([]))
     assert got.keys() == expected.keys()
     for k, v in expected.items():
         assert got[k] == v or (isinstance(v, float) and math.isinf(v) and math.isinf(got[k])), k
     want = {*flags(w.options).values(), *flags(FitConfig).values()}
+    want |= set(flags(MCMCConfig).values()) if w.nuts else set()
     assert _option_strings(p) == want | {"--guide", "--plugin", "-h", "--help"}
     assert w.option_defaults() == defaults(w.options)
     # the per-model engine defaults of today: `fit_defaults` over FitConfig's

@@ -1,0 +1,288 @@
+"""Any network made Bayesian (``bayesdl.bnn.bayesian``): measurements for docs/bnn.md.
+
+    python benchmarks/bnn_any_net.py classify [--steps 1000] [--seeds 0,1]  # small CNN, digits
+    python benchmarks/bnn_any_net.py gradvar [--draws 300]                  # per-layer Var(grad)
+    python benchmarks/bnn_any_net.py regress [--splits 5]                   # diabetes, 5 splits
+    python benchmarks/bnn_any_net.py continual [--steps 300]                # split digits, 5 tasks
+    python benchmarks/bnn_any_net.py bayesian-torch [--steps 1000]          # needs bayesian-torch
+
+``classify``: the same CNN (conv 16, pool, conv 32, dense 10) on the bundled 8x8 digits with
+every guide, minibatches of 128: test accuracy, NLL, ECE, entropy AUROC against uniform-noise,
+inverted and mirrored digits, and seconds per epoch (1347 training images). ``bayesian-torch``:
+the same CNN through ``dnn_to_bnn`` (its Flipout and reparameterization layers, its
+``get_kl_loss``), trained with a plain loop with the same steps, batch and Adam settings; its
+``kl_div`` averages the KL over each layer's weights (``kl.mean()``), so it is also run with the
+KL summed, as the ELBO has it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+import bayesdl
+import bayesdl.bnn as bnn
+from bayesdl.datasets.bundled import diabetes, digits
+from bayesdl.inference.diagnostics import gradient_draws
+from bayesdl.workflows import metrics
+
+warnings.filterwarnings("ignore")
+GUIDES = ["mle", "map", "meanfield", "flipout", "mc-dropout", "concrete-dropout", "sparse-vd"]
+
+
+def cnn(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 8, 8)),
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(32 * 16, 10),
+    )
+
+
+def ood_inputs(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1234)
+    return {
+        "noise": torch.rand(x.shape, generator=g),
+        "inverted": 1 - x,
+        "mirrored": x.reshape(-1, 8, 8).flip(-1).reshape(x.shape),
+    }
+
+
+def class_scores(p: torch.Tensor, y: torch.Tensor, p_ood: dict[str, torch.Tensor]) -> dict:
+    h = metrics.entropy(p)
+    out = {
+        "accuracy": metrics.accuracy(p, y),
+        "nll": metrics.nll(p, y),
+        "ece": metrics.ece(p, y, bins=15),
+    }
+    for k, po in p_ood.items():
+        out[f"auroc_{k}"] = metrics.auroc(h, metrics.entropy(po))
+    return out
+
+
+def classify(a) -> None:
+    s = digits()
+    data = {"x": s.x_train, "y": s.y_train}
+    epochs = a.steps * 128 / len(s.y_train)
+    print("| guide | seed | accuracy | NLL | ECE | AUROC noise / inverted / mirrored | s / epoch |")
+    print("|---|---|---|---|---|---|---|")
+    for seed in [int(v) for v in a.seeds.split(",")]:
+        for guide in GUIDES:
+            kw = {"prior_scale": 30.0} if guide not in ("mle", "sparse-vd") else {}
+            bnet = bnn.bayesian(cnn(seed), likelihood="categorical", guide=guide, **kw)
+            extra = {"kl_warmup": 300} if guide == "sparse-vd" else {}
+            t0 = time.perf_counter()
+            post = bayesdl.fit(
+                bnet, data=data, steps=a.steps, batch_size=128, seed=seed, progress=False, **extra
+            )
+            per_epoch = (time.perf_counter() - t0) / epochs
+            m = 1 if guide in ("mle", "map") else 100
+            p = bnn.uncertainty(post, s.x_test, num_samples=m)["probs"]
+            po = {
+                k: bnn.uncertainty(post, v, num_samples=m)["probs"]
+                for k, v in ood_inputs(s.x_test).items()
+            }
+            r = class_scores(p, s.y_test, po)
+            auc = " / ".join(f"{r[f'auroc_{k}']:.3f}" for k in ("noise", "inverted", "mirrored"))
+            print(
+                f"| {guide} | {seed} | {r['accuracy']:.4f} | {r['nll']:.4f} | {r['ece']:.4f} | "
+                f"{auc} | {per_epoch:.3f} |",
+                flush=True,
+            )
+
+
+def bayesian_torch(a) -> None:
+    from bayesian_torch.models.dnn_to_bnn import dnn_to_bnn, get_kl_loss
+
+    s = digits()
+    n = len(s.y_train)
+    print(
+        "| bayesian-torch | seed | accuracy | NLL | ECE | AUROC noise / inverted / mirrored "
+        "| s / epoch |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    from bayesian_torch.layers.base_variational_layer import BaseVariationalLayer_
+
+    mean_kl = BaseVariationalLayer_.kl_div
+
+    def summed_kl(self, mu_q, sigma_q, mu_p, sigma_p):  # the ELBO's KL: a sum over weights
+        return mean_kl(self, mu_q, sigma_q, mu_p, sigma_p) * mu_q.numel()
+
+    for seed in [int(v) for v in a.seeds.split(",")]:
+        for kind, kl in (
+            ("Flipout", "mean"),
+            ("Reparameterization", "mean"),
+            ("Flipout", "sum"),
+            ("Reparameterization", "sum"),
+        ):
+            BaseVariationalLayer_.kl_div = mean_kl if kl == "mean" else summed_kl
+            net = cnn(seed)
+            dnn_to_bnn(
+                net,
+                {
+                    "prior_mu": 0.0,
+                    "prior_sigma": 1.0,
+                    "posterior_mu_init": 0.0,
+                    "posterior_rho_init": -3.0,
+                    "type": kind,
+                    "moped_enable": False,
+                },
+            )
+            opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+            torch.manual_seed(seed)
+            t0 = time.perf_counter()
+            for _ in range(a.steps):
+                idx = torch.randint(0, n, (128,))
+                out = net(s.x_train[idx])
+                loss = nn.functional.cross_entropy(out, s.y_train[idx]) + get_kl_loss(net) / n
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            per_epoch = (time.perf_counter() - t0) / (a.steps * 128 / n)
+
+            @torch.no_grad()
+            def probs(x, net=net):
+                return torch.stack([net(x).softmax(-1) for _ in range(100)])
+
+            po = {k: probs(v) for k, v in ood_inputs(s.x_test).items()}
+            r = class_scores(probs(s.x_test), s.y_test, po)
+            auc = " / ".join(f"{r[f'auroc_{k}']:.3f}" for k in ("noise", "inverted", "mirrored"))
+            print(
+                f"| dnn_to_bnn {kind}, KL {kl} | {seed} | {r['accuracy']:.4f} | {r['nll']:.4f} | "
+                f"{r['ece']:.4f} | {auc} | {per_epoch:.3f} |",
+                flush=True,
+            )
+
+
+def gradvar(a) -> None:
+    """Var of the gradient of -ELBO w.r.t. each layer's weight means, 128 digits, at the
+    network's initial weights with posterior sds 0.05."""
+    s = digits()
+    data = {"x": s.x_train[:128], "y": s.y_train[:128]}
+    torch.manual_seed(0)
+    make = lambda: nn.Sequential(nn.Linear(64, 100), nn.ReLU(), nn.Linear(100, 10))  # noqa: E731
+    rows = {}
+    for name, kw in {
+        "sampled weights": {"guide": "meanfield", "local_reparam": False},
+        "local reparameterization": {"guide": "meanfield"},
+        "flipout": {"guide": "flipout"},
+    }.items():
+        bnet = bnn.bayesian(
+            make(), likelihood="categorical", init_scale=0.05, prior_scale=1.0, **kw
+        )
+        torch.manual_seed(0)
+        import pyro
+
+        with pyro.get_param_store().scope():
+            d = gradient_draws(bnet, bnet.guide, data, "reparam", draws=a.draws)["model.guide.loc"]
+        rows[name] = [
+            d[:, w.slice].var(0).mean().item() for w in bnet.weights if w.attr == "weight"
+        ]
+    print("| estimator | Var grad, layer 1 weights (64x100) | layer 2 weights (100x10) |")
+    print("|---|---|---|")
+    for name, v in rows.items():
+        print(f"| {name} | {v[0]:.3e} | {v[1]:.3e} |")
+
+
+def regress(a) -> None:
+    """Diabetes (442 x 10, standardized), splits 0..k-1: test RMSE and log-likelihood per datum
+    (in standardized units) of a 10-50-1 ReLU net, learned noise."""
+    res: dict[str, list[tuple[float, float]]] = {}
+    for split in range(a.splits):
+        s = diabetes(seed=split)
+        data = {"x": s.x_train, "y": s.y_train}
+        for guide in ("mle", "map", "mc-dropout", "concrete-dropout", "meanfield", "flipout"):
+            torch.manual_seed(split)
+            net = nn.Sequential(nn.Linear(10, 50), nn.ReLU(), nn.Linear(50, 1))
+            bnet = bnn.bayesian(net, likelihood="gaussian", guide=guide, prior_scale=1.0)
+            post = bayesdl.fit(bnet, data=data, steps=a.steps, seed=split, progress=False)
+            f = post.predict({"x": s.x_test}, num_samples=200)["f"]
+            from bayesdl.workflows.bayesian_net import scores
+
+            r = scores(post.model.likelihood, f, s.y_test, post.params.get("sigma"))
+            res.setdefault(guide, []).append((r["rmse"], r["log_likelihood"]))
+    print(f"| guide | test RMSE (mean +- se, {a.splits} splits) | test log-likelihood |")
+    print("|---|---|---|")
+    for guide, v in res.items():
+        arr = np.array(v)
+        se = arr.std(0, ddof=1) / math.sqrt(len(arr)) if len(arr) > 1 else np.zeros(2)
+        print(
+            f"| {guide} | {arr[:, 0].mean():.3f} +- {se[0]:.3f} | "
+            f"{arr[:, 1].mean():.3f} +- {se[1]:.3f} |"
+        )
+
+
+def continual(a) -> None:
+    """Split digits: five tasks {0,1}, {2,3}, ... learned in turn by one 64-100-10 MLP;
+    accuracy on task 1's test digits (argmax over its two classes) after each task.
+    Variational continual learning (the posterior of task t is the prior of task t+1, means
+    carried) against plain fine-tuning (MLE)."""
+    s = digits()
+    tasks = [(2 * t, 2 * t + 1) for t in range(5)]
+
+    def subset(x, y, cls):
+        keep = (y == cls[0]) | (y == cls[1])
+        return x[keep], y[keep]
+
+    def task_acc(net, cls):
+        x, y = subset(s.x_test, s.y_test, cls)
+        with torch.no_grad():
+            logits = net(x)[:, list(cls)]
+        return (logits.argmax(-1) == (y == cls[1]).long()).float().mean().item()
+
+    print("| method | task 1 accuracy after tasks 1, 2, 3, 4, 5 | mean over tasks after 5 |")
+    print("|---|---|---|")
+    for method in ("fine-tuning (MLE)", "VCL (meanfield, as_prior)"):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(64, 100), nn.ReLU(), nn.Linear(100, 10))
+        prior, after = None, []
+        for cls in tasks:
+            x, y = subset(s.x_train, s.y_train, cls)
+            if method.startswith("fine"):
+                bnet = bnn.bayesian(net, likelihood="categorical", guide="mle")
+            else:
+                bnet = bnn.bayesian(
+                    net, likelihood="categorical", guide="meanfield", prior=prior or "normal"
+                )
+            post = bayesdl.fit(bnet, data={"x": x, "y": y}, steps=a.steps, progress=False)
+            net = bnn.mean_net(post).train()
+            if not method.startswith("fine"):
+                prior = post.as_prior()
+            after.append(task_acc(net, tasks[0]))
+        final = np.mean([task_acc(net, c) for c in tasks])
+        print(f"| {method} | {' / '.join(f'{v:.3f}' for v in after)} | {final:.3f} |", flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument(
+        "what", choices=["classify", "gradvar", "regress", "continual", "bayesian-torch"]
+    )
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--draws", type=int, default=300)
+    p.add_argument("--splits", type=int, default=5)
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    {
+        "classify": classify,
+        "gradvar": gradvar,
+        "regress": regress,
+        "continual": continual,
+        "bayesian-torch": bayesian_torch,
+    }[a.what](a)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""A posterior held as draws: what ``bayesdl.fit(..., method="nuts")`` returns.
+
+The same interface as a VI fit's :class:`~bayesdl.posterior.Posterior`, over NUTS draws
+``z_m ~ p(z | D)`` (``[chains, samples, *shape]`` per site) instead of a guide: the summary
+adds split R-hat and the effective sample size per site, predictions are Pyro's
+``Predictive(model, posterior_samples=...)``, ``to_arviz`` keeps the chains, and ``save``
+writes a run folder with ``draws.npz`` (numpy arrays, never a pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pyro import poutine
+
+from bayesdl.inference.errors import UserError
+from bayesdl.inference.mcmc import MCMCResult, diagnostics, predictive
+from bayesdl.inference.predictive import observation_keys, predictive_inputs
+from bayesdl.posterior import QUANTILES, Posterior, _check_count, _plain, _record_data
+from bayesdl.workflows.run import (
+    CONFIG,
+    METRICS,
+    SUMMARY,
+    locked,
+    prepare_out,
+    run_record,
+    write_json,
+    write_text,
+)
+
+
+class DrawsPosterior(Posterior):
+    """NUTS draws of a model's posterior (:func:`bayesdl.fit` with ``method="nuts"``, or
+    :func:`bayesdl.load` of a NUTS run).
+
+    ``.draws`` (by chain), ``.diagnostics()``, ``.summary()``, ``.sample(n)``,
+    ``.predict(data, n)``, ``.save(dir)``, ``.to_arviz()``, ``.converged`` (R-hat < 1.05).
+    """
+
+    @property
+    def result(self) -> MCMCResult:
+        """The sampler's result: draws and per-chain statistics."""
+        return self._run.result
+
+    @property
+    def draws(self) -> dict[str, torch.Tensor]:
+        """``{site: tensor [chains, samples, *shape]}`` of every continuous latent site
+        (enumerated discrete sites are summed out by NUTS and not drawn)."""
+        return {k: v.clone() for k, v in self.result.draws.items()}
+
+    @property
+    def guide(self):
+        """None: NUTS has no guide."""
+        return None
+
+    @property
+    def history(self) -> list[dict]:
+        """One row per chain: draws, divergences, acceptance rate, step size, seconds."""
+        return [{"chain": i + 1, **row} for i, row in enumerate(self.result.chains)]
+
+    @property
+    def elbo(self) -> list[float]:
+        """Empty: a sampler has no ELBO."""
+        return []
+
+    @property
+    def params(self) -> dict[str, torch.Tensor]:
+        """Empty: NUTS fits no ``pyro.param``."""
+        return {}
+
+    def diagnostics(self) -> dict[str, dict[str, torch.Tensor]]:
+        """``{site: {"r_hat", "n_eff"}}``: split R-hat and effective sample size per element."""
+        return diagnostics(self.result.draws)
+
+    # -- draws
+
+    def _deterministic(self) -> list[str]:
+        problem = self._run.problem
+        with torch.no_grad(), poutine.block():
+            tr = poutine.trace(problem.model).get_trace(**problem.data)
+        return [
+            n
+            for n, s in tr.nodes.items()
+            if s["type"] == "sample" and s["infer"].get("_deterministic")
+        ]
+
+    def _pick(self, num_samples: int | None) -> dict[str, torch.Tensor]:
+        """All draws (chains one after another), or ``num_samples`` of them: without
+        replacement where there are enough, else with."""
+        flat = self.result.flat()
+        if num_samples is None:
+            return flat
+        _check_count(num_samples, "num_samples")
+        m = next(iter(flat.values())).shape[0]
+        device = next(iter(flat.values())).device
+        idx = (
+            torch.randperm(m, device=device)[:num_samples]
+            if num_samples <= m
+            else torch.randint(m, (num_samples,), device=device)
+        )
+        return {k: v[idx] for k, v in flat.items()}
+
+    def sample(self, num_samples: int | None = None) -> dict[str, torch.Tensor]:
+        """Posterior draws of every continuous latent (and ``pyro.deterministic``) site,
+        ``{site: tensor [n, *shape]}``: all ``chains x samples`` draws by default, else
+        ``num_samples`` picked at random."""
+        draws = self._pick(num_samples)
+        det = self._deterministic()
+        if det and draws:
+            problem = self._run.problem
+            draws.update(predictive(problem.model, draws, problem.data, det))
+        return draws
+
+    def summary(self, num_samples: int | None = None) -> dict[str, dict[str, Any]]:
+        """``{site: {"mean", "std", "5%", "50%", "95%", "r_hat", "n_eff"}}`` from all draws
+        (``num_samples`` is ignored: every draw counts)."""
+        del num_samples
+        diag = self.diagnostics()
+        out = {}
+        for name, d in self.sample().items():
+            d = d.double()
+            shape = d.shape[1:]
+            q = torch.quantile(d.reshape(len(d), -1), torch.tensor(QUANTILES, dtype=d.dtype), 0)
+            row = {"mean": _plain(d.mean(0)), "std": _plain(d.std(0))}
+            for p, v in zip(QUANTILES, q, strict=True):
+                row[f"{round(100 * p):d}%"] = _plain(v.reshape(shape))
+            if name in diag:
+                row["r_hat"] = _plain(torch.as_tensor(diag[name]["r_hat"]))
+                row["n_eff"] = _plain(torch.as_tensor(diag[name]["n_eff"]))
+            out[name] = row
+        return out
+
+    def observed_sites(self) -> list[str]:
+        """The model's observed sites."""
+        problem = self._run.problem
+        with torch.no_grad(), poutine.block():
+            tr = poutine.trace(problem.model).get_trace(**problem.data)
+        return [n for n, s in tr.nodes.items() if s["type"] == "sample" and s["is_observed"]]
+
+    def predict(
+        self, data: dict[str, Any] | None = None, num_samples: int = 1000
+    ) -> dict[str, torch.Tensor]:
+        """Posterior-predictive draws ``{site: tensor [num_samples, ...]}`` of every site of
+        the model at the inputs ``data`` (as :meth:`Posterior.predict`), from
+        ``Predictive(model, posterior_samples=...)``; a discrete site summed out by NUTS is
+        drawn given each draw (right for new data points)."""
+        _check_count(num_samples, "num_samples")
+        if data is not None and not isinstance(data, dict):
+            raise UserError(f"data must be a dict of keyword arguments, got {type(data).__name__}")
+        problem = self._run.problem
+        observed = observation_keys(problem.model, problem.data)
+        inputs = predictive_inputs(problem.data, data or {}, observed)
+        with torch.no_grad(), poutine.block():
+            tr = poutine.trace(problem.model).get_trace(**inputs)
+        sites = [
+            n
+            for n, s in tr.nodes.items()
+            if s["type"] == "sample" and type(s["fn"]).__name__ != "_Subsample"
+        ]
+        return predictive(problem.model, self._pick(num_samples), inputs, sites)
+
+    # -- saving
+
+    def save(self, run_dir: str | Path, overwrite: bool = False) -> Path:
+        """Write a NUTS run folder (``config.json``, ``draws.npz``, ``summary.json``,
+        ``metrics.jsonl``; the data as ``data.npz`` when given from Python)."""
+        from bayesdl.workflows.sampling import DRAWS, save_draws
+
+        out = Path(run_dir)
+        if self._run.out is not None and out.resolve() == Path(self._run.out).resolve():
+            return out
+        prepare_out(out, resume=False, overwrite=overwrite)
+        workflow = self._run.workflow
+        record = run_record(workflow)
+        args = dict(record["args"])
+        given = getattr(workflow, "given_data", None)
+        if given is not None:
+            record["args"] = args = _record_data(out, given, args)
+            record["data_in_run"] = "data.npz"
+        if not isinstance(args.get("guide"), str):
+            args["guide"] = None  # NUTS used none
+        with locked(out):
+            save_draws(out / DRAWS, self.result.draws)
+            write_json(out / CONFIG, record)
+            write_json(out / SUMMARY, self._run.summary)
+            write_text(out / METRICS, "".join(json.dumps(r) + "\n" for r in self.history))
+        return out
+
+    def to_arviz(self, num_samples: int | None = None):
+        """ArviZ ``InferenceData`` whose ``posterior`` group keeps the chains
+        (``chains x samples`` draws of every continuous latent site)."""
+        del num_samples
+        try:
+            import arviz as az
+        except ImportError:
+            raise UserError(
+                "to_arviz needs ArviZ: pip install 'bayesdl[arviz]' (or pip install arviz)"
+            ) from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return az.from_dict(
+                posterior={k: v.detach().cpu().numpy() for k, v in self.result.draws.items()}
+            )
+
+    def __repr__(self) -> str:
+        s = self._run.summary
+        head = (
+            f"Posterior of {s.get('model')} (NUTS, {self.result.num_chains} chain(s) x "
+            f"{self.result.num_samples} draws, {s.get('divergences', 0)} divergences)"
+        )
+        cols = ("mean", "std", "5%", "50%", "95%", "r_hat", "n_eff")
+        rows = [head, f"{'site':<20} " + " ".join(f"{c:>9}" for c in cols)]
+        for name, r in self.summary().items():
+            flat = {k: np.ravel(r[k]) for k in cols if k in r}
+            n = len(flat["mean"])
+            for i in range(min(n, 8)):
+                label = name if n == 1 else f"{name}[{i}]"
+                vals = " ".join(f"{flat[k][i]:>9.4g}" if k in flat else f"{'':>9}" for k in cols)
+                rows.append(f"{label:<20} {vals}")
+            if n > 8:
+                rows.append(f"{name}[...]  ({n - 8} more elements)")
+        return "\n".join(rows)

@@ -1,0 +1,316 @@
+"""Variational families ``q(theta)`` of :class:`bayesdl.models.bayesian_net.BayesianNet`.
+
+Each guide samples the one site ``theta`` (the network's Bayesian parameters, flattened), starts
+at the network's own weights, and says how to compute ``KL(q || p)`` and which local estimator
+the model may use while training (``local``):
+
+* :class:`MeanField`  -- ``q = prod_i N(mu_i, sigma_i^2)`` (Blundell et al. 2015), trained with
+  local reparameterization (``local="lrt"``), Flipout (``"flipout"``) or sampled weights (``None``);
+* :class:`SparseVD`   -- ``q = N(theta, sigma^2)``, ``alpha = sigma^2 / theta^2``, weights with
+  ``log alpha >= 3`` pruned in predictions (Molchanov et al. 2017);
+* :class:`Dropout`    -- ``W = M z / r``, ``z ~ Bern(r)`` per input unit (MC dropout, Gal &
+  Ghahramani 2016), per weight (DropConnect), or per input unit with a learned rate relaxed to a
+  Concrete while training (concrete dropout, Gal et al. 2017); ``KL ~= E_q[-log p(W)] - H``;
+* :class:`Point`      -- ``q = delta(theta - mu)``: MAP (``KL`` is ``-log p(mu)``).
+
+MLE has no guide sites at all: every parameter stays a point estimate of the network.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from torch import nn
+
+from bayesdl.models.bayesian_net import LogUniformPrior, Prior, Weight
+from bayesdl.models.bnn import LOG_ALPHA_MAX
+
+TEMPERATURE = 0.1  # of the Concrete relaxation (Gal et al. 2017 use 0.1)
+
+
+class NetGuide(nn.Module):
+    """The common part: the site ``theta`` (its density masked out of the ELBO: the model adds
+    ``KL(q || p)`` itself) and the last draw, so the model can tell its own draw from a
+    replayed or vectorized one."""
+
+    local: str | None = None
+
+    def __init__(self, weights: Sequence[Weight]):
+        super().__init__()
+        self.weights = list(weights)
+        self._drawn = None
+
+    def forward(self, *args, **kwargs) -> torch.Tensor | None:
+        if not self.weights:
+            return None
+        with poutine.mask(mask=False):
+            theta = self.draw()
+        self._drawn = weakref.ref(theta)
+        return theta
+
+    def drew(self, theta: torch.Tensor) -> bool:
+        """Whether ``theta`` is this guide's latest draw (then the model may use ``local``)."""
+        return self._drawn is not None and self._drawn() is theta
+
+    def draw(self) -> torch.Tensor:
+        """Sample the site ``theta``."""
+        raise NotImplementedError
+
+    def mean(self) -> torch.Tensor:
+        """``E_q[theta]``: the weights of the mean network."""
+        raise NotImplementedError
+
+    def variance(self) -> torch.Tensor:
+        """``Var_q[theta]`` (for local reparameterization)."""
+        raise NotImplementedError
+
+    def kl(self, prior: Prior, theta: torch.Tensor) -> torch.Tensor | None:
+        """``KL(q || p)`` (closed form or approximated; one draw ``theta`` where neither)."""
+        raise NotImplementedError
+
+
+class MeanField(NetGuide):
+    """``q(theta) = prod_i N(mu_i, sigma_i^2)``, ``mu`` started at the network's weights and
+    ``sigma`` at ``init_scale``."""
+
+    def __init__(
+        self,
+        weights: Sequence[Weight],
+        init: torch.Tensor,
+        init_scale: float = 1e-3,
+        local: str | None = "lrt",
+    ):
+        super().__init__(weights)
+        self.local = local
+        self.loc = nn.Parameter(init.detach().clone())
+        self.log_sigma = nn.Parameter(torch.full_like(self.loc, math.log(init_scale)))
+
+    def sigma(self) -> torch.Tensor:
+        """``sigma = exp(log sigma)``."""
+        return self.log_sigma.exp()
+
+    def draw(self):
+        return pyro.sample("theta", dist.Normal(self.loc, self.sigma()).to_event(1))
+
+    def mean(self):
+        return self.loc
+
+    def variance(self):
+        return (2 * self.log_sigma).exp()
+
+    def kl(self, prior, theta):
+        return prior.kl_normal(self.loc, self.sigma(), theta)
+
+
+class SparseVD(NetGuide):
+    """Sparse variational dropout: ``q = N(theta, sigma^2)`` learned as ``theta`` and
+    ``log sigma^2`` (the additive reparameterization), ``log alpha = log sigma^2 - log theta^2``;
+    in predictions (gradients off) weights with ``log alpha >= threshold`` are exactly 0."""
+
+    local = "lrt"
+
+    def __init__(
+        self,
+        weights: Sequence[Weight],
+        init: torch.Tensor,
+        log_sigma2: float = -10.0,
+        threshold: float = 3.0,
+    ):
+        super().__init__(weights)
+        self.loc = nn.Parameter(init.detach().clone())
+        self.log_sigma2 = nn.Parameter(torch.full_like(self.loc, log_sigma2))
+        self.threshold = threshold
+
+    @property
+    def log_alpha(self) -> torch.Tensor:
+        """``log alpha``, clipped to ``[-8, 8]``."""
+        la = self.log_sigma2 - torch.log(self.loc**2 + 1e-8)
+        return la.clamp(-LOG_ALPHA_MAX, LOG_ALPHA_MAX)
+
+    @property
+    def keep(self) -> torch.Tensor:
+        """The weights kept when predicting: ``log alpha < threshold``."""
+        return self.log_alpha < self.threshold
+
+    def sigma(self) -> torch.Tensor:
+        """``sigma = exp(log sigma^2 / 2)``."""
+        return (0.5 * self.log_sigma2).exp()
+
+    def draw(self):
+        loc, sd = self.loc, self.sigma()
+        if not torch.is_grad_enabled():
+            keep = self.keep
+            loc, sd = loc * keep, torch.where(keep, sd, torch.full_like(sd, 1e-12))
+        return pyro.sample("theta", dist.Normal(loc, sd).to_event(1))
+
+    def mean(self):
+        return self.loc if torch.is_grad_enabled() else self.loc * self.keep
+
+    def variance(self):
+        return self.log_sigma2.exp()
+
+    def kl(self, prior, theta):
+        return prior.kl_normal(self.loc, self.sigma(), theta)
+
+
+class Point(NetGuide):
+    """``q(theta) = delta(theta - mu)``: MAP, ``KL`` reduced to ``-log p(mu)``."""
+
+    def __init__(self, weights: Sequence[Weight], init: torch.Tensor):
+        super().__init__(weights)
+        self.loc = nn.Parameter(init.detach().clone())
+
+    def draw(self):
+        return pyro.sample("theta", dist.Delta(self.loc, event_dim=1))
+
+    def mean(self):
+        return self.loc
+
+    def kl(self, prior, theta):
+        return prior.neg_log_prob(self.loc)
+
+
+class Dropout(NetGuide):
+    """``W = M z / r`` for dense and conv weights (other parameters: points ``M``):
+    ``z ~ Bern(r)`` per input unit (``per="unit"``: MC dropout; ``learn=True``: concrete
+    dropout, one learned rate per layer) or per weight (``per="weight"``: DropConnect).
+
+    ``KL(q || p) ~= E_q[-log p(W)] - sum_l K_l H(p_l)`` (Gal 2016, the entropy term only where
+    the rate is learned; ``K_l`` the layer's mask units); exact ``E_q`` for a Gaussian prior.
+    """
+
+    def __init__(
+        self,
+        weights: Sequence[Weight],
+        init: torch.Tensor,
+        p: float = 0.1,
+        per: str = "unit",
+        learn: bool = False,
+    ):
+        super().__init__(weights)
+        if not 0 < p < 1:
+            raise ValueError(f"dropout rate must be in (0, 1), got {p}")
+        self.per, self.learn = per, learn
+        self.local = "dropout" if per == "unit" else None
+        self.loc = nn.Parameter(init.detach().clone())
+        self.masked = [w for w in self.weights if w.kind != "other" and w.attr == "weight"]
+        self.index = {w.name: i for i, w in enumerate(self.masked)}
+        logit = math.log(p / (1 - p))
+        rate = torch.full((len(self.masked),), logit)
+        if learn:
+            self.logit_p = nn.Parameter(rate)
+        else:
+            self.register_buffer("logit_p", rate)
+
+    def mask_shape(self, w: Weight) -> tuple[int, ...]:
+        """The shape of one draw's mask, broadcast against the weight."""
+        if self.per == "weight":
+            return w.shape
+        return (1, w.shape[1], *([1] * (len(w.shape) - 2)))
+
+    def keep_prob(self, w: Weight) -> torch.Tensor:
+        """``r_l = 1 - p_l`` of the layer owning ``w``."""
+        return torch.sigmoid(-self.logit_p[self.index[w.name]])
+
+    def unit_mask(self, keep: torch.Tensor, shape: tuple[int, ...], like: torch.Tensor):
+        """``z ~ Bern(r)`` of ``shape``; a Concrete relaxation when the rate is learned and
+        gradients are on."""
+        u = torch.rand(shape, device=like.device, dtype=like.dtype).clamp(1e-6, 1 - 1e-6)
+        if self.learn and torch.is_grad_enabled():
+            logits = torch.log(keep) - torch.log1p(-keep) + torch.log(u) - torch.log1p(-u)
+            return torch.sigmoid(logits / TEMPERATURE)
+        return (u < keep).to(like.dtype)
+
+    def draw(self):
+        keep = torch.sigmoid(-self.logit_p)
+        units = [math.prod(self.mask_shape(w)) for w in self.masked]
+        r = torch.cat([keep[i].expand(n) for i, n in enumerate(units)]) if units else keep
+        if self.learn and torch.is_grad_enabled():
+            q = dist.RelaxedBernoulli(torch.tensor(TEMPERATURE, device=r.device), probs=r)
+        else:
+            q = dist.Bernoulli(probs=r)
+        z = pyro.sample("theta_mask", q.to_event(1), infer={"is_auxiliary": True})
+        batch, parts, start = z.shape[:-1], [], 0
+        for w in self.weights:
+            m = self.loc[w.slice]
+            if w.name in self.index:
+                i = self.index[w.name]
+                n = units[i]
+                zi = z[..., start : start + n].reshape(*batch, *self.mask_shape(w))
+                start += n
+                parts.append((m.reshape(w.shape) * zi / keep[i]).reshape(*batch, -1))
+            else:
+                parts.append(m.expand(*batch, w.numel))
+        return pyro.sample("theta", dist.Delta(torch.cat(parts, -1), event_dim=1))
+
+    def mean(self):
+        return self.loc
+
+    def kl(self, prior, theta):
+        keep = torch.sigmoid(-self.logit_p)
+        r = torch.ones_like(self.loc)
+        pieces = []
+        for w in self.weights:
+            pieces.append(
+                keep[self.index[w.name]].expand(w.numel) if w.name in self.index else r[w.slice]
+            )
+        r = torch.cat(pieces) if pieces else r
+        out = prior.expected_neg_log_prob(self.loc, r, theta)
+        if self.learn:
+            p = 1 - keep
+            entropy = -(p * torch.log(p) + keep * torch.log(keep))
+            k = torch.tensor(
+                [math.prod(self.mask_shape(w)) for w in self.masked], dtype=entropy.dtype
+            )
+            out = out - (k.to(entropy.device) * entropy).sum()
+        return out
+
+
+GUIDES = (
+    "meanfield",
+    "flipout",
+    "mc-dropout",
+    "dropconnect",
+    "concrete-dropout",
+    "sparse-vd",
+    "map",
+    "mle",
+)
+
+
+def make_guide(
+    name: str,
+    weights: Sequence[Weight],
+    init: torch.Tensor,
+    prior: Prior | None,
+    *,
+    init_scale: float = 1e-3,
+    dropout: float = 0.1,
+    prune_threshold: float = 3.0,
+    local_reparam: bool = True,
+) -> NetGuide:
+    """The guide ``name`` (one of :data:`GUIDES`) over ``weights``, started at ``init``."""
+    if name not in GUIDES:
+        raise ValueError(f"unknown guide {name!r}: choose {', '.join(GUIDES)}")
+    if isinstance(prior, LogUniformPrior) and name not in ("meanfield", "flipout", "sparse-vd"):
+        raise ValueError(
+            f"the log-uniform prior is improper: guide {name!r} needs a proper prior "
+            "(use meanfield, flipout or sparse-vd with it)"
+        )
+    if name in ("meanfield", "flipout"):
+        local = "flipout" if name == "flipout" else ("lrt" if local_reparam else None)
+        return MeanField(weights, init, init_scale, local)
+    if name == "sparse-vd":
+        return SparseVD(weights, init, threshold=prune_threshold)
+    if name == "map":
+        return Point(weights, init)
+    if name == "mle":
+        return NetGuide([])
+    per = "weight" if name == "dropconnect" else "unit"
+    return Dropout(weights, init, dropout, per, learn=name == "concrete-dropout")

@@ -1,0 +1,288 @@
+"""NUTS beside SVI: Pyro's ``MCMC(NUTS(model))``, its chains drawn one after another.
+
+The No-U-Turn sampler (Hoffman and Gelman 2014, JMLR 15) draws from ``p(z | x)`` itself, with
+no variational family: the reference a VI fit is checked against. This module is a thin layer
+over :class:`pyro.infer.MCMC` and :class:`pyro.infer.NUTS` (discrete sites that can be
+enumerated are summed out by NUTS, given ``max_plate_nesting``) and over Pyro's diagnostics
+(:func:`pyro.infer.mcmc.util.diagnostics`: split R-hat and the effective sample size per
+element). What it adds: one ``MCMC`` per chain, so chains run in this process on any machine
+and Ctrl-C keeps the chains (or the draws of the first chain) finished so far; a warning for
+models too big to sample; and draws ``{site: [chains, samples, *shape]}``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer import MCMC, NUTS, Predictive
+from pyro.infer.mcmc.util import diagnostics as pyro_diagnostics
+
+from bayesdl.inference.errors import UserError
+
+#: a model with more latent dimensions than this is sampled, but warned about
+LARGE_MODEL = 1000
+#: R-hat above this: the chains disagree
+RHAT_LIMIT = 1.05
+METHODS = ("vi", "nuts")
+
+
+@dataclass
+class MCMCConfig:
+    """The options of ``bayesdl fit --inference nuts`` (Python: ``method="nuts"``)."""
+
+    method: str = field(
+        default="vi",
+        metadata={
+            "help": "vi: fit the guide by SVI (default); nuts: draw from the posterior with "
+            "Pyro's NUTS sampler (no guide)",
+            "flag": "--inference",
+            "choices": METHODS,
+        },
+    )
+    num_samples: int = field(
+        default=1000,
+        metadata={
+            "help": "NUTS: draws kept per chain (default %(default)s)",
+            "flag": "--samples",
+            "metavar": "N",
+        },
+    )
+    warmup: int = field(
+        default=500, metadata={"help": "NUTS: adaptation steps per chain (default %(default)s)"}
+    )
+    chains: int = field(
+        default=2, metadata={"help": "NUTS: chains, drawn one after another (default %(default)s)"}
+    )
+    target_accept: float = field(
+        default=0.8, metadata={"help": "NUTS: target acceptance probability (default 0.8)"}
+    )
+    max_tree_depth: int = field(
+        default=10, metadata={"help": "NUTS: largest tree depth (default 10)"}
+    )
+    dense_mass: bool = field(
+        default=False,
+        metadata={"help": "NUTS: adapt a dense mass matrix (correlated posteriors, few latents)"},
+    )
+
+    def validate(self) -> None:
+        """Reject impossible settings with a :class:`UserError`."""
+        if self.method not in METHODS:
+            raise UserError(f"--inference must be one of {', '.join(METHODS)}, got {self.method!r}")
+        for flag, v, low in (
+            ("--samples", self.num_samples, 1),
+            ("--warmup", self.warmup, 0),
+            ("--chains", self.chains, 1),
+            ("--max-tree-depth", self.max_tree_depth, 1),
+        ):
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise UserError(f"{flag} must be an integer >= {low}, got {v!r}")
+        if not 0 < self.target_accept < 1:
+            raise UserError(f"--target-accept must be in (0, 1), got {self.target_accept}")
+
+
+@dataclass
+class MCMCResult:
+    """What :func:`run_nuts` drew: ``draws[site]`` is ``[chains, samples, *shape]``."""
+
+    draws: dict[str, torch.Tensor]
+    wall_seconds: float
+    device: str
+    chains: list[dict] = field(default_factory=list)  # per chain: samples, divergences, ...
+    interrupted: bool = False
+
+    @property
+    def num_chains(self) -> int:
+        return next(iter(self.draws.values())).shape[0] if self.draws else 0
+
+    @property
+    def num_samples(self) -> int:
+        return next(iter(self.draws.values())).shape[1] if self.draws else 0
+
+    def flat(self) -> dict[str, torch.Tensor]:
+        """The draws of every chain one after another: ``[chains * samples, *shape]``."""
+        return {k: v.reshape(-1, *v.shape[2:]) for k, v in self.draws.items()}
+
+
+def latent_dimension(model: Callable, data: Mapping[str, Any]) -> int:
+    """The number of continuous latent dimensions of one draw of the model's prior."""
+    with torch.no_grad(), poutine.block():
+        tr = poutine.trace(model).get_trace(**data)
+    return sum(
+        s["value"].numel()
+        for s in tr.nodes.values()
+        if s["type"] == "sample"
+        and not s["is_observed"]
+        and type(s["fn"]).__name__ != "_Subsample"
+        and not s["infer"].get("_deterministic")
+        and not s["fn"].support.is_discrete
+    )
+
+
+def run_nuts(
+    model: Callable,
+    data: Mapping[str, Any],
+    config: MCMCConfig,
+    *,
+    seed: int = 0,
+    progress: bool = True,
+    max_plate_nesting: float = math.inf,
+    device: str | torch.device = "cpu",
+) -> MCMCResult:
+    """Draw ``config.chains`` NUTS chains from ``p(z | data)``, one after another.
+
+    :param max_plate_nesting: of the model (``inf``: Pyro guesses it from a trace); needed to
+        sum out enumerable discrete sites.
+    :param progress: Pyro's progress bar per chain (on a terminal only).
+
+    Ctrl-C ends sampling: the finished chains are kept (or, during the first, its draws so
+    far) and the result says ``interrupted``; nothing kept raises ``KeyboardInterrupt``.
+    """
+    config.validate()
+    device = torch.device(device)
+    data = {k: v.to(device) if torch.is_tensor(v) else v for k, v in data.items()}
+    dims = latent_dimension(model, data)
+    if dims > LARGE_MODEL:
+        warnings.warn(
+            f"NUTS on {dims} latent dimensions: expect minutes or more per chain (each draw "
+            "takes up to 2^max_tree_depth gradient evaluations); VI is the usual tool here",
+            UserWarning,
+            stacklevel=2,
+        )
+    nesting = None if math.isinf(max_plate_nesting) else int(max_plate_nesting)
+    pyro.set_rng_seed(seed)
+    chains: list[dict[str, torch.Tensor]] = []
+    stats: list[dict] = []
+    interrupted = False
+    bar = bool(progress) and sys.stderr.isatty()
+    wall0 = time.perf_counter()
+    for c in range(config.chains):
+        kept: list[dict[str, torch.Tensor]] = []  # this chain's draws (unconstrained)
+
+        def keep(kernel, params, stage, i, kept=kept):  # noqa: ARG001
+            if stage.startswith("Sample"):
+                kept.append({k: v.detach().clone() for k, v in params.items()})
+
+        kernel = NUTS(
+            model,
+            target_accept_prob=config.target_accept,
+            max_tree_depth=config.max_tree_depth,
+            full_mass=config.dense_mass,
+            max_plate_nesting=nesting,
+        )
+        mcmc = MCMC(
+            kernel,
+            num_samples=config.num_samples,
+            warmup_steps=config.warmup,
+            num_chains=1,
+            hook_fn=keep,
+            disable_progbar=not bar,
+        )
+        t0 = time.perf_counter()
+        try:
+            mcmc.run(**data)
+        except KeyboardInterrupt:
+            interrupted = True
+            if not chains and len(kept) >= 2:
+                chains.append(_constrained(kernel, kept))
+                stats.append(
+                    _chain_stats(len(kept), len(kernel._divergences), None, t0, kernel.step_size)
+                )
+            break
+        except (ValueError, RuntimeError, NotImplementedError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"NUTS failed in chain {c + 1}: {type(e).__name__}: {first}") from e
+        samples = mcmc.get_samples(group_by_chain=True)
+        chains.append({k: v[0] for k, v in samples.items()})
+        # the kernel's own statistics, as MCMC.diagnostics() lists them per chain (without
+        # its R-hat, which needs 4 draws)
+        diag = (getattr(mcmc, "_diagnostics", None) or [None])[0] or {}
+        divergences = len(diag.get("divergences", []))
+        accept = diag.get("acceptance rate")
+        stats.append(_chain_stats(config.num_samples, divergences, accept, t0, kernel.step_size))
+    if not chains:
+        raise KeyboardInterrupt
+    draws = {k: torch.stack([ch[k] for ch in chains]) for k in sorted(chains[0])}
+    return MCMCResult(
+        draws=draws,
+        wall_seconds=time.perf_counter() - wall0,
+        device=str(device),
+        chains=stats,
+        interrupted=interrupted,
+    )
+
+
+def _constrained(kernel: NUTS, kept: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Draws of an interrupted chain, from the sampler's unconstrained space to the sites'."""
+    out = {}
+    for name in kept[0]:
+        z = torch.stack([d[name] for d in kept])
+        transform = (kernel.transforms or {}).get(name)
+        out[name] = transform.inv(z) if transform is not None else z
+    return out
+
+
+def _chain_stats(
+    samples: int, divergences: int, acceptance: float | None, t0: float, step_size: float
+) -> dict:
+    return {
+        "samples": samples,
+        "divergences": divergences,
+        "acceptance_rate": None if acceptance is None else round(float(acceptance), 4),
+        "step_size": float(step_size),
+        "wall_seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def diagnostics(draws: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """Split R-hat and effective sample size of every element of every site (Pyro's
+    :func:`~pyro.infer.mcmc.util.diagnostics`): ``{site: {"r_hat", "n_eff"}}`` of the site's
+    shape; draws are ``[chains, samples, *shape]``."""
+    out = {}
+    for name, v in draws.items():
+        if v.shape[1] < 4:  # split R-hat needs 4 draws a chain: none yet
+            nan = torch.full(v.shape[2:], math.nan)
+            out[name] = {"r_hat": nan, "n_eff": nan}
+            continue
+        stats = pyro_diagnostics({name: v}, group_by_chain=True)[name]
+        out[name] = {"r_hat": stats["r_hat"], "n_eff": stats["n_eff"]}
+    return out
+
+
+def predictive(
+    model: Callable,
+    samples: Mapping[str, torch.Tensor],
+    data: Mapping[str, Any],
+    return_sites: list[str] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Draws of the model's sites given posterior ``samples`` (``[n, *shape]`` each), one per
+    sample (Pyro's ``Predictive(model, posterior_samples=...)``): vectorized where the model
+    broadcasts, else one at a time. ``return_sites=None``: every site not in ``samples``."""
+    n = next(iter(samples.values())).shape[0]
+    sites = return_sites if return_sites is not None else ()
+    with torch.no_grad():
+        try:
+            out = Predictive(
+                model, posterior_samples=dict(samples), return_sites=sites, parallel=True
+            )(**data)
+        except Exception:  # noqa: BLE001 - models that do not broadcast: one draw at a time
+            out = Predictive(model, posterior_samples=dict(samples), return_sites=sites)(**data)
+    with torch.no_grad(), poutine.block():
+        shapes = {
+            k: s["value"].shape
+            for k, s in poutine.trace(model).get_trace(**data).nodes.items()
+            if s["type"] == "sample"
+        }
+    for k, v in out.items():  # Predictive keeps a singleton dim per plate level: drop them
+        shape = shapes.get(k)
+        if shape is not None and v.numel() == n * shape.numel():
+            out[k] = v.reshape(n, *shape)
+    return out

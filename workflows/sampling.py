@@ -1,0 +1,374 @@
+"""NUTS runs: ``bayesdl fit MODEL --inference nuts`` (``bayesdl.fit(..., method="nuts")``).
+
+The model's posterior is drawn by Pyro's NUTS (:mod:`bayesdl.inference.mcmc`) instead of fitting
+a guide. A NUTS run folder holds ``config.json`` (the options, ``method: nuts``), ``draws.npz``
+(``site -> [chains, samples, *shape]``: plain numpy arrays, read with ``allow_pickle=False``),
+``summary.json`` (mean, sd, split R-hat and effective sample size of every site of at most 100
+elements; ``converged`` is R-hat < 1.05 on all of them), ``metrics.jsonl`` (one row per chain:
+draws, divergences, acceptance rate, step size, seconds) and ``nuts_draws.png``; ``evaluate``,
+``predict``, ``compare`` and :func:`bayesdl.load` read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bayesdl.inference.convergence import warn_unconverged
+from bayesdl.inference.devices import resolve_device
+from bayesdl.inference.errors import UserError
+from bayesdl.inference.mcmc import RHAT_LIMIT, MCMCConfig, MCMCResult, diagnostics, run_nuts
+from bayesdl.inference.predictive import mean_std
+from bayesdl.workflows.base import Problem, Workflow
+from bayesdl.workflows.run import (
+    CONFIG,
+    LOCK,
+    METRICS,
+    RUN_FILES,
+    SUMMARY,
+    Run,
+    _seed,
+    _writable,
+    build,
+    fit_config,
+    load_workflow,
+    locked,
+    prepare_out,
+    read_config,
+    run_record,
+    write_json,
+    write_text,
+)
+
+DRAWS = "draws.npz"
+FIGURE = "nuts_draws.png"
+#: sites of more elements are left out of summary.json (as for VI runs)
+MAX_ELEMENTS = 100
+
+
+def mcmc_config(args: argparse.Namespace) -> MCMCConfig:
+    """The sampler's settings from parsed options (every MCMCConfig field is an option)."""
+    return MCMCConfig(
+        **{f.name: getattr(args, f.name) for f in fields(MCMCConfig) if hasattr(args, f.name)}
+    )
+
+
+def is_draws_run(run_dir: str | Path) -> bool:
+    """Whether the run folder holds a NUTS run (its ``config.json`` says ``method: nuts``)."""
+    try:
+        cfg = json.loads((Path(run_dir) / CONFIG).read_text())
+        return isinstance(cfg, dict) and cfg.get("args", {}).get("method") == "nuts"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+# ----------------------------------------------------------------------------- draws.npz
+
+
+def save_draws(path: Path, draws: dict[str, torch.Tensor]) -> None:
+    """``draws.npz``: one array per site, ``[chains, samples, *shape]``, written atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    try:
+        np.savez(tmp, **{k: v.detach().cpu().numpy() for k, v in draws.items()})
+        tmp.replace(path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def load_draws(path: Path) -> dict[str, torch.Tensor]:
+    """The draws of ``draws.npz`` (never unpickled), checked: numeric arrays of one shape
+    ``[chains, samples, ...]`` in front."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise UserError(f"cannot read the draws {path}: {e}") from None
+    lead = None
+    for k, a in arrays.items():
+        if a.dtype.kind not in "biuf" or a.ndim < 2 or (lead is not None and a.shape[:2] != lead):
+            raise UserError(
+                f"{path}: {k!r} is not a numeric array of draws [chains, samples, ...] like "
+                "the others"
+            )
+        lead = a.shape[:2]
+    return {k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in arrays.items()}
+
+
+# ----------------------------------------------------------------------------- fitting
+
+
+def nuts_run(
+    workflow_cls: type[Workflow],
+    args: argparse.Namespace,
+    out: Path | None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Run:
+    """Draw a registered model's posterior with NUTS (into the run folder ``out`` when given);
+    the :class:`Run`'s result is an :class:`~bayesdl.inference.mcmc.MCMCResult`."""
+    if not getattr(workflow_cls, "nuts", False):
+        raise UserError(f"model {workflow_cls.name!r} cannot be sampled with --inference nuts")
+    mcmc_config(args).validate()
+    fit_config(args).validate()  # the seed, the device
+    if resume:
+        raise UserError("a NUTS run cannot be resumed: run it again (with --overwrite)")
+    workflow = workflow_cls(args)
+    if out is None:
+        problem = build(workflow)
+        result = _sample(problem, args, progress)
+        return Run(workflow, problem, result, summarize_draws(workflow, problem, args, result))
+    out = Path(out)
+    prepare_out(out, resume=False, overwrite=overwrite, make=False)
+    problem = build(workflow)  # the model and data are checked before --out is touched
+    created = not out.exists()
+    prepare_out(out, resume=False, overwrite=overwrite)
+    try:
+        with locked(out):
+            prepare_out(out, resume=False, overwrite=overwrite)
+            if overwrite:
+                for name in RUN_FILES:
+                    try:
+                        (out / name).unlink(missing_ok=True)
+                    except OSError as e:
+                        raise UserError(f"--overwrite: cannot remove {out / name}: {e}") from None
+            write_json(out / CONFIG, run_record(workflow))
+            result = _sample(problem, args, progress)
+            return _write(Run(workflow, problem, result, {}, out), out)
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                (out / LOCK).unlink(missing_ok=True)
+                out.rmdir()
+        raise
+
+
+def _sample(problem: Problem, args: argparse.Namespace, progress: bool) -> MCMCResult:
+    return run_nuts(
+        problem.model,
+        problem.data,
+        mcmc_config(args),
+        seed=args.seed,
+        progress=progress,
+        max_plate_nesting=float(getattr(args, "max_plate_nesting", math.inf)),
+        device=resolve_device(args.device),
+    )
+
+
+def _write(run: Run, out: Path) -> Run:
+    """Draws, metrics, figure and summary of a sampled run into ``out``."""
+    save_draws(out / DRAWS, run.result.draws)
+    write_text(out / METRICS, "".join(json.dumps(r) + "\n" for r in _chain_rows(run.result)))
+    if not run.summary:
+        run.summary = summarize_draws(run.workflow, run.problem, run.workflow.args, run.result)
+    run.summary["figures"] = [draws_figure(run.result.draws, out)]
+    write_json(out / SUMMARY, run.summary)
+    return run
+
+
+def _chain_rows(result: MCMCResult) -> list[dict]:
+    return [{"chain": i + 1, **row} for i, row in enumerate(result.chains)]
+
+
+def site_table(draws: dict[str, torch.Tensor], max_elements: int | None = None) -> dict:
+    """``{site: {"mean", "std", "r_hat", "n_eff"}}`` of draws ``[chains, samples, *shape]``
+    (sites above ``max_elements`` left out), as JSON-ready numbers and lists."""
+    small = {
+        k: v.double()
+        for k, v in draws.items()
+        if max_elements is None or math.prod(v.shape[2:]) <= max_elements
+    }
+    if not small:
+        return {}
+    flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in small.items()}
+    table = mean_std(flat)
+    for name, d in diagnostics(small).items():
+        table[name]["r_hat"] = _plain(d["r_hat"])
+        table[name]["n_eff"] = _plain(d["n_eff"])
+    return table
+
+
+def summarize_draws(
+    workflow: Workflow, problem: Problem, args: argparse.Namespace, result: MCMCResult
+) -> dict[str, Any]:
+    """The entries of a NUTS run's ``summary.json``; warns (one line) where R-hat >= 1.05."""
+    config = mcmc_config(args)
+    posterior = site_table(result.draws, MAX_ELEMENTS)
+    diag = diagnostics(result.draws)
+    worst = {k: float(torch.as_tensor(d["r_hat"]).max()) for k, d in diag.items()}
+    finite = {k: r for k, r in worst.items() if math.isfinite(r)}
+    max_rhat = max(finite.values()) if finite else math.nan
+    converged = bool(finite) and max_rhat < RHAT_LIMIT and not result.interrupted
+    if result.interrupted:
+        reason = f"interrupted after {result.num_samples} draws of {result.num_chains} chain(s)"
+    elif not finite:
+        reason = "no R-hat could be computed (too few draws)"
+    else:
+        site = max(finite, key=finite.get)
+        reason = f"largest split R-hat {max_rhat:.3f} (site {site!r}), limit {RHAT_LIMIT}"
+    n_eff = [float(torch.as_tensor(d["n_eff"]).min()) for d in diag.values()]
+    summary: dict[str, Any] = {
+        "model": type(workflow).name,
+        "method": "nuts",
+        "guide": None,
+        "estimator": None,
+        "steps": result.num_chains * (config.warmup + result.num_samples),
+        "final_elbo": None,
+        "samples": result.num_samples,
+        "warmup": config.warmup,
+        "chains": result.num_chains,
+        "wall_seconds": round(result.wall_seconds, 3),
+        "device": result.device,
+        "seed": args.seed,
+        "interrupted": result.interrupted,
+        "divergences": sum(c["divergences"] for c in result.chains),
+        "converged": converged,
+        "convergence": {
+            "test": "split R-hat",
+            "converged": converged,
+            "max_r_hat": max_rhat,
+            "min_n_eff": min(n_eff, default=math.nan),
+            "reason": reason,
+            "advice": "draw more (--samples, --warmup, --chains)",
+        },
+        "chain_stats": _chain_rows(result),
+        "posterior": posterior,
+    }
+    exact = getattr(workflow, "exact_marginals", None)
+    if exact is not None:
+        summary["exact_posterior"] = exact(problem)
+    user = getattr(workflow, "summarize", None)
+    if problem.guide is None and user is not None:  # a user model's sites
+        summary.update(user(problem))
+    warn_unconverged(summary["convergence"], "NUTS")
+    return summary
+
+
+def _plain(t: Any) -> Any:
+    t = torch.as_tensor(t)
+    return t.item() if t.dim() == 0 else t.tolist()
+
+
+def draws_figure(draws: dict[str, torch.Tensor], out: Path, max_panels: int = 6) -> str:
+    """``nuts_draws.png``: trace and histogram of each chain for the first elements."""
+    from bayesdl.workflows.figures import plt, save
+
+    panels = []
+    for name, v in draws.items():
+        flat = v.reshape(v.shape[0], v.shape[1], -1)
+        for j in range(flat.shape[-1]):
+            label = name if flat.shape[-1] == 1 else f"{name}[{j}]"
+            panels.append((label, flat[..., j].double().numpy()))
+            if len(panels) == max_panels:
+                break
+        if len(panels) == max_panels:
+            break
+    rows = max(1, len(panels))
+    fig, axes = plt.subplots(rows, 2, figsize=(8, 1.6 * rows + 0.6), squeeze=False)
+    for (label, x), (ax_t, ax_h) in zip(panels, axes, strict=False):
+        for c, chain in enumerate(x):
+            ax_t.plot(chain, lw=0.5, color=f"C{c}")
+            ax_h.hist(chain, bins=30, histtype="step", density=True, color=f"C{c}")
+        ax_t.set_ylabel(label, fontsize=8)
+        ax_h.set_yticks([])
+    axes[0][0].set_title("trace per chain", fontsize=9)
+    axes[0][1].set_title("marginal per chain", fontsize=9)
+    return save(fig, out, FIGURE)
+
+
+# ----------------------------------------------------------------------------- run folders
+
+
+def load_draws_run(run_dir: Path, registry: dict, device: str | None = None) -> Run:
+    """A NUTS run folder as a :class:`Run`: workflow, problem (model and data), draws."""
+    run_dir = Path(run_dir)
+    if not (run_dir / DRAWS).exists():
+        raise UserError(f"{run_dir} is a NUTS run without its draws ({DRAWS})")
+    workflow, problem = load_workflow(run_dir, registry, device)
+    dev = resolve_device(workflow.args.device)
+    problem.data = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in problem.data.items()}
+    draws = {k: v.to(dev) for k, v in load_draws(run_dir / DRAWS).items()}
+    try:
+        summary = json.loads((run_dir / SUMMARY).read_text())
+    except (OSError, ValueError):
+        summary = {"model": read_config(run_dir)["model"], "method": "nuts"}
+    chains = summary.get("chain_stats") or []
+    result = MCMCResult(
+        draws=draws,
+        wall_seconds=float(summary.get("wall_seconds") or 0.0),
+        device=str(dev),
+        chains=[{k: v for k, v in c.items() if k != "chain"} for c in chains],
+        interrupted=bool(summary.get("interrupted")),
+    )
+    return Run(workflow, problem, result, summary, run_dir)
+
+
+def evaluate_draws_run(
+    run_dir: Path, registry: dict, device: str | None = None, seed: int | None = None
+) -> dict[str, Any]:
+    """``bayesdl evaluate`` of a NUTS run: the draws' table (mean, sd, R-hat, ESS), the
+    sampler's statistics and, for models that have one, the exact posterior."""
+    run = load_draws_run(run_dir, registry, device)
+    target = Path(run_dir) / "evaluation.json"
+    if not _writable(Path(run_dir)) or (target.exists() and not os.access(target, os.W_OK)):
+        raise UserError(f"cannot write {target}: the run folder is read-only (evaluate a copy)")
+    _seed(run.workflow, seed)
+    result: dict[str, Any] = {
+        "posterior": site_table(run.result.draws, MAX_ELEMENTS),
+        "divergences": sum(c.get("divergences", 0) for c in run.result.chains),
+        "chains": run.result.num_chains,
+        "samples": run.result.num_samples,
+    }
+    exact = getattr(run.workflow, "exact_marginals", None)
+    if exact is not None:
+        result["exact_posterior"] = exact(run.problem)
+    write_json(target, result)
+    return result
+
+
+def predict_draws_run(
+    run_dir: Path,
+    registry: dict,
+    path: Path,
+    device: str | None = None,
+    seed: int | None = None,
+    num_samples: int = 1000,
+) -> dict[str, Any]:
+    """``bayesdl predict`` of a NUTS run: mean and sd of the observed sites at the inputs of
+    ``path`` (a user model's data file; a named model's arrays named like its arguments)."""
+    from bayesdl.draws import DrawsPosterior
+
+    run = load_draws_run(run_dir, registry, device)
+    _seed(run.workflow, seed)
+    reader = getattr(run.workflow, "data", None)
+    if callable(reader) and hasattr(run.workflow.args, "x_cols"):  # a user model's data file
+        new = reader(str(path), require_y=False)
+    else:
+        from bayesdl.datasets.io import load_arrays
+
+        new = {
+            k: torch.as_tensor(v, dtype=run.problem.data[k].dtype)
+            for k, v in load_arrays(path).items()
+            if k in run.problem.data and torch.is_tensor(run.problem.data[k])
+        }
+        if not new:
+            raise UserError(
+                f"{path} gives none of the model's arguments ({', '.join(run.problem.data)})"
+            )
+    post = DrawsPosterior(run)
+    draws = post.predict(new, num_samples)
+    observed = run.problem.extra.get("observed") or post.observed_sites()
+    return {"num_samples": num_samples, **mean_std({k: draws[k] for k in observed if k in draws})}
