@@ -10,7 +10,6 @@ run folder of the CLI or of Python; both return a :class:`Posterior`.
 """
 
 import importlib
-import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -39,7 +38,4 @@ def __getattr__(name: str):
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
-
-if logging.getLogger("pyro").level <= logging.INFO:  # "Guessed max_plate_nesting" etc.
-    logging.getLogger("pyro").setLevel(logging.WARNING)
 __all__ = ["DrawsPosterior", "Posterior", "UserError", "compare", "fit", "load", "registry"]

@@ -9,6 +9,7 @@ The command line calls the same functions (:mod:`bayesdl.workflows.run`): one co
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,9 @@ from typing import Any
 from bayesdl.inference.errors import UserError
 from bayesdl.posterior import Posterior
 from bayesdl.workflows.run import Run, fit_run, load_run, read_config
+
+if logging.getLogger("pyro").level <= logging.INFO:  # "Guessed max_plate_nesting" etc.
+    logging.getLogger("pyro").setLevel(logging.WARNING)
 
 
 def registry(plugins: tuple[str, ...] | list[str] = ()) -> dict[str, type]:

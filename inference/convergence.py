@@ -16,6 +16,7 @@ constant for no decay), at most :data:`MAX_AUTO_STEPS` steps in all.
 
 from __future__ import annotations
 
+import argparse
 import math
 import warnings
 from collections.abc import Sequence
@@ -46,9 +47,18 @@ class ConvergenceWarning(RuntimeWarning):
     """A fit stopped before its ELBO flattened, or MCMC chains that disagree (R-hat)."""
 
 
+class _BadSteps(argparse.ArgumentTypeError, ValueError):
+    """argparse prints its message; the Python keywords' check reads it as a ValueError."""
+
+
 def steps_or_auto(s: str) -> int | str:
     """``--steps``: a positive integer, or ``auto`` (until the ELBO flattens)."""
-    return AUTO if s.strip().lower() == AUTO else int(s)
+    if s.strip().lower() == AUTO:
+        return AUTO
+    try:
+        return int(s)
+    except ValueError:
+        raise _BadSteps(f"takes an integer or auto, got {s!r}") from None
 
 
 @dataclass

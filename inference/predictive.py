@@ -55,27 +55,27 @@ def posterior_summary(
     model: Callable | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Mean and standard deviation of every latent site with at most ``max_elements`` (and,
-    given the ``model``, of its ``pyro.deterministic`` sites)."""
-    shapes = dict(latent_sites(guide, data))
+    given the ``model``, of its ``pyro.deterministic`` sites of that size)."""
+    small = [n for n, shape in latent_sites(guide, data).items() if shape.numel() <= max_elements]
+    deterministic = []
     if model is not None:
         with torch.no_grad():
             gtr = poutine.trace(guide).get_trace(**data)
             mtr = poutine.trace(poutine.replay(model, trace=gtr)).get_trace(**data)
-        shapes.update(
-            {
-                n: s["value"].shape
-                for n, s in mtr.nodes.items()
-                if s["type"] == "sample" and s["infer"].get("_deterministic")
-            }
-        )
-    small = [n for n, shape in shapes.items() if shape.numel() <= max_elements]
-    if not small:
+        deterministic = [
+            n
+            for n, s in mtr.nodes.items()
+            if s["type"] == "sample"
+            and s["infer"].get("_deterministic")
+            and s["value"].numel() <= max_elements
+        ]
+    if not small and not deterministic:
         return {}
-    if model is not None:
-        draws = draw(model, guide, data, num_samples, small)
-    else:
+    if deterministic:  # runs the model too (in chunks on big data)
+        draws = draw(model, guide, data, num_samples, small + deterministic)
+    else:  # the guide alone: cheap whatever the size of the data
         draws = sample_posterior(guide, data, num_samples, small)
-    return mean_std({name: draws[name] for name in small if name in draws})
+    return mean_std({name: draws[name] for name in small + deterministic if name in draws})
 
 
 def mean_std(draws: dict[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
@@ -118,6 +118,10 @@ def _tolist(t: torch.Tensor):
     return t.item() if t.dim() == 0 else t.tolist()
 
 
+#: the most tensor elements one vectorized pass of :func:`draw` may create
+MAX_ELEMENTS_PER_PASS = 20_000_000
+
+
 def model_sites(model: Callable, guide: Callable, data: Mapping[str, Any]) -> dict[str, Any]:
     """Every sample site of the model (latent, observed, deterministic) and the shape of one
     draw of it, in order."""
@@ -143,15 +147,22 @@ def draw(
     where the model broadcasts, else one draw at a time."""
     shapes = model_sites(model, guide, data)
     sites = return_sites if return_sites is not None else list(shapes)
+    # memory stays bounded on big data: a vectorized pass holds chunk x (every site's size)
+    per_draw = max(1, sum(s.numel() for s in shapes.values()))
+    chunk = max(1, min(num_samples, MAX_ELEMENTS_PER_PASS // per_draw))
+    parts = []
     with torch.no_grad():
-        try:
-            pred = Predictive(
-                model, guide=guide, num_samples=num_samples, return_sites=sites, parallel=True
-            )
-            out = pred(**data)
-        except Exception:  # noqa: BLE001 - models that do not broadcast: one draw at a time
-            pred = Predictive(model, guide=guide, num_samples=num_samples, return_sites=sites)
-            out = pred(**data)
+        for start in range(0, num_samples, chunk):
+            n = min(chunk, num_samples - start)
+            try:
+                pred = Predictive(
+                    model, guide=guide, num_samples=n, return_sites=sites, parallel=True
+                )
+                parts.append(pred(**data))
+            except Exception:  # noqa: BLE001 - models that do not broadcast: one at a time
+                pred = Predictive(model, guide=guide, num_samples=n, return_sites=sites)
+                parts.append(pred(**data))
+    out = {k: torch.cat([p[k] for p in parts]) if len(parts) > 1 else parts[0][k] for k in parts[0]}
     for k, v in out.items():  # Predictive keeps a singleton dim per plate level: drop them
         shape = shapes.get(k)
         if shape is not None and v.numel() == num_samples * shape.numel():

@@ -60,7 +60,7 @@ def test_error_cases_exit_2_with_one_line(tmp_path, capsys):
     assert "coin flips must be 0 or 1" in _error(
         capsys, "fit", "coin", "--flips", "1,2", "--out", out
     )
-    assert "invalid int value" in _error(capsys, "fit", "coin", "--steps", "many", "--out", out)
+    assert "integer or auto" in _error(capsys, "fit", "coin", "--steps", "many", "--out", out)
     assert "unknown command" in _error(capsys, "fitt")
     assert "no fitted run" in _error(capsys, "evaluate", str(tmp_path))
     if not torch.cuda.is_available():

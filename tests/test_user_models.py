@@ -329,3 +329,50 @@ def test_discrete_site_needs_enum(capsys):
         capsys, "examples/gaussian_mixture.py:model", "--data", "examples/data/mixture.csv"
     )
     assert "'z'" not in err and "z" in err and "--estimator enum" in err
+
+
+LOCAL = """
+import pyro
+import pyro.distributions as dist
+
+
+def model(x, y=None):
+    b = pyro.sample("b", dist.Normal(0.0, 10.0))
+    with pyro.plate("data", len(x)) as idx:
+        u = pyro.sample("u", dist.Normal(0.0, 0.1))  # a local latent: one per row
+        pyro.sample("y", dist.Normal(b * x[idx] + u, 0.5), obs=None if y is None else y[idx])
+"""
+
+
+def test_predict_does_not_reread_the_training_data(tmp_path, cli):
+    """A model with global latents only predicts from the run folder's few saved rows; one
+    with local latents (sized by the data) still needs, and reads, the data file."""
+    rows = "\n".join(f"{x / 10},{1.5 * x / 10}" for x in range(-20, 21))
+    (tmp_path / "train.csv").write_text("x,y\n" + rows + "\n")
+    np.savez(tmp_path / "new.npz", x=np.array([2.0], dtype=np.float32))
+    (tmp_path / "glob.py").write_text(LOCAL.replace("u = pyro.sample", "u = 0.0  #"))
+    (tmp_path / "local.py").write_text(LOCAL)
+    for name in ("glob", "local"):
+        cli(
+            "fit",
+            f"{tmp_path / name}.py:model",
+            "--data",
+            str(tmp_path / "train.csv"),
+            "--steps",
+            "300",
+            "--quiet",
+            "--out",
+            str(tmp_path / name),
+            check=True,
+        )
+        assert (tmp_path / name / "prototype.npz").exists()
+    before = cli(
+        "predict", str(tmp_path / "glob"), "--input", str(tmp_path / "new.npz"), check=True
+    ).stdout
+    (tmp_path / "train.csv").rename(tmp_path / "moved.csv")
+    after = cli("predict", str(tmp_path / "glob"), "--input", str(tmp_path / "new.npz"))
+    assert after.returncode == 0, after.stderr
+    assert after.stdout == before
+    assert np.ravel(json.loads(after.stdout)["y"]["mean"])[0] == pytest.approx(3.0, abs=0.3)
+    local = cli("predict", str(tmp_path / "local"), "--input", str(tmp_path / "new.npz"))
+    assert local.returncode == 2 and "train.csv" in local.stderr  # it does need the data

@@ -84,6 +84,11 @@ class Workflow:
         """Load the data and pair the model with the chosen guide."""
         raise NotImplementedError
 
+    def prototype(self, problem: Problem) -> dict[str, Any] | None:
+        """A few rows of the training data from which :meth:`build` can rebuild the model and
+        guide for prediction (saved as ``prototype.npz``); ``None``: none."""
+        return None
+
     def record(self) -> dict[str, Any]:
         """Extra entries of ``config.json``: the sha256 of the data file the options name, so
         that ``--resume`` refuses a run whose data changed."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyro
 import torch
 
@@ -42,8 +43,9 @@ CONFIG = "config.json"
 SUMMARY = "summary.json"
 EVALUATION = "evaluation.json"
 LOCK = ".bayesdl.lock"
+PROTOTYPE = "prototype.npz"
 #: what a run folder may hold before `fit` writes into it without --overwrite/--resume
-RUN_FILES = (CONFIG, SUMMARY, CHECKPOINT, METRICS, EVALUATION, "draws.npz")
+RUN_FILES = (CONFIG, SUMMARY, CHECKPOINT, METRICS, EVALUATION, "draws.npz", PROTOTYPE)
 #: options that may change when a run is resumed (they do not change the fit's result)
 RESUMABLE = {"steps", "log_every", "checkpoint_every", "device", "threads", "check_args"}
 
@@ -346,6 +348,9 @@ def _fit_locked(
     result = fit_problem(problem, config, out, resume=resume, progress=progress)
     summary = summarize(workflow, problem, config, result)
     if main:
+        few = workflow.prototype(problem)
+        if few:  # `predict` then never re-reads the training data
+            np.savez(out / PROTOTYPE, **few)
         with problem.scope():
             summary["figures"] = workflow.figures(problem, out)
         write_json(out / SUMMARY, summary)
@@ -461,16 +466,27 @@ def load_run(
     registry: dict,
     device: str | None = None,
     overrides: dict[str, Any] | None = None,
+    prototype: bool = False,
 ):
     """Rebuild a finished (or interrupted) run: its workflow and problem, parameters restored
     into the problem's own param store (``problem.scope()``).
 
     ``overrides`` replace options of the run's fit command (e.g. ``{"iw_samples": 100}`` for
     ``bayesdl evaluate --iw-samples``); an option the model does not have is a UserError.
+    ``prototype``: build from the run's ``prototype.npz`` (a few rows of the training data,
+    enough for a model whose latents are all global) instead of re-reading the data file; a
+    model whose parameters depend on the data size falls back to the whole data.
     """
     run_dir = Path(run_dir)
     if run_dir.is_dir() and not (run_dir / CHECKPOINT).exists():
         raise UserError(f"{run_dir} holds no fitted run (no {CONFIG} or {CHECKPOINT})")
+    if prototype and (run_dir / PROTOTYPE).is_file():
+        few = {**(overrides or {}), "data": str(run_dir / PROTOTYPE), "x_cols": None}
+        few["y_col"] = None
+        try:
+            return load_run(run_dir, registry, device, few)
+        except UserError:
+            pass  # local latents sized by the data: the whole training data it is
     workflow, problem = load_workflow(run_dir, registry, device, overrides)
     dev, problem.params = restore(
         problem.model, problem.guide, problem.data, run_dir / CHECKPOINT, workflow.args.device
@@ -567,7 +583,7 @@ def predict_run(
 
     if sampling.is_draws_run(run_dir):  # a NUTS run: its draws, no guide
         return sampling.predict_draws_run(Path(run_dir), registry, Path(path), device, seed)
-    workflow, problem = load_run(run_dir, registry, device)
+    workflow, problem = load_run(run_dir, registry, device, prototype=True)
     _seed(workflow, seed)
     with problem.scope():
         return workflow.predict(problem, Path(path))

@@ -823,6 +823,24 @@ class UserModel(Workflow):
         """``config.json``'s checksums: the data file's and the model (and guide) file's."""
         return {**super().record(), **run_file_records(self.args)}
 
+    def prototype(self, problem: Problem) -> dict[str, Any] | None:
+        """The first rows of every per-datum array (leading size N of the data plate), small
+        arrays whole; ``None`` when an array is neither (it cannot be rebuilt from a few rows)."""
+        n = problem.data_size
+        if not n:
+            return None
+        out = {}
+        for k, v in problem.data.items():
+            if not torch.is_tensor(v):
+                continue  # scalars come back from --arg
+            if v.dim() >= 1 and v.shape[0] == n:
+                out[k] = v[: min(n, 2)].detach().cpu().numpy()
+            elif v.numel() <= 10_000:
+                out[k] = v.detach().cpu().numpy()
+            else:
+                return None
+        return out or None
+
     @staticmethod
     def is_autoguide(spec: Any) -> bool:
         """An autoguide by name or class (a fresh one is made for every fit)."""
