@@ -210,3 +210,38 @@ def test_big_csv_fit_time_and_memory():
     assert r["read_s"] < 5, r
     assert r["fit_peak_rss_mb"] < 900, r
     assert r["fit_wall_s"] < 20, r
+
+
+SILENT = {  # each used to be read silently wrong; the CLI must refuse it in one line
+    "npz x and y of different lengths": (
+        "npz",
+        {"x": np.ones(10, np.float32), "y": np.ones(50, np.float32)},
+    ),
+    "complex values": ("npz", {"x": np.ones(4, np.complex64), "y": np.ones(4, np.float32)}),
+    "uint64 beyond int64": (
+        "npz",
+        {"x": np.array([2**63 + 5], np.uint64), "y": np.ones(1, np.float32)},
+    ),
+    "duplicate CSV column": ("csv", "x,y,y\n1,2,3\n4,5,6\n"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SILENT))
+def test_every_silent_bad_data_case_exits_2_with_one_line(tmp_path, case, capsys):
+    from bayesdl.cli import main
+
+    (tmp_path / "m.py").write_text(
+        "import pyro\nimport pyro.distributions as dist\n\n\n"
+        "def model(x, y=None):\n    pyro.sample('m', dist.Normal(0.0, 1.0))\n"
+    )
+    kind, content = SILENT[case]
+    if kind == "npz":
+        data = tmp_path / "d.npz"
+        np.savez(data, **content)
+    else:
+        data = csv(tmp_path, content)
+    argv = ["fit", f"{tmp_path / 'm.py'}:model", "--data", str(data), "--steps", "5"]
+    assert main([*argv, "--quiet", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("bayesdl: error:"), err
+    assert not (tmp_path / "run").exists()
