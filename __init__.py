@@ -38,4 +38,5 @@ def __getattr__(name: str):
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
+
 __all__ = ["DrawsPosterior", "Posterior", "UserError", "compare", "fit", "load", "registry"]

@@ -20,15 +20,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import pyro  # noqa: E402
+import torch  # noqa: E402
+from pyro.infer import SVI, Trace_ELBO  # noqa: E402
+
 import bayesdl.guides.coin as coin_guides  # noqa: E402
 import bayesdl.guides.linear_regression as lr_guides  # noqa: E402
 import bayesdl.models.coin as coin  # noqa: E402
 import bayesdl.models.linear_regression as linreg  # noqa: E402
-import pyro  # noqa: E402
-import torch  # noqa: E402
 from bayesdl.datasets.bundled import diabetes  # noqa: E402
 from bayesdl.inference import FitConfig, fit  # noqa: E402
-from pyro.infer import SVI, Trace_ELBO  # noqa: E402
 
 
 def problems():

@@ -85,8 +85,9 @@ def plot(out: Path) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     """IW log p(x) with K samples on the first n test images; ELBO on all of them."""
-    import bayesdl.workflows  # noqa: F401
     import torch
+
+    import bayesdl.workflows  # noqa: F401
     from bayesdl.workflows.registry import REGISTRY
     from bayesdl.workflows.run import load_run
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from bayesdl.datasets.io import check_finite, load_arrays
 from bayesdl.inference.errors import UserError
 

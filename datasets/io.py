@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from bayesdl.inference.errors import UserError
 
 TABLE_DELIMITERS = {".csv": ",", ".txt": ",", ".tsv": "\t"}

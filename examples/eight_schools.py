@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyro
 import pyro.distributions as dist
+
 from bayesdl.workflows.registry import register
 from bayesdl.workflows.user_model import UserModel
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import pyro
 import pyro.distributions as dist
 import torch
-from bayesdl.models.vae import mlp
 from torch import nn
+
+from bayesdl.models.vae import mlp
 
 
 class Encoder(nn.Module):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from bayesdl.inference.errors import UserError
 
 

@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 import torch
+
 from bayesdl.inference.estimators import Estimator, make_estimator
 from bayesdl.inference.train import FitConfig, fit, trainable_params
 

@@ -40,9 +40,10 @@ from typing import Any
 import pyro
 import torch
 import torch.distributed as dist
-from bayesdl.inference.errors import UserError
 from pyro import poutine
 from torch.nn.parallel import DistributedDataParallel
+
+from bayesdl.inference.errors import UserError
 
 TIMEOUT_ENV = "BAYESDL_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 300.0

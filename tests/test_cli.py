@@ -10,11 +10,12 @@ import subprocess
 import sys
 import time
 
-import bayesdl.cli as cli
 import numpy as np
 import pytest
 import torch
 from conftest import ROOT, run_cli
+
+import bayesdl.cli as cli
 
 
 def test_list_names_every_model(capsys):

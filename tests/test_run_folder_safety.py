@@ -22,8 +22,6 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from bayesdl.inference import checkpoint as ckpt
-from bayesdl.inference.errors import UserError
 from pyro.distributions import constraints
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import (
@@ -33,6 +31,9 @@ from pyro.infer.autoguide import (
     AutoNormal,
 )
 from torch.distributions import transform_to, transforms
+
+from bayesdl.inference import checkpoint as ckpt
+from bayesdl.inference.errors import UserError
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 

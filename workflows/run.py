@@ -481,8 +481,7 @@ def load_run(
     if run_dir.is_dir() and not (run_dir / CHECKPOINT).exists():
         raise UserError(f"{run_dir} holds no fitted run (no {CONFIG} or {CHECKPOINT})")
     if prototype and (run_dir / PROTOTYPE).is_file():
-        few = {**(overrides or {}), "data": str(run_dir / PROTOTYPE), "x_cols": None}
-        few["y_col"] = None
+        few = {**(overrides or {}), "data": str(run_dir / PROTOTYPE)}
         try:
             return load_run(run_dir, registry, device, few)
         except UserError:

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import bayesdl.guides.stochastic_depth as sd_guides
-import bayesdl.models.stochastic_depth as sd
 import numpy as np
 import torch
+
+import bayesdl.guides.stochastic_depth as sd_guides
+import bayesdl.models.stochastic_depth as sd
 from bayesdl.datasets.bundled import Split, image_classification
 from bayesdl.datasets.io import load_arrays
 from bayesdl.inference.errors import UserError

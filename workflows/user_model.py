@@ -676,7 +676,9 @@ class UserModel(Workflow):
         kwargs = dict(self.default_args)
         if self.given_data is not None:  # bayesdl.fit(model, data={...}) from Python
             kwargs.update(python_data(self.given_data))
-        if path:
+        if path and Path(path).name == "prototype.npz":  # a run's saved rows, columns picked
+            kwargs.update(read_data(path))
+        elif path:
             kwargs.update(read_data(path, a.x_cols, a.y_col, require_y=require_y))
         elif a.x_cols or a.y_col:
             raise UserError("--x-cols/--y-col need --data FILE.csv")

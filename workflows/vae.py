@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from bayesdl.datasets import bundled as datasets
 from bayesdl.datasets.io import check_finite, load_arrays
 from bayesdl.guides.vae import AmortizedGuide, Encoder

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+
 from bayesdl.datasets.io import load_arrays, load_columns
 from bayesdl.inference.errors import UserError
 from bayesdl.workflows.user_model import _tensor, read_data

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-import bayesdl.cli as cli
 import pytest
+
+import bayesdl.cli as cli
 from bayesdl.models import coin
 
 ARGS = ["--prior-a", "10", "--prior-b", "10", "--heads", "6", "--tails", "4", "--quiet"]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
-import bayesdl.cli as cli
 import numpy as np
 import pytest
 import torch
+
+import bayesdl.cli as cli
 from bayesdl.models import linear_regression as linreg
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,3 +92,25 @@ def test_the_tour_shows_vi_beside_nuts(tmp_path):
         assert (tmp_path / "nuts" / name / "compare.png").exists()
     with pytest.raises(bayesdl.UserError, match="already holds a run"):
         tour_nuts.refuse_existing(tmp_path)
+
+
+@pytest.mark.slow
+def test_the_readme_section_runs(tmp_path, monkeypatch, capsys):
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    block = readme.split("## NUTS, convergence and compare", 1)[1]
+    code = re.search(r"```bash\n(.*?)```", block, re.S).group(1)
+    (tmp_path / "examples").symlink_to(root / "examples")
+    monkeypatch.chdir(tmp_path)
+    outputs = []
+    for line in code.splitlines():
+        argv = shlex.split(line.split("#")[0])
+        if "nuts" in argv:
+            argv += ["--samples", "300", "--warmup", "200"]
+        if argv[1] == "fit":
+            argv.append("--quiet")
+        assert argv[0] == "bayesdl" and main(argv[1:]) == 0, line
+        outputs.append(capsys.readouterr().out)
+    assert "0 of 5 flagged" in outputs[2] and (tmp_path / "runs" / "compare.json").exists()
+    assert "4 of 5 flagged" in outputs[4] or "5 of 5 flagged" in outputs[4]
+    assert (tmp_path / "runs" / "compare.png").exists()

@@ -9,8 +9,9 @@ import math
 import typing
 from pathlib import Path
 
-import bayesdl.workflows  # noqa: F401  (registers the built-in models)
 import pytest
+
+import bayesdl.workflows  # noqa: F401  (registers the built-in models)
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.mcmc import MCMCConfig
 from bayesdl.inference.train import FitConfig
