@@ -61,7 +61,7 @@ def section(title: str, description: str, runs: list[dict[str, Any]]) -> str:
         parts.append("<div class=figs>" + "".join(_img(p) for p in figs) + "</div>")
         parts.append(
             "<details><summary>summary.json</summary><pre>"
-            + html.escape(json.dumps(s, indent=1)[:20000])
+            + html.escape(json.dumps(s, indent=1, default=str)[:20000])
             + "</pre></details>"
         )
     parts.append("</section>")

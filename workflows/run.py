@@ -405,7 +405,7 @@ def summarize(
             _on(problem.data, result.device),
             model=problem.model,
         )
-        summary["params"] = model_params(problem, max_elements=100)
+        summary["params"] = _jsonable(model_params(problem, max_elements=100))
         summary.update(workflow.summarize(problem))
     return summary
 
