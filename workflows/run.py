@@ -305,14 +305,32 @@ def fit_run(
     if main:  # checked before anything is built or written
         prepare_out(out, resume=resume, overwrite=overwrite, make=False)
     problem = build(workflow)  # the model, guide and data are checked before --out is touched
+    with claimed(out, resume=resume, overwrite=overwrite, main=main):
+        return _fit_locked(workflow, problem, config, out, resume, progress)
+
+
+@contextmanager
+def claimed(out: Path, *, resume: bool, overwrite: bool, main: bool = True) -> Iterator[None]:
+    """Hold the run folder ``out`` while a run writes it: made, locked, checked again under the
+    lock (another process may have finished a run there since), emptied for ``overwrite``;
+    removed again when this call made it and the run fails before writing anything.
+    Processes other than rank 0 (``main`` false) touch nothing."""
     created = not out.exists()
     if main:
         prepare_out(out, resume=resume, overwrite=overwrite)
     try:
         with locked(out) if main else _nothing():
-            if main:  # another process may have finished a run here since the first check
+            if main:
                 prepare_out(out, resume=resume, overwrite=overwrite)
-            return _fit_locked(workflow, problem, config, out, resume, overwrite, progress)
+            if main and overwrite and not resume:
+                for name in RUN_FILES:
+                    try:
+                        (out / name).unlink(missing_ok=True)
+                    except OSError as e:
+                        raise UserError(
+                            f"--overwrite: cannot remove {out / name}: {e.strerror or e}"
+                        ) from None
+            yield
     except BaseException:
         if main and created:  # a folder this call made and left empty: remove it again
             with contextlib.suppress(OSError):  # (a folder made read-only meanwhile)
@@ -327,22 +345,13 @@ def _fit_locked(
     config: FitConfig,
     out: Path,
     resume: bool,
-    overwrite: bool,
     progress: bool,
 ) -> Run:
-    """:func:`fit_run`'s part that holds the run folder's lock."""
+    """:func:`fit_run`'s part that holds the run folder (see :func:`claimed`)."""
     main = distributed.is_main()
     record = run_record(workflow)
     if resume and main:
         check_resume(out, record)
-    if overwrite and not resume and main:
-        for name in RUN_FILES:
-            try:
-                (out / name).unlink(missing_ok=True)
-            except OSError as e:
-                raise UserError(
-                    f"--overwrite: cannot remove {out / name}: {e.strerror or e}"
-                ) from None
     if main:
         write_json(out / CONFIG, record)
     result = fit_problem(problem, config, out, resume=resume, progress=progress)

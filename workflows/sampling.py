@@ -31,17 +31,15 @@ from bayesdl.inference.predictive import mean_std
 from bayesdl.workflows.base import Problem, Workflow
 from bayesdl.workflows.run import (
     CONFIG,
-    LOCK,
     METRICS,
-    RUN_FILES,
     SUMMARY,
     Run,
     _seed,
     _writable,
     build,
+    claimed,
     fit_config,
     load_workflow,
-    locked,
     prepare_out,
     read_config,
     run_record,
@@ -134,26 +132,10 @@ def nuts_run(
     out = Path(out)
     prepare_out(out, resume=False, overwrite=overwrite, make=False)
     problem = build(workflow)  # the model and data are checked before --out is touched
-    created = not out.exists()
-    prepare_out(out, resume=False, overwrite=overwrite)
-    try:
-        with locked(out):
-            prepare_out(out, resume=False, overwrite=overwrite)
-            if overwrite:
-                for name in RUN_FILES:
-                    try:
-                        (out / name).unlink(missing_ok=True)
-                    except OSError as e:
-                        raise UserError(f"--overwrite: cannot remove {out / name}: {e}") from None
-            write_json(out / CONFIG, run_record(workflow))
-            result = _sample(problem, args, progress)
-            return _write(Run(workflow, problem, result, {}, out), out)
-    except BaseException:
-        if created:
-            with contextlib.suppress(OSError):
-                (out / LOCK).unlink(missing_ok=True)
-                out.rmdir()
-        raise
+    with claimed(out, resume=False, overwrite=overwrite):
+        write_json(out / CONFIG, run_record(workflow))
+        result = _sample(problem, args, progress)
+        return _write(Run(workflow, problem, result, {}, out), out)
 
 
 def _sample(problem: Problem, args: argparse.Namespace, progress: bool) -> MCMCResult:
