@@ -10,18 +10,25 @@ writes a run folder with ``draws.npz`` (numpy arrays, never a pickle).
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from pyro import poutine
 
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.mcmc import MCMCResult, diagnostics, predictive
 from bayesdl.inference.predictive import observation_keys, predictive_inputs
-from bayesdl.posterior import QUANTILES, Posterior, _check_count, _plain, _record_data
+from bayesdl.posterior import (
+    STAT_COLUMNS,
+    Posterior,
+    _check_count,
+    _plain,
+    _record_data,
+    arviz_posterior,
+    site_stats,
+    summary_table,
+)
 from bayesdl.workflows.run import (
     CONFIG,
     METRICS,
@@ -123,12 +130,7 @@ class DrawsPosterior(Posterior):
         diag = self.diagnostics()
         out = {}
         for name, d in self.sample().items():
-            d = d.double()
-            shape = d.shape[1:]
-            q = torch.quantile(d.reshape(len(d), -1), torch.tensor(QUANTILES, dtype=d.dtype), 0)
-            row = {"mean": _plain(d.mean(0)), "std": _plain(d.std(0))}
-            for p, v in zip(QUANTILES, q, strict=True):
-                row[f"{round(100 * p):d}%"] = _plain(v.reshape(shape))
+            row = site_stats(d)
             if name in diag:
                 row["r_hat"] = _plain(torch.as_tensor(diag[name]["r_hat"]))
                 row["n_eff"] = _plain(torch.as_tensor(diag[name]["n_eff"]))
@@ -195,17 +197,7 @@ class DrawsPosterior(Posterior):
         """ArviZ ``InferenceData`` whose ``posterior`` group keeps the chains
         (``chains x samples`` draws of every continuous latent site)."""
         del num_samples
-        try:
-            import arviz as az
-        except ImportError:
-            raise UserError(
-                "to_arviz needs ArviZ: pip install 'bayesdl[arviz]' (or pip install arviz)"
-            ) from None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            return az.from_dict(
-                posterior={k: v.detach().cpu().numpy() for k, v in self.result.draws.items()}
-            )
+        return arviz_posterior(self.result.draws)
 
     def __repr__(self) -> str:
         s = self._run.summary
@@ -213,15 +205,5 @@ class DrawsPosterior(Posterior):
             f"Posterior of {s.get('model')} (NUTS, {self.result.num_chains} chain(s) x "
             f"{self.result.num_samples} draws, {s.get('divergences', 0)} divergences)"
         )
-        cols = ("mean", "std", "5%", "50%", "95%", "r_hat", "n_eff")
-        rows = [head, f"{'site':<20} " + " ".join(f"{c:>9}" for c in cols)]
-        for name, r in self.summary().items():
-            flat = {k: np.ravel(r[k]) for k in cols if k in r}
-            n = len(flat["mean"])
-            for i in range(min(n, 8)):
-                label = name if n == 1 else f"{name}[{i}]"
-                vals = " ".join(f"{flat[k][i]:>9.4g}" if k in flat else f"{'':>9}" for k in cols)
-                rows.append(f"{label:<20} {vals}")
-            if n > 8:
-                rows.append(f"{name}[...]  ({n - 8} more elements)")
-        return "\n".join(rows)
+        cols = (*STAT_COLUMNS, "r_hat", "n_eff")
+        return summary_table(head, self.summary(), cols, width=9)

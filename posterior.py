@@ -146,16 +146,7 @@ class Posterior:
     def summary(self, num_samples: int = 1000) -> dict[str, dict[str, Any]]:
         """``{site: {"mean", "std", "5%", "50%", "95%"}}`` of every latent site, from
         ``num_samples`` draws (values are floats, or nested lists for vector sites)."""
-        out = {}
-        for name, d in self.sample(num_samples).items():
-            d = d.double()
-            q = torch.quantile(d.reshape(len(d), -1), torch.tensor(QUANTILES, dtype=d.dtype), 0)
-            shape = d.shape[1:]
-            row = {"mean": _plain(d.mean(0)), "std": _plain(d.std(0))}
-            for p, v in zip(QUANTILES, q, strict=True):
-                row[f"{round(100 * p):d}%"] = _plain(v.reshape(shape))
-            out[name] = row
-        return out
+        return {name: site_stats(d) for name, d in self.sample(num_samples).items()}
 
     def predict(
         self, data: dict[str, Any] | None = None, num_samples: int = 1000
@@ -221,18 +212,8 @@ class Posterior:
     def to_arviz(self, num_samples: int = 1000):
         """ArviZ ``InferenceData`` with a ``posterior`` group (1 chain x ``num_samples`` draws)
         of every latent site; needs the extra ``bayesdl[arviz]``."""
-        try:
-            import arviz as az
-        except ImportError:
-            raise UserError(
-                "to_arviz needs ArviZ: pip install 'bayesdl[arviz]' (or pip install arviz)"
-            ) from None
         draws = self.sample(num_samples)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            return az.from_dict(
-                posterior={k: v.detach().cpu().numpy()[None] for k, v in draws.items()}
-            )
+        return arviz_posterior({k: v[None] for k, v in draws.items()})
 
     def __repr__(self) -> str:
         s = self._run.summary
@@ -240,17 +221,52 @@ class Posterior:
             f"Posterior of {s.get('model')} (guide {s.get('guide')}, {s.get('steps')} steps, "
             f"final ELBO {s.get('final_elbo', float('nan')):.4g})"
         )
-        rows = [head, f"{'site':<20} {'mean':>10} {'std':>10} {'5%':>10} {'50%':>10} {'95%':>10}"]
-        for name, r in self.summary(num_samples=500).items():
-            flat = {k: np.ravel(v) for k, v in r.items()}
-            n = len(flat["mean"])
-            for i in range(min(n, 8)):
-                label = name if n == 1 else f"{name}[{i}]"
-                vals = " ".join(f"{flat[k][i]:>10.4g}" for k in ("mean", "std", "5%", "50%", "95%"))
-                rows.append(f"{label:<20} {vals}")
-            if n > 8:
-                rows.append(f"{name}[...]  ({n - 8} more elements)")
-        return "\n".join(rows)
+        return summary_table(head, self.summary(num_samples=500), STAT_COLUMNS, width=10)
+
+
+#: the columns of :meth:`Posterior.summary` in the printed table
+STAT_COLUMNS = ("mean", "std", "5%", "50%", "95%")
+
+
+def site_stats(d: torch.Tensor) -> dict[str, Any]:
+    """Mean, sd and the :data:`QUANTILES` of draws ``[n, *shape]`` over dim 0, as floats or
+    nested lists."""
+    d = d.double()
+    q = torch.quantile(d.reshape(len(d), -1), torch.tensor(QUANTILES, dtype=d.dtype), 0)
+    row = {"mean": _plain(d.mean(0)), "std": _plain(d.std(0))}
+    for p, v in zip(QUANTILES, q, strict=True):
+        row[f"{round(100 * p):d}%"] = _plain(v.reshape(d.shape[1:]))
+    return row
+
+
+def summary_table(head: str, summary: dict, cols: tuple[str, ...], width: int) -> str:
+    """A summary as printed: one row per element (the first 8 of a vector site)."""
+    rows = [head, f"{'site':<20} " + " ".join(f"{c:>{width}}" for c in cols)]
+    for name, r in summary.items():
+        flat = {k: np.ravel(r[k]) for k in cols if k in r}
+        n = len(flat["mean"])
+        for i in range(min(n, 8)):
+            label = name if n == 1 else f"{name}[{i}]"
+            vals = " ".join(
+                f"{flat[k][i]:>{width}.4g}" if k in flat else f"{'':>{width}}" for k in cols
+            )
+            rows.append(f"{label:<20} {vals}")
+        if n > 8:
+            rows.append(f"{name}[...]  ({n - 8} more elements)")
+    return "\n".join(rows)
+
+
+def arviz_posterior(draws: dict[str, torch.Tensor]):
+    """ArviZ ``InferenceData`` of draws ``[chains, samples, *shape]`` (extra ``bayesdl[arviz]``)."""
+    try:
+        import arviz as az
+    except ImportError:
+        raise UserError(
+            "to_arviz needs ArviZ: pip install 'bayesdl[arviz]' (or pip install arviz)"
+        ) from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return az.from_dict(posterior={k: v.detach().cpu().numpy() for k, v in draws.items()})
 
 
 def _check_count(n: Any, what: str) -> None:
