@@ -200,6 +200,11 @@ def test_poisson_regression_minibatches_and_predict(capsys, tmp_path):
     pred = json.loads(bayesdl(capsys, "predict", out, "--input", new))["y"]["mean"]
     expected = np.exp(mle[2] + np.array([[0, 0], [1, 0], [0, 1]]) @ mle[:2])
     assert pred == pytest.approx(expected, rel=0.10)
+    # the same inputs as an .npz array x: --x-cols/--y-col picked the training table's
+    # columns, an .npz names its arrays
+    np.savez(tmp_path / "new.npz", x=np.array([[0, 0], [1, 0], [0, 1]], dtype=np.float32))
+    pred = json.loads(bayesdl(capsys, "predict", out, "--input", tmp_path / "new.npz"))
+    assert pred["y"]["mean"] == pytest.approx(expected, rel=0.10)
 
 
 def test_eight_schools_plugin(cli, capsys, tmp_path):

@@ -670,13 +670,17 @@ class UserModel(Workflow):
             raise UserError(f"{type(self).__name__} sets no model_fn")
         return self.model_fn
 
-    def data(self, path: str | None, require_y: bool = True) -> dict[str, Any]:
-        """Keyword arguments: the data file's arrays plus ``--arg`` values."""
+    def data(
+        self, path: str | None, require_y: bool = True, pick_columns: bool = True
+    ) -> dict[str, Any]:
+        """Keyword arguments: the data file's arrays plus ``--arg`` values; ``--x-cols`` and
+        ``--y-col`` pick a table's columns unless ``pick_columns`` is false (a file that
+        names its arrays: new inputs as ``.npz``, the run's saved rows)."""
         a = self.args
         kwargs = dict(self.default_args)
         if self.given_data is not None:  # bayesdl.fit(model, data={...}) from Python
             kwargs.update(python_data(self.given_data))
-        if path and Path(path).name == "prototype.npz":  # a run's saved rows, columns picked
+        if path and (not pick_columns or Path(path).name == "prototype.npz"):
             kwargs.update(read_data(path))
         elif path:
             kwargs.update(read_data(path, a.x_cols, a.y_col, require_y=require_y))
@@ -912,7 +916,9 @@ class UserModel(Workflow):
         return result
 
     def predict(self, problem: Problem, path: Path) -> dict[str, Any]:
-        inputs = self.data(str(path), require_y=False)
+        # new inputs as a table are read as the training table was; a .npz names its arrays
+        picked = Path(path).suffix.lower() != ".npz"
+        inputs = self.data(str(path), require_y=False, pick_columns=picked)
         for k in problem.data:  # training keys not given now (the observations) are sampled
             if k not in inputs:
                 inputs[k] = None
