@@ -8,7 +8,8 @@ Writes a CSV of ``rows`` x (``features`` + 1) floats (x0..x8, y of a linear regr
 * ``read``: ``workflows.user_model.read_data(csv, x_cols, "y")`` -- seconds and peak RSS;
 * ``fit``: ``python -m bayesdl fit linreg.py:model --data csv --x-cols ... --y-col y --steps``
   (Bayesian linear regression, auto-normal guide, full batch) -- wall seconds of the whole
-  command (imports, reading, fitting, writing the run) and its peak RSS.
+  command (imports, reading, fitting, writing the run) and its peak RSS;
+* ``predict``: ``python -m bayesdl predict run --input two.npz`` (two rows) -- the same.
 
 Peak RSS is the child's own ``ru_maxrss`` (``os.wait4``), as ``/usr/bin/time -v`` reports it.
 The slow test ``tests/datasets/test_io.py::test_big_csv_fit_time_and_memory`` runs this.
@@ -109,6 +110,19 @@ def run(
         if threads:
             fit_cmd += ["--threads", str(threads)]
         fit = child_peak(fit_cmd, d)
+        np.savez(d / "two.npz", x=np.zeros((2, features), dtype=np.float32))
+        predict = child_peak(
+            [
+                sys.executable,
+                "-m",
+                "bayesdl",
+                "predict",
+                str(d / "run"),
+                "--input",
+                str(d / "two.npz"),
+            ],
+            d,
+        )
         info = json.loads(read.pop("stdout"))
         return {
             "rows": rows,
@@ -123,6 +137,8 @@ def run(
             "fit_wall_s": fit["wall_s"],
             "fit_peak_rss_mb": fit["peak_rss_mb"],
             "fit_stdout": fit["stdout"].strip(),
+            "predict_2_rows_wall_s": predict["wall_s"],
+            "predict_2_rows_peak_rss_mb": predict["peak_rss_mb"],
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         }
 
