@@ -220,6 +220,14 @@ def cmd_sample(argv: list[str]) -> int:
     return 0
 
 
+#: modules adding sections to the whole tour, in order; each has ``refuse_existing(out)`` (raise
+#: UserError, before anything is fitted, if ``out`` holds its runs) and
+#: ``sections(out, overwrite, progress) -> list[str]`` (HTML, one string a section)
+TOUR_SECTIONS = [
+    "bayesdl.workflows.tour_nuts",
+]
+
+
 def cmd_tour(argv: list[str]) -> int:
     p = Parser(prog=f"{PROG} tour", description="fit every model on bundled data, one HTML report")
     p.add_argument("--out", required=True, help="report folder (index.html and one folder per run)")
@@ -263,11 +271,13 @@ def cmd_tour(argv: list[str]) -> int:
                     f"tour: {run_dir} already holds a run; choose another --out, or add "
                     "--overwrite to replace the tour's runs"
                 )
-    from bayesdl.workflows import tour_nuts
+    from importlib import import_module
 
-    nuts = not args.only  # VI beside NUTS where it teaches something (linreg, eight schools)
-    if nuts and not args.overwrite:
-        tour_nuts.refuse_existing(out)
+    # sections that show a claim of the lecture (VI beside NUTS, ...): whole-tour only
+    extras = [] if args.only else [import_module(m) for m in TOUR_SECTIONS]
+    if not args.overwrite:
+        for module in extras:
+            module.refuse_existing(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -292,8 +302,8 @@ def cmd_tour(argv: list[str]) -> int:
                 }
             )
         sections.append(report.section(name, workflow.description, runs))
-    if nuts:
-        sections += tour_nuts.sections(out, overwrite=args.overwrite, progress=not args.quiet)
+    for module in extras:
+        sections += module.sections(out, overwrite=args.overwrite, progress=not args.quiet)
     elapsed = time.perf_counter() - t0
     header = f"Every registered model fitted with quick defaults; {elapsed:.0f} s in all."
     write_text(out / "index.html", report.page(sections, header))
