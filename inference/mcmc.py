@@ -23,10 +23,11 @@ from typing import Any
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer import MCMC, NUTS, Predictive
+from pyro.infer import MCMC, NUTS
 from pyro.infer.mcmc.util import diagnostics as pyro_diagnostics
 
 from bayesdl.inference.errors import UserError
+from bayesdl.inference.predictive import conditioned
 
 #: a model with more latent dimensions than this is sampled, but warned about
 LARGE_MODEL = 1000
@@ -264,25 +265,6 @@ def predictive(
     return_sites: list[str] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Draws of the model's sites given posterior ``samples`` (``[n, *shape]`` each), one per
-    sample (Pyro's ``Predictive(model, posterior_samples=...)``): vectorized where the model
-    broadcasts, else one at a time. ``return_sites=None``: every site not in ``samples``."""
-    n = next(iter(samples.values())).shape[0]
-    sites = return_sites if return_sites is not None else ()
-    with torch.no_grad():
-        try:
-            out = Predictive(
-                model, posterior_samples=dict(samples), return_sites=sites, parallel=True
-            )(**data)
-        except Exception:  # noqa: BLE001 - models that do not broadcast: one draw at a time
-            out = Predictive(model, posterior_samples=dict(samples), return_sites=sites)(**data)
-    with torch.no_grad(), poutine.block():
-        shapes = {
-            k: s["value"].shape
-            for k, s in poutine.trace(model).get_trace(**data).nodes.items()
-            if s["type"] == "sample"
-        }
-    for k, v in out.items():  # Predictive keeps a singleton dim per plate level: drop them
-        shape = shapes.get(k)
-        if shape is not None and v.numel() == n * shape.numel():
-            out[k] = v.reshape(n, *shape)
-    return out
+    sample: :func:`bayesdl.inference.predictive.conditioned`. ``return_sites=None``: every
+    site not in ``samples``."""
+    return conditioned(model, samples, data, return_sites)

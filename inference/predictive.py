@@ -35,15 +35,18 @@ def sample_posterior(
 ) -> dict[str, torch.Tensor]:
     """``num_samples`` draws of the guide's latent sites, stacked on dim 0.
 
-    Vectorized (one pass under a plate of samples) where the guide allows, else sequential.
+    Vectorized (one pass under a plate of samples) where the guide allows, else sequential;
+    the passes never have as many draws as a dimension of the data (see :func:`chunks`).
     """
+    parts = []
     with torch.no_grad():
-        try:
-            pred = Predictive(guide, num_samples=num_samples, return_sites=sites, parallel=True)
-            out = pred(**data)
-        except Exception:  # noqa: BLE001 - guides that do not broadcast: draw one at a time
-            pred = Predictive(guide, num_samples=num_samples, return_sites=sites)
-            out = pred(**data)
+        for n in chunks(num_samples, num_samples, _sizes(data)):
+            try:
+                pred = Predictive(guide, num_samples=n, return_sites=sites, parallel=True)
+                parts.append(pred(**data))
+            except Exception:  # noqa: BLE001 - guides that do not broadcast: one at a time
+                parts.append(Predictive(guide, num_samples=n, return_sites=sites)(**data))
+    out = _cat(parts)
     return {k: v for k, v in out.items() if sites is None or k in sites}
 
 
@@ -95,25 +98,6 @@ def latent_sites_shape(v: torch.Tensor) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def predictive(
-    model: Callable,
-    guide: Callable,
-    data: Mapping[str, Any],
-    num_samples: int = 100,
-    return_sites: list[str] | None = None,
-    parallel: bool = True,
-) -> dict[str, torch.Tensor]:
-    """Posterior predictive samples of ``return_sites`` (observed ones by default)."""
-    with torch.no_grad():
-        return Predictive(
-            model,
-            guide=guide,
-            num_samples=num_samples,
-            return_sites=return_sites,
-            parallel=parallel,
-        )(**data)
-
-
 def _tolist(t: torch.Tensor):
     return t.item() if t.dim() == 0 else t.tolist()
 
@@ -143,30 +127,114 @@ def draw(
     return_sites: list[str] | None = None,
 ) -> dict[str, torch.Tensor]:
     """``num_samples`` joint draws ``z_m ~ q``, ``x_m ~ p(x | z_m)`` of ``return_sites`` (every
-    site of the model when ``None``), ``{site: [num_samples, *shape]}``: one vectorized pass
-    where the model broadcasts, else one draw at a time."""
+    site of the model when ``None``), ``{site: [num_samples, *shape]}``: the guide's draws of
+    the model's latent sites, then the model conditioned on them (:func:`conditioned`)."""
     shapes = model_sites(model, guide, data)
+    latent = [n for n in latent_sites(guide, data) if n in shapes]
     sites = return_sites if return_sites is not None else list(shapes)
-    # memory stays bounded on big data: a vectorized pass holds chunk x (every site's size)
+    samples = sample_posterior(guide, data, num_samples, latent) if latent else {}
+    try:
+        samples = {k: v.reshape(num_samples, *shapes[k]) for k, v in samples.items()}
+    except RuntimeError:  # the guide's draws change shape (a subsampled plate): Pyro's way
+        samples = {}
+    if not samples:  # nothing latent, or guide and model replayed together one at a time
+        out = Predictive(model, guide=guide, num_samples=num_samples, return_sites=sites)(**data)
+        return _fix_shapes(out, num_samples, shapes)
+    return conditioned(model, samples, data, sites)
+
+
+def conditioned(
+    model: Callable,
+    samples: Mapping[str, torch.Tensor],
+    data: Mapping[str, Any],
+    return_sites: list[str] | None = None,
+) -> dict[str, torch.Tensor]:
+    """The model's sites drawn given posterior ``samples`` (``{site: [n, *shape]}``, one model
+    draw per sample; Pyro's ``Predictive(model, posterior_samples=...)``), ``{site: [n,
+    *shape]}`` of ``return_sites`` (``None``: every site not in ``samples``).
+
+    Vectorized where the model broadcasts, else one draw at a time. Each sample is given its
+    plate dims before the vectorized pass (``[n, 1, ..., *batch, *event]``; Pyro's own
+    reshaping mistakes an event dim of a site outside every plate, e.g. a coefficient vector,
+    for a plate dim). A pass never has as many draws as a dimension of the data or of a site,
+    so a model that does not broadcast fails instead of pairing draw i with datum i."""
+    n = next(iter(samples.values())).shape[0]
+    with torch.no_grad(), poutine.block():
+        trace = poutine.trace(poutine.condition(model, data={k: v[0] for k, v in samples.items()}))
+        trace = trace.get_trace(**data)
+    sites = {k: s for k, s in trace.nodes.items() if s["type"] == "sample" and not _subsample(s)}
+    shapes = {k: s["value"].shape for k, s in sites.items()}
+    return_sites = list(return_sites) if return_sites is not None else None
+    nesting = max(
+        (-f.dim for s in sites.values() for f in s["cond_indep_stack"] if f.dim is not None),
+        default=0,
+    )
+    sizes = _sizes(data) | {d for shape in shapes.values() for d in shape}
     per_draw = max(1, sum(s.numel() for s in shapes.values()))
-    chunk = max(1, min(num_samples, MAX_ELEMENTS_PER_PASS // per_draw))
-    parts = []
+    parts, start = [], 0
     with torch.no_grad():
-        for start in range(0, num_samples, chunk):
-            n = min(chunk, num_samples - start)
+        for m in chunks(n, max(1, MAX_ELEMENTS_PER_PASS // per_draw), sizes):
+            part = {k: v[start : start + m] for k, v in samples.items()}
+            start += m
             try:
-                pred = Predictive(
-                    model, guide=guide, num_samples=n, return_sites=sites, parallel=True
-                )
-                parts.append(pred(**data))
+                padded = {k: _with_plate_dims(v, sites[k], nesting) for k, v in part.items()}
+                out = Predictive(
+                    model, posterior_samples=padded, return_sites=return_sites or (), parallel=True
+                )(**data)
             except Exception:  # noqa: BLE001 - models that do not broadcast: one at a time
-                pred = Predictive(model, guide=guide, num_samples=n, return_sites=sites)
-                parts.append(pred(**data))
-    out = {k: torch.cat([p[k] for p in parts]) if len(parts) > 1 else parts[0][k] for k in parts[0]}
-    for k, v in out.items():  # Predictive keeps a singleton dim per plate level: drop them
+                out = Predictive(model, posterior_samples=part, return_sites=return_sites or ())(
+                    **data
+                )
+            parts.append(_fix_shapes(out, m, shapes))
+    return _cat(parts)
+
+
+def _with_plate_dims(v: torch.Tensor, site: dict, nesting: int) -> torch.Tensor:
+    """``[n, *batch, *event]`` -> ``[n, 1, ..., 1, *batch, *event]`` with ``nesting`` dims
+    between the draws and the event dims (the plates' dims)."""
+    batch = len(site["fn"].batch_shape) if hasattr(site["fn"], "batch_shape") else 0
+    if batch > nesting:
+        raise ValueError(f"site {site['name']!r} has batch dims outside its plates")
+    return v.reshape(v.shape[0], *([1] * (nesting - batch)), *v.shape[1:])
+
+
+def _subsample(site: dict) -> bool:
+    return type(site["fn"]).__name__ == "_Subsample"
+
+
+def _sizes(data: Mapping[str, Any]) -> set[int]:
+    """Every dimension of the tensors in ``data``."""
+    return {d for v in data.values() if torch.is_tensor(v) for d in v.shape}
+
+
+def chunks(total: int, most: int, avoid: set[int]) -> list[int]:
+    """Sizes of the passes over ``total`` draws: at most ``most`` each, and none equal to a
+    size in ``avoid`` (but 1), so that a plate of draws cannot broadcast by coincidence
+    against a dimension of the data."""
+    out, left = [], total
+    while left > 0:
+        m = min(most, left)
+        while m > 1 and m in avoid:
+            m -= 1
+        out.append(m)
+        left -= m
+    return out
+
+
+def _cat(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    if len(parts) == 1:
+        return parts[0]
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def _fix_shapes(
+    out: dict[str, torch.Tensor], n: int, shapes: Mapping[str, torch.Size]
+) -> dict[str, torch.Tensor]:
+    """Predictive keeps a singleton dim per plate level: ``[n, *shape]`` for each site."""
+    for k, v in out.items():
         shape = shapes.get(k)
-        if shape is not None and v.numel() == num_samples * shape.numel():
-            out[k] = v.reshape(num_samples, *shape)
+        if shape is not None and v.numel() == n * shape.numel():
+            out[k] = v.reshape(n, *shape)
     return out
 
 

@@ -32,7 +32,6 @@ import numpy as np
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer import Predictive
 from pyro.infer.autoguide import (
     AutoDelta,
     AutoGuide,
@@ -53,7 +52,13 @@ from pyro.poutine.messenger import Messenger
 from bayesdl.datasets.io import load_arrays
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.estimators import make_estimator
-from bayesdl.inference.predictive import mean_std, posterior_summary
+from bayesdl.inference.predictive import (
+    draw,
+    latent_sites,
+    mean_std,
+    model_sites,
+    posterior_summary,
+)
 from bayesdl.workflows.base import Problem, Workflow
 from bayesdl.workflows.options import add_options
 
@@ -931,18 +936,10 @@ class UserModel(Workflow):
         last = _LastSite()
         try:
             with torch.no_grad(), last:
-                try:
-                    draws = Predictive(
-                        model,
-                        guide=guide,
-                        num_samples=PREDICT_SAMPLES,
-                        return_sites=sites,
-                        parallel=True,
-                    )(**inputs)
-                except Exception:  # noqa: BLE001 - models that do not broadcast: one at a time
-                    draws = Predictive(
-                        model, guide=guide, num_samples=PREDICT_SAMPLES, return_sites=sites
-                    )(**inputs)
+                if sites is None:  # what the model draws given the latents
+                    latent = latent_sites(guide, inputs)
+                    sites = [k for k in model_sites(model, guide, inputs) if k not in latent]
+                draws = draw(model, guide, inputs, PREDICT_SAMPLES, sites)
         except Exception as e:  # noqa: BLE001
             raise UserError(
                 f"{self.where()} on {path}: {_describe(e, Path(self.source()).resolve(), last)}"
