@@ -225,6 +225,7 @@ def cmd_sample(argv: list[str]) -> int:
 #: ``sections(out, overwrite, progress) -> list[str]`` (HTML, one string a section)
 TOUR_SECTIONS = [
     "bayesdl.workflows.tour_nuts",
+    "bayesdl.workflows.tour_models",
 ]
 
 
