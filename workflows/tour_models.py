@@ -288,10 +288,11 @@ def gradient_section(out: Path, quick: bool = False) -> tuple[str, dict]:
         "both estimators apply. Coin, one latent: without a baseline REINFORCE's variance is "
         f"{r_coin:.0f} times the pathwise one, and Pyro's baselines (a decaying average of the "
         "cost, beta 0.9; or the fixed value E_q[log p - log q]) bring it down to the pathwise "
-        "level. Linear regression, ten latents and 331 data: the cost's noise comes from every "
-        f"coordinate, and the best baseline still leaves {r_lin:.0f} times the pathwise "
-        "variance. Every estimator falls like 1/S (dotted: variance at S = 1 divided by S): "
-        "only S times the samples, S times the cost, buys the variance down.</p>",
+        "level or below (last column). Linear regression, ten latents and 331 data: the "
+        "cost's noise comes from every coordinate, and the best baseline still leaves "
+        f"{r_lin:.0f} times the pathwise variance. Every estimator falls like 1/S (dotted: "
+        "variance at S = 1 divided by S): only S times the samples, S times the cost, buys "
+        "the variance down.</p>",
         report.table(
             [
                 "model",
@@ -387,7 +388,10 @@ def depth_section(out: Path, quick: bool = False) -> tuple[str, dict]:
         f"The full-depth read-out of the same net scores {full:.3f}. "
         "Right: the exact p(z | x, y) of the easiest and the hardest test digit (by the "
         "predictive probability of their label) beside q(z | x).</p>",
-        report.table(["rule", "accuracy", "NLL", "mean depth z", "blocks run per input"], rows),
+        report.table(
+            ["rule", "accuracy", "NLL of p(y | x, z)", "mean depth z", "blocks run per input"],
+            rows,
+        ),
         f"<div class=figs>{report.image(out / FIGURES[2])}</div>",
         _meta(f"bayesdl fit stochastic-depth {shlex.join(argv)}", time.perf_counter() - t0),
     ]
