@@ -1,7 +1,7 @@
 """``stochastic-depth``: a residual network whose depth z is a per-input discrete latent.
 
 Fits the model of :mod:`models.stochastic_depth` with the amortized ``q(z | x)`` of
-:mod:`guides.stochastic_depth` (weights point-estimated), then reports three test-time rules:
+:mod:`guides.stochastic_depth` (weights point-estimated), then reports these test-time rules:
 (a) early exit at the mode of ``q(z | x)``, running only those blocks; (b) the mode of
 ``p(y, z | x)`` by enumeration; (c) a sample ``(y, z) ~ p(y, z | x)`` (its depth marginal is the
 prior ``p(z)``: y is not observed); (d) the predictive ``sum_z p(z) p(y | x, z)`` (and the same
