@@ -188,7 +188,7 @@ def vae_section(out: Path, quick: bool = False) -> tuple[str, dict]:
             ],
             rows,
         ),  # fmt: skip
-        f"<div class=figs>{report.image(out / FIGURES[0])}</div>",
+        f"<div class='figs wide'>{report.image(out / FIGURES[0])}</div>",
         _meta(f"bayesdl fit vae {shlex.join(argv)}", time.perf_counter() - t0),
     ]
     return "\n".join(parts), numbers
@@ -302,7 +302,7 @@ def gradient_section(out: Path, quick: bool = False) -> tuple[str, dict]:
             ],
             rows,
         ),  # fmt: skip
-        f"<div class=figs>{report.image(out / FIGURES[1])}</div>",
+        f"<div class='figs wide'>{report.image(out / FIGURES[1])}</div>",
         _meta(
             "; ".join(commands) + " (the models; variances by "
             "inference.diagnostics.gradient_draws)",
@@ -386,13 +386,13 @@ def depth_section(out: Path, quick: bool = False) -> tuple[str, dict]:
         "running anything (after this short fit it stays close to the prior; its mode is depth "
         f"1 for {rules['early_exit_q_mode']['depth_histogram'][0]} of {len(x)} digits). "
         f"The full-depth read-out of the same net scores {full:.3f}. "
-        "Right: the exact p(z | x, y) of the easiest and the hardest test digit (by the "
+        "Below: the exact p(z | x, y) of the easiest and the hardest test digit (by the "
         "predictive probability of their label) beside q(z | x).</p>",
         report.table(
             ["rule", "accuracy", "NLL of p(y | x, z)", "mean depth z", "blocks run per input"],
             rows,
         ),
-        f"<div class=figs>{report.image(out / FIGURES[2])}</div>",
+        f"<div class='figs wide'>{report.image(out / FIGURES[2])}</div>",
         _meta(f"bayesdl fit stochastic-depth {shlex.join(argv)}", time.perf_counter() - t0),
     ]
     return "\n".join(parts), numbers
