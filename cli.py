@@ -226,6 +226,7 @@ def cmd_sample(argv: list[str]) -> int:
 TOUR_SECTIONS = [
     "bayesdl.workflows.tour_nuts",
     "bayesdl.workflows.tour_lecture",
+    "bayesdl.workflows.tour_models",
 ]
 
 

@@ -75,6 +75,7 @@ def page(sections: list[str], header: str) -> str:
         "color:#222}table{border-collapse:collapse;margin:.5em 0}"
         "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}"
         "td:first-child,th:first-child{text-align:left}.figs img{max-width:48%;margin:.3em}"
+        ".figs.wide img{max-width:100%}"
         "section{border-top:2px solid #ddd;margin-top:2em}.meta{color:#555;font-size:.9em}"
         "pre{font-size:.75em;background:#f6f6f6;padding:.5em;overflow:auto}"
     )

@@ -1,10 +1,11 @@
 """``stochastic-depth``: a residual network whose depth z is a per-input discrete latent.
 
 Fits the model of :mod:`models.stochastic_depth` with the amortized ``q(z | x)`` of
-:mod:`guides.stochastic_depth` (weights point-estimated), then reports three test-time rules:
+:mod:`guides.stochastic_depth` (weights point-estimated), then reports these test-time rules:
 (a) early exit at the mode of ``q(z | x)``, running only those blocks; (b) the mode of
-``p(y, z | x)`` by enumeration; (c) the predictive ``sum_z p(z) p(y | x, z)`` (and the same sum
-under ``q(z | x)``), beside the full-depth read-out of the same network.
+``p(y, z | x)`` by enumeration; (c) a sample ``(y, z) ~ p(y, z | x)`` (its depth marginal is the
+prior ``p(z)``: y is not observed); (d) the predictive ``sum_z p(z) p(y | x, z)`` (and the same
+sum under ``q(z | x)``), beside the full-depth read-out of the same network.
 """
 
 from __future__ import annotations
@@ -191,9 +192,11 @@ class StochasticDepth(Workflow):
         return problem.guide.logits(x).argmax(-1) + 1
 
     @torch.no_grad()
-    def _rules(
+    def rules(
         self, problem: Problem, x: torch.Tensor, y: torch.Tensor | None = None
     ) -> dict[str, Any]:
+        """Every test-time rule on inputs ``x``: prediction, probabilities, depth statistics
+        and (given labels ``y``) accuracy and NLL, keyed by rule."""
         net, L = problem.model.net, self.args.blocks
         log_pi = net(x).log_softmax(-1)  # (B, L, K)
         log_prior = problem.model.prior_logits.to(x.device)
@@ -210,16 +213,25 @@ class StochasticDepth(Workflow):
             "predictive_prior": (log_prior[None, :, None] + log_pi).logsumexp(1).exp(),
             "full_depth_readout": log_pi[:, -1].exp(),
         }
-        depths = {"early_exit_q_mode": depth_q, "joint_mode": depth_joint}
+        # a sample of p(y, z | x) = p(z) p(y | x, z), reproducible from --seed
+        gen = torch.Generator(device=x.device).manual_seed(self.args.seed)
+        drawn = torch.multinomial(joint.reshape(len(x), -1).exp(), 1, generator=gen).squeeze(-1)
+        depth_sample, y_sample = drawn // joint.shape[-1] + 1, drawn % joint.shape[-1]
+        probs["joint_sample"] = log_pi[batch, depth_sample - 1].exp()
+        depths = {
+            "early_exit_q_mode": depth_q,
+            "joint_mode": depth_joint,
+            "joint_sample": depth_sample,
+        }
         if not self.args.fixed_depth:
             log_q = problem.guide.logits(x).log_softmax(-1)
             probs["predictive_q"] = (log_q[:, :, None] + log_pi).logsumexp(1).exp()
         for rule, p in probs.items():
             row: dict[str, Any] = {}
-            if (
-                rule == "joint_mode"
-            ):  # the label is the joint argmax, not the argmax of p(y | x, z*)
+            if rule == "joint_mode":  # the joint argmax (= the argmax of p(y | x, z*))
                 row["prediction"] = y_joint
+            elif rule == "joint_sample":  # the sampled label, not the argmax at the sampled z
+                row["prediction"] = y_sample
             else:
                 row["prediction"] = p.argmax(-1)
             row["probs"] = p
@@ -259,7 +271,7 @@ class StochasticDepth(Workflow):
     def summarize(self, problem: Problem) -> dict[str, Any]:
         x, y = problem.extra["x_test"], problem.extra["y_test"]
         dev = next(problem.model.net.parameters()).device
-        rules = self._rules(problem, x.to(dev), y.to(dev))
+        rules = self.rules(problem, x.to(dev), y.to(dev))
         return {
             "test": {
                 r: {k: v for k, v in row.items() if k not in ("prediction", "probs")}
@@ -280,7 +292,7 @@ class StochasticDepth(Workflow):
             return []
         x, y = problem.extra["x_test"], problem.extra["y_test"]
         dev = next(problem.model.net.parameters()).device
-        rules = self._rules(problem, x.to(dev), y.to(dev))
+        rules = self.rules(problem, x.to(dev), y.to(dev))
         L = self.args.blocks
         fig, ax = plt.subplots(figsize=(6, 3.4))
         width = 0.4
@@ -329,7 +341,7 @@ class StochasticDepth(Workflow):
         if x.shape[1] != d:
             raise UserError(f"inputs in {path} have {x.shape[1]} features; the model takes {d}")
         dev = next(problem.model.net.parameters()).device
-        rules = self._rules(problem, torch.from_numpy(x).to(dev))
+        rules = self.rules(problem, torch.from_numpy(x).to(dev))
         ee = rules["early_exit_q_mode"]
         return {
             "early_exit_depth": self._q_depth(problem, torch.from_numpy(x).to(dev)).tolist(),

@@ -1,0 +1,92 @@
+"""The tour's HTML in a real browser: headless Chromium driven by Playwright.
+
+Builds a small tour page with the command line (``bayesdl tour --only coin``) and a page of the
+lecture-claims sections of :mod:`bayesdl.workflows.tour_models` (quick settings), opens each
+one and checks that every ``<img>`` decodes (``naturalWidth > 0``) and that the console shows
+no error. Slow (about a minute); needs the extra ``browser`` (Playwright) and a Chromium at
+``$BAYESDL_CHROMIUM`` or ``/usr/bin/chromium`` (Debian: ``apt-get install chromium``); no
+browser is downloaded. Run: ``pytest -m slow tests/test_tour_browser.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = os.environ.get("BAYESDL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module (skipped, with the reason, when unavailable)."""
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed: pip install -e '.[browser]'"
+    )
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or $BAYESDL_CHROMIUM)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+def _open(browser, page_path: Path) -> dict:
+    """Load ``page_path``; return its images' states and the console errors seen."""
+    errors: list[str] = []
+    page = browser.new_page()
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url[:80]}"))
+    page.goto(page_path.resolve().as_uri(), wait_until="load")
+    images = page.evaluate(
+        "Array.from(document.images).map(i => ({alt: i.alt, complete: i.complete, "
+        "width: i.naturalWidth, height: i.naturalHeight}))"
+    )
+    title = page.title()
+    page.close()
+    return {"images": images, "errors": errors, "title": title}
+
+
+def _assert_renders(result: dict, at_least: int) -> None:
+    assert result["title"] == "bayesdl tour"
+    images = result["images"]
+    assert len(images) >= at_least, images
+    broken = [i["alt"] for i in images if not (i["complete"] and min(i["width"], i["height"]) > 0)]
+    assert not broken, f"images that do not decode: {broken}"
+    assert not result["errors"], result["errors"]
+
+
+def test_coin_tour_page_renders(browser, cli, tmp_path):
+    out = tmp_path / "tour"
+    proc = cli("tour", "--only", "coin", "--out", str(out), "--quiet", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    _assert_renders(_open(browser, out / "index.html"), at_least=3)
+
+
+def test_lecture_claims_sections_render(browser, tmp_path):
+    import torch
+
+    from bayesdl.workflows import report, tour_models
+    from bayesdl.workflows.run import write_text
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        sections = tour_models.sections(tmp_path, quick=True)
+    finally:
+        torch.set_num_threads(n)
+    write_text(tmp_path / "index.html", report.page(sections, "claims sections, quick settings"))
+    _assert_renders(_open(browser, tmp_path / "index.html"), at_least=3)
