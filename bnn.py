@@ -23,7 +23,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from bayesdl.guides.bayesian_net import GUIDES, make_guide
+from bayesdl.guides.bayesian_net import GUIDES, MeanField, SparseVD, make_guide
 from bayesdl.models.bayesian_net import (
     LIKELIHOODS,
     BayesianNet,
@@ -193,7 +193,7 @@ def as_prior(post) -> PosteriorPrior:
     next fit: ``bayesian(net, prior=as_prior(post), ...)`` (means and sds carried exactly)."""
     bnet = _net_of(post)
     q = bnet.guide
-    if not hasattr(q, "sigma"):
+    if not isinstance(q, MeanField | SparseVD):  # gaussian-dropout: its biases are points
         raise ValueError(
             "as_prior needs a Gaussian posterior (meanfield, flipout, sparse-vd), not "
             f"{bnet.guide_name}"

@@ -502,7 +502,31 @@ def test_dropconnect_trains_and_has_predictive_spread(split):
     assert u["mutual_information"].mean() > 1e-3 and (u["mutual_information"] >= 0).all()
 
 
-def test_predictions_hold_no_kl_site():
+KL_MODELS = """
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+import bayesdl.bnn
+
+bnet = bayesdl.bnn.bayesian(
+    nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 1)), likelihood="gaussian", noise=0.1
+)
+
+
+def model(x, y=None):
+    w = pyro.sample("w", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+    with pyro.plate("data", len(x)):
+        pyro.sample("y", dist.Normal(x @ w, 0.1), obs=y)
+    unit = dist.Unit(-0.5 * (w**2).sum())  # a closed-form term added by hand
+    pyro.sample("kl", unit, obs=unit.sample(), infer={"is_kl": True})
+"""
+
+
+def test_predictions_hold_no_kl_site(tmp_path):
+    import bayesdl.cli as cli
+
     x, y, _ = _toy("categorical")
     bnet = bnn.bayesian(mlp(4, 3, 8), likelihood="categorical", guide="gaussian-dropout")
     with warnings.catch_warnings():
@@ -510,6 +534,20 @@ def test_predictions_hold_no_kl_site():
         post = bayesdl.fit(bnet, data={"x": x, "y": y}, steps=5, progress=False)
     draws = post.predict({"x": x[:3]}, num_samples=4)
     assert set(draws) == {"theta", "f", "y"}  # the model's "kl" site is an ELBO term
+    with pytest.raises(ValueError, match="Gaussian posterior"):  # its biases are points
+        bnn.as_prior(post)
+    # bayesdl predict, for a network from a file and for a model with its own is_kl site
+    (tmp_path / "m.py").write_text(KL_MODELS)
+    x2 = torch.randn(30, 2)
+    np.savez(tmp_path / "d.npz", x=x2.numpy(), y=(x2 @ torch.tensor([1.0, -1.0])).numpy())
+    np.savez(tmp_path / "new.npz", x=x2[:3].numpy())
+    for name in ("bnet", "model"):
+        run, out = tmp_path / name, tmp_path / f"{name}.json"
+        fit = ["fit", f"{tmp_path / 'm.py'}:{name}", "--data", str(tmp_path / "d.npz")]
+        assert cli.main([*fit, "--steps", "30", "--quiet", "--out", str(run)]) == 0
+        new = str(tmp_path / "new.npz")
+        assert cli.main(["predict", str(run), "--input", new, "--output", str(out)]) == 0
+        assert set(json.loads(out.read_text())) == {"num_samples", "y"}
 
 
 def test_cli_gaussian_dropout_reports_rates_evaluates_and_predicts(tmp_path):
