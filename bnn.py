@@ -23,7 +23,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from bayesdl.guides.bayesian_net import GUIDES, make_guide
+from bayesdl.guides.bayesian_net import GUIDES, MeanField, SparseVD, make_guide
 from bayesdl.models.bayesian_net import (
     LIKELIHOODS,
     BayesianNet,
@@ -73,6 +73,7 @@ def bayesian(
     dropout: float = 0.1,
     prune_threshold: float = 3.0,
     local_reparam: bool = True,
+    alpha_per: str = "layer",
 ) -> BayesianNet:
     """The Bayesian version of ``net``: ``y | x, theta ~ likelihood(f_theta(x))``,
     ``theta ~ prior``, with its variational family ``guide``.
@@ -83,12 +84,15 @@ def bayesian(
     :param prior: ``"normal"`` (``N(0, prior_scale^2 / fan_in)`` for dense and conv weights,
         ``N(0, prior_scale^2)`` for the rest; the default), ``"scale-mixture"`` (Blundell et al.;
         ``mixture = (pi, sigma1, sigma2)``), ``"log-uniform"`` (sparse VD; the default with
-        ``guide="sparse-vd"``), or a callable ``(name, param) -> pyro distribution``, such as
+        ``guide="sparse-vd"``, the only choice with ``"gaussian-dropout"``), or a callable
+        ``(name, param) -> pyro distribution``, such as
         :func:`as_prior` of a fitted posterior.
     :param guide: one of :data:`GUIDES`: ``meanfield`` (local reparameterization for dense and
         conv layers; ``local_reparam=False`` samples the weights), ``flipout``, ``mc-dropout``,
-        ``dropconnect``, ``concrete-dropout`` (rate ``dropout``), ``sparse-vd``, ``map``,
-        ``mle``. Means start at the network's weights, sds at ``init_scale``.
+        ``dropconnect``, ``concrete-dropout`` (rate ``dropout``), ``gaussian-dropout`` (Kingma
+        et al. 2015: ``W = theta xi``, ``xi ~ N(1, alpha)``, ``alpha`` learned per ``alpha_per``
+        ``"layer"`` or ``"weight"``, started at ``dropout / (1 - dropout)``), ``sparse-vd``,
+        ``map``, ``mle``. Means start at the network's weights, sds at ``init_scale``.
     :param exclude: module types, class names, module or parameter names kept deterministic
         (point estimates), e.g. ``exclude=nn.BatchNorm2d`` or ``exclude="body"``.
     :param only: make only these Bayesian, e.g. ``only="head"`` (the last layer).
@@ -106,7 +110,7 @@ def bayesian(
     if guide != "mle" and not weights:
         raise ValueError("no parameter of the network is Bayesian: check exclude= and only=")
     if prior is None:
-        prior = "log-uniform" if guide == "sparse-vd" else "normal"
+        prior = "log-uniform" if guide in ("sparse-vd", "gaussian-dropout") else "normal"
     p = _prior(prior, weights, params, prior_scale, mixture) if weights else None
     init = flatten(weights, params) if weights else torch.zeros(0)
     start = p.loc() if p is not None else None
@@ -121,6 +125,7 @@ def bayesian(
         dropout=dropout,
         prune_threshold=prune_threshold,
         local_reparam=local_reparam,
+        alpha_per=alpha_per,
     )
     return BayesianNet(net, weights, p, lik, q, spec)
 
@@ -188,7 +193,7 @@ def as_prior(post) -> PosteriorPrior:
     next fit: ``bayesian(net, prior=as_prior(post), ...)`` (means and sds carried exactly)."""
     bnet = _net_of(post)
     q = bnet.guide
-    if not hasattr(q, "sigma"):
+    if not isinstance(q, MeanField | SparseVD):  # gaussian-dropout: its biases are points
         raise ValueError(
             "as_prior needs a Gaussian posterior (meanfield, flipout, sparse-vd), not "
             f"{bnet.guide_name}"

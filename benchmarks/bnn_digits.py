@@ -1,8 +1,9 @@
 """Every ``bnn`` guide on the bundled digits with the defaults (MLP 64-100-10, 3000 minibatches
 of 128, Adam 1e-2, KL warm-up 500 steps, M = 100 posterior samples), through the command line:
-test accuracy, NLL, ECE, Brier, mutual information, OOD AUROC of entropy, sparsity.
+test accuracy, NLL, ECE, Brier, mutual information, OOD AUROC of entropy, sparsity, and the
+learned dropout rate p per layer (concrete-dropout, gaussian-dropout).
 
-    python benchmarks/bnn_digits.py --out runs/bnn_digits [--seeds 0,1]
+    python benchmarks/bnn_digits.py --out runs/bnn_digits [--seeds 0,1] [--only dropout,...]
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ RUNS = {
     "meanfield (sampled weights)": ["--guide", "meanfield", "--no-local-reparam"],
     "dropout": ["--guide", "dropout"],
     "sparse-vd": ["--guide", "sparse-vd"],
+    "mc-dropout": ["--guide", "mc-dropout"],
+    "dropconnect": ["--guide", "dropconnect"],
+    "concrete-dropout": ["--guide", "concrete-dropout"],
+    "gaussian-dropout": ["--guide", "gaussian-dropout"],
+    "gaussian-dropout (per weight)": ["--guide", "gaussian-dropout", "--alpha-per", "weight"],
 }
 
 
@@ -35,9 +41,9 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     print(
         "| guide | seed | accuracy | NLL | ECE | Brier | MI | AUROC noise / inverted / flipped "
-        "| compression | fit s |"
+        "| compression | learned p per layer | fit s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for seed in a.seeds.split(","):
         for name, argv in runs.items():
             out = Path(a.out) / f"{name.replace(' ', '_')}-{seed}"
@@ -54,9 +60,12 @@ def main() -> None:
             kinds = ("noise", "inverted", "flipped")
             auc = " / ".join(f"{o[k]['auroc_entropy']:.3f}" for k in kinds)
             comp = f"{s['sparsity']['compression']:.1f}x" if "sparsity" in s else "-"
+            net = s.get("bayesian_net", {})
+            rates = net.get("dropout_rates", {}) if net.get("dropout_rates_learned") else {}
+            learned = " / ".join(f"{v:.3f}" for v in rates.values()) or "-"
             print(
                 f"| {name} | {seed} | {t['accuracy']:.4f} | {t['nll']:.4f} | {t['ece']:.4f} | "
-                f"{t['brier']:.4f} | {t['mutual_information']:.3f} | {auc} | {comp} | "
+                f"{t['brier']:.4f} | {t['mutual_information']:.3f} | {auc} | {comp} | {learned} | "
                 f"{s['wall_seconds']:.0f} |",
                 flush=True,
             )

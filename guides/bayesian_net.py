@@ -11,6 +11,8 @@ the model may use while training (``local``):
 * :class:`Dropout`    -- ``W = M z / r``, ``z ~ Bern(r)`` per input unit (MC dropout, Gal &
   Ghahramani 2016), per weight (DropConnect), or per input unit with a learned rate relaxed to a
   Concrete while training (concrete dropout, Gal et al. 2017); ``KL ~= E_q[-log p(W)] - H``;
+* :class:`GaussianDropout` -- ``W = theta xi``, ``xi ~ N(1, alpha)``, ``alpha`` learned per layer
+  or per weight in ``(0, 1)`` (Kingma et al. 2015), the log-uniform prior's KL (their eq. 7);
 * :class:`Point`      -- ``q = delta(theta - mu)``: MAP (``KL`` is ``-log p(mu)``).
 
 MLE has no guide sites at all: every parameter stays a point estimate of the network.
@@ -25,11 +27,12 @@ from collections.abc import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
+import torch.nn.functional as F
 from pyro import poutine
 from torch import nn
 
 from bayesdl.models.bayesian_net import LogUniformPrior, Prior, Weight
-from bayesdl.models.bnn import LOG_ALPHA_MAX
+from bayesdl.models.bnn import LOG_ALPHA_MAX, neg_kl_gaussian_dropout
 
 TEMPERATURE = 0.1  # of the Concrete relaxation (Gal et al. 2017 use 0.1)
 
@@ -252,6 +255,11 @@ class Dropout(NetGuide):
     def mean(self):
         return self.loc
 
+    def rates(self) -> dict[str, float]:
+        """The dropout rate ``p_l`` of every masked layer, by its weight's name."""
+        p = torch.sigmoid(self.logit_p.detach()).tolist()
+        return {w.name: p[i] for i, w in enumerate(self.masked)}
+
     def kl(self, prior, theta):
         keep = torch.sigmoid(-self.logit_p)
         r = torch.ones_like(self.loc)
@@ -272,12 +280,92 @@ class Dropout(NetGuide):
         return out
 
 
+class GaussianDropout(NetGuide):
+    """Gaussian (variational) dropout, Kingma, Salimans & Welling (2015): dense and conv weights
+    ``W = theta xi``, ``xi ~ N(1, alpha)``, i.e. ``q(W) = N(theta, alpha theta^2)``, with ``alpha``
+    learned per layer (``per="layer"``) or per weight (``per="weight"``); other parameters are
+    points. ``alpha = sigmoid(rho)`` stays in ``(0, 1)``, where the paper's KL fit holds (a
+    smooth clip: no dead gradient at the bound). With the log-uniform prior the KL depends on
+    ``alpha`` only (:func:`~bayesdl.models.bnn.neg_kl_gaussian_dropout`). Trained by local
+    reparameterization; ``alpha`` is Bernoulli dropout's ``p / (1 - p)`` (same mean and variance
+    of the noise), so ``p = alpha / (1 + alpha)`` is the equivalent rate."""
+
+    local = "lrt"
+
+    def __init__(
+        self, weights: Sequence[Weight], init: torch.Tensor, p: float = 0.1, per: str = "layer"
+    ):
+        super().__init__(weights)
+        if not 0 < p < 0.5:
+            raise ValueError(f"gaussian-dropout: the starting rate must be in (0, 0.5), got {p}")
+        if per not in ("layer", "weight"):
+            raise ValueError(f"gaussian-dropout: alpha per 'layer' or 'weight', not {per!r}")
+        self.per = per
+        self.loc = nn.Parameter(init.detach().clone())
+        self.masked = [w for w in self.weights if w.kind != "other" and w.attr == "weight"]
+        sizes = [1 if per == "layer" else w.numel for w in self.masked]
+        alpha = p / (1 - p)
+        self.rho = nn.Parameter(torch.full((sum(sizes),), math.log(alpha / (1 - alpha))))
+        # theta's element -> its entry of rho; len(rho) (a constant alpha of 0) for the points
+        index = torch.full((len(init),), sum(sizes), dtype=torch.long)
+        self.parts, start = [], 0  # each masked layer's entries of rho
+        for w, n in zip(self.masked, sizes, strict=True):
+            index[w.slice] = torch.arange(start, start + n).repeat_interleave(w.numel // n)
+            self.parts.append(slice(start, start + n))
+            start += n
+        self.register_buffer("index", index, persistent=False)
+
+    @property
+    def log_alpha(self) -> torch.Tensor:
+        """``log alpha`` of every entry of ``rho`` (per layer or per weight)."""
+        return F.logsigmoid(self.rho)
+
+    def _per_element(self, v: torch.Tensor) -> torch.Tensor:
+        """``v`` (one value per entry of ``rho``) spread over ``theta``; 0 for the points."""
+        return torch.cat([v, v.new_zeros(1)])[self.index]
+
+    def sigma(self) -> torch.Tensor:
+        """``sd = sqrt(alpha) |theta|`` (0 for the points)."""
+        return self._per_element((0.5 * self.log_alpha).exp()) * self.loc.abs()
+
+    def draw(self):
+        sd = self.sigma().clamp_min(1e-12)
+        return pyro.sample("theta", dist.Normal(self.loc, sd).to_event(1))
+
+    def mean(self):
+        return self.loc
+
+    def variance(self):
+        return self._per_element(self.log_alpha.exp()) * self.loc**2
+
+    def alphas(self) -> dict[str, float]:
+        """``alpha`` of every masked layer (the mean over its weights when per weight)."""
+        a = self.log_alpha.detach().exp()
+        return {w.name: a[s].mean().item() for w, s in zip(self.masked, self.parts, strict=True)}
+
+    def rates(self) -> dict[str, float]:
+        """The equivalent dropout rate ``p = alpha / (1 + alpha)`` of every masked layer (the
+        mean over its weights when per weight)."""
+        a = self.log_alpha.detach().exp()
+        p = a / (1 + a)
+        return {w.name: p[s].mean().item() for w, s in zip(self.masked, self.parts, strict=True)}
+
+    def kl(self, prior, theta):
+        """``sum_i KL(N(theta_i, alpha_i theta_i^2) || log-uniform)``: it depends on ``alpha``
+        only; the points add nothing (the improper prior has no MAP term)."""
+        neg = neg_kl_gaussian_dropout(self.log_alpha)
+        if self.per == "layer":
+            neg = neg * neg.new_tensor([w.numel for w in self.masked])
+        return -neg.sum()
+
+
 GUIDES = (
     "meanfield",
     "flipout",
     "mc-dropout",
     "dropconnect",
     "concrete-dropout",
+    "gaussian-dropout",
     "sparse-vd",
     "map",
     "mle",
@@ -294,15 +382,24 @@ def make_guide(
     dropout: float = 0.1,
     prune_threshold: float = 3.0,
     local_reparam: bool = True,
+    alpha_per: str = "layer",
 ) -> NetGuide:
     """The guide ``name`` (one of :data:`GUIDES`) over ``weights``, started at ``init``."""
     if name not in GUIDES:
         raise ValueError(f"unknown guide {name!r}: choose {', '.join(GUIDES)}")
-    if isinstance(prior, LogUniformPrior) and name not in ("meanfield", "flipout", "sparse-vd"):
+    log_uniform = ("meanfield", "flipout", "sparse-vd", "gaussian-dropout")
+    if isinstance(prior, LogUniformPrior) and name not in log_uniform:
         raise ValueError(
             f"the log-uniform prior is improper: guide {name!r} needs a proper prior "
-            "(use meanfield, flipout or sparse-vd with it)"
+            "(use meanfield, flipout, sparse-vd or gaussian-dropout with it)"
         )
+    if name == "gaussian-dropout":
+        if prior is not None and not isinstance(prior, LogUniformPrior):
+            raise ValueError(
+                "gaussian-dropout's KL is that of the log-uniform prior (Kingma et al. 2015): "
+                "use prior='log-uniform' (its default)"
+            )
+        return GaussianDropout(weights, init, dropout, alpha_per)
     if name in ("meanfield", "flipout"):
         local = "flipout" if name == "flipout" else ("lrt" if local_reparam else None)
         return MeanField(weights, init, init_scale, local)

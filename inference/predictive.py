@@ -108,14 +108,17 @@ MAX_ELEMENTS_PER_PASS = 20_000_000
 
 def model_sites(model: Callable, guide: Callable, data: Mapping[str, Any]) -> dict[str, Any]:
     """Every sample site of the model (latent, observed, deterministic) and the shape of one
-    draw of it, in order."""
+    draw of it, in order; not the internal KL terms (sites marked ``is_kl``, an ELBO term and
+    no quantity of the model)."""
     with torch.no_grad():
         gtr = poutine.trace(guide).get_trace(**data)
         mtr = poutine.trace(poutine.replay(model, trace=gtr)).get_trace(**data)
     return {
         n: s["value"].shape
         for n, s in mtr.nodes.items()
-        if s["type"] == "sample" and type(s["fn"]).__name__ != "_Subsample"
+        if s["type"] == "sample"
+        and type(s["fn"]).__name__ != "_Subsample"
+        and not s["infer"].get("is_kl", False)
     }
 
 

@@ -158,11 +158,26 @@ def net_summary(problem: Problem) -> dict[str, Any]:
     sigma = fitted_sigma(problem)
     if sigma is not None:
         out["sigma"] = sigma.item() if sigma.numel() == 1 else sigma.tolist()
-    rates = getattr(bnet.guide, "logit_p", None)
-    if rates is not None and rates.numel():
-        out["dropout_rates"] = torch.sigmoid(rates.detach()).tolist()
+    out.update(dropout_rates(bnet))
     if (sp := sparsity(bnet)) is not None:
         out["sparsity"] = {k: v for k, v in sp.items() if k != "per_parameter"}
+    return out
+
+
+def dropout_rates(bnet: BayesianNet) -> dict[str, Any]:
+    """The dropout guides' rate ``p`` per layer (by weight name) and whether it was learned
+    (``concrete-dropout``, ``gaussian-dropout``: there also ``alpha = p / (1 - p)``, each the
+    mean over the layer's weights when ``alpha`` is per weight); empty for other guides."""
+    q = bnet.guide
+    if not hasattr(q, "rates") or not q.masked:
+        return {}
+    out: dict[str, Any] = {
+        "dropout_rates": q.rates(),
+        "dropout_rates_learned": bool(getattr(q, "learn", True)),
+    }
+    if hasattr(q, "alphas"):
+        out["alpha"] = q.alphas()
+        out["alpha_per"] = q.per
     return out
 
 

@@ -3,8 +3,8 @@ predicted by ``p(y | x, D) ~= 1/M sum_m p(y | x, theta_m)``, ``theta_m ~ q(theta
 
 The built-in classifiers (MLP, LeNet-5) with mean field, dropout, sparse VD, MAP and MLE use
 the layer classes of :mod:`bayesdl.models.bnn`; ``--net FILE.py:make_net`` (the user's own
-``nn.Module``) and the guides ``flipout``, ``mc-dropout``, ``dropconnect`` and
-``concrete-dropout`` go through :func:`bayesdl.bnn.bayesian` (any network, any likelihood).
+``nn.Module``) and the guides ``flipout``, ``mc-dropout``, ``dropconnect``, ``concrete-dropout``
+and ``gaussian-dropout`` go through :func:`bayesdl.bnn.bayesian` (any network, any likelihood).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from bayesdl.workflows.figures import plt, save
 from bayesdl.workflows.registry import register
 
 #: guides only the any-network path (:func:`bayesdl.bnn.bayesian`) has
-NEW_GUIDES = ("flipout", "mc-dropout", "dropconnect", "concrete-dropout")
+NEW_GUIDES = ("flipout", "mc-dropout", "dropconnect", "concrete-dropout", "gaussian-dropout")
 ROWS_PER_PASS = 1 << 16  # inputs x samples pushed through the network at once
 OOD_MAX = 2000  # in- and out-of-domain inputs compared for the OOD check
 
@@ -87,7 +87,17 @@ class BNNOptions(ImageDataOptions):
     )
     dropout: float = field(
         default=0.05,
-        metadata={"help": "dropout: probability p of dropping each layer input (default 0.05)"},
+        metadata={
+            "help": "dropout, mc-dropout, dropconnect: probability p of dropping each layer input "
+            "(weight); concrete-dropout, gaussian-dropout: its starting value (default 0.05)"
+        },
+    )
+    alpha_per: str = field(
+        default="layer",
+        metadata={
+            "help": "gaussian-dropout: one learned alpha per layer (default) or per weight",
+            "choices": ("layer", "weight"),
+        },
     )
     prune_threshold: float = field(
         default=3.0,
@@ -142,8 +152,8 @@ class BNN(Workflow):
 
     name = "bnn"
     description = (
-        "Bayesian neural network (any nn.Module with --net): mean field, Flipout, dropout, "
-        "sparse VD, MAP, MLE"
+        "Bayesian neural network (any nn.Module with --net): mean field, Flipout, dropout "
+        "(MC, DropConnect, concrete, Gaussian), sparse VD, MAP, MLE"
     )
     latent = "continuous"
     default_estimator = "reparam"
@@ -158,7 +168,10 @@ class BNN(Workflow):
         "log_every": 100,
         "checkpoint_every": 5000,
     }
-    tour_runs = [["--guide", g, "--steps", "2000"] for g in ("meanfield", "sparse-vd", "mle")]
+    tour_runs = [
+        ["--guide", g, "--steps", "2000"]
+        for g in ("meanfield", "gaussian-dropout", "sparse-vd", "mle")
+    ]
 
     # -- building ------------------------------------------------------------------------------
 
@@ -259,6 +272,7 @@ class BNN(Workflow):
                 dropout=a.dropout,
                 prune_threshold=a.prune_threshold,
                 local_reparam=a.local_reparam,
+                alpha_per=a.alpha_per,
             )
         except (ValueError, TypeError) as e:
             raise UserError(f"bnn --net {a.net or a.arch}: {e}") from None
@@ -695,6 +709,10 @@ class BNN(Workflow):
         ]
         for kind, o in summary["ood"].items():
             rows.append((f"OOD AUROC of entropy: {kind}", 1.0, o["auroc_entropy"]))
+        net = summary.get("bayesian_net", {})
+        if net.get("dropout_rates_learned"):
+            for name, p in net["dropout_rates"].items():
+                rows.append((f"learned dropout p, {name}", None, p))
         if "sparsity" in summary:
             ref = f"{paper[1]}x (Molchanov et al. 2017)" if paper else None
             comp = summary["sparsity"]["compression"]

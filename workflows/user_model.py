@@ -783,6 +783,8 @@ class UserModel(Workflow):
             if site["infer"].get("_deterministic"):  # pyro.deterministic: a function of others
                 deterministic.append(name)
                 continue
+            if site["infer"].get("is_kl"):  # a KL term of the ELBO: no prediction of it
+                continue
             if site["is_observed"]:
                 observed.append(name)
                 continue

@@ -426,3 +426,154 @@ def test_cli_builtin_bnn_with_a_new_guide_and_errors(tmp_path, capsys):
     bad = ["fit", "bnn", "--net", f"{tmp_path / 'bad.py'}:make_net", "--out", str(tmp_path / "b")]
     assert cli.main(bad) == 2
     assert "not an nn.Module" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- learned dropout
+
+
+def exact_neg_kl(alpha: float) -> float:
+    """``-KL(N(theta, alpha theta^2) || log-uniform) = 0.5 log alpha - E log |xi| - (gamma + log 2)
+    / 2``, ``xi ~ N(1, alpha)``, in closed form: ``xi^2 / alpha`` is a noncentral chi-square with
+    one degree of freedom and ``lambda = 1 / alpha``, a Poisson(``lambda / 2``) mixture of central
+    ones, so ``E log xi^2 = log(2 alpha) + E psi(1/2 + J)``, ``J ~ Poisson(1 / (2 alpha))``."""
+    rate = 1 / (2 * alpha)
+    j = torch.arange(0, int(rate + 60 * math.sqrt(rate) + 60), dtype=torch.float64)
+    pmf = torch.exp(j * math.log(rate) - rate - torch.lgamma(j + 1))
+    e_psi = (pmf * torch.digamma(j + 0.5)).sum().item()
+    return -0.5 * (2 * math.log(2) + 0.5772156649015329 + e_psi)
+
+
+def test_gaussian_dropout_kl_is_kingmas_fit_of_the_exact_kl():
+    from bayesdl.models.bnn import neg_kl_gaussian_dropout, neg_kl_log_uniform
+
+    alphas = [1e-4, 1e-3, 0.01, 0.1, 0.5, 1.0]
+    la = torch.tensor([math.log(a) for a in alphas], dtype=torch.float64)
+    ours = neg_kl_gaussian_dropout(la)
+    c1, c2, c3 = 1.16145124, -1.50204118, 0.58629921  # Kingma et al. 2015, eq. 7
+    for a, v in zip(alphas, ours.tolist(), strict=True):
+        paper = 0.5 * math.log(a) + c1 * a + c2 * a**2 + c3 * a**3
+        assert v == pytest.approx(paper - 0.6351814, abs=1e-6)  # constant: KL -> 0 at infinity
+        # the paper's fit of the exact KL is good to 0.04 nats per weight on (0, 1] ...
+        assert abs(v - exact_neg_kl(a)) < 0.04
+    # ... and tends to it as alpha -> 0 (-KL ~ 0.5 log alpha + alpha / 2 - const)
+    assert abs(ours[0].item() - exact_neg_kl(1e-4)) < 1e-4
+    assert exact_neg_kl(1e-4) == pytest.approx(0.5 * math.log(1e-4) + 0.5e-4 - 0.6351814, abs=1e-5)
+    # Molchanov et al.'s fit of the same KL (sparse VD) agrees within the two fits' errors
+    assert (ours - neg_kl_log_uniform(la)).abs().max() < 0.045
+    assert exact_neg_kl(1.0) == pytest.approx(
+        neg_kl_log_uniform(torch.tensor(0.0)).item(), abs=0.01
+    )
+
+
+def _digits_fit(split, guide: str, steps: int = 500, seed: int = 0, **kw):
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(64, 100), nn.ReLU(), nn.Linear(100, 10))
+    bnet = bnn.bayesian(net, likelihood="categorical", guide=guide, dropout=0.05, **kw)
+    data = {"x": split.x_train, "y": split.y_train}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        post = bayesdl.fit(bnet, data=data, steps=steps, batch_size=128, progress=False, seed=seed)
+    return post, bnn.uncertainty(post, split.x_test, num_samples=50)
+
+
+def test_gaussian_dropout_learns_rates_in_range_and_predicts_like_dropout(split):
+    _, u_mc = _digits_fit(split, "mc-dropout")
+    acc_mc = metrics.accuracy(u_mc["probs"], split.y_test)
+    for per in ("layer", "weight"):
+        post, u = _digits_fit(split, "gaussian-dropout", alpha_per=per)
+        q = post.model.guide
+        assert q.log_alpha.numel() == (2 if per == "layer" else 64 * 100 + 100 * 10)
+        rates = q.rates()
+        assert list(rates) == ["0.weight", "2.weight"]
+        for p in rates.values():  # started at 0.05; alpha in (0, 1] is p in (0, 0.5]
+            assert 0.1 < p <= 0.5
+        alpha = q.log_alpha.exp()
+        assert (alpha > 0).all() and (alpha <= 1).all()
+        # measured (500 steps, seeds 0-3): 0.967-0.984 (per layer or weight), mc-dropout 0.971-0.982
+        assert metrics.accuracy(u["probs"], split.y_test) >= acc_mc - 0.02
+        assert u["mutual_information"].mean() > 0.05
+
+
+def test_dropconnect_trains_and_has_predictive_spread(split):
+    post, u = _digits_fit(split, "dropconnect", steps=300)
+    assert post.model.guide.per == "weight"
+    assert metrics.accuracy(u["probs"], split.y_test) > 0.93
+    # a fresh Bernoulli mask on every weight per draw: the draws disagree
+    assert u["mutual_information"].mean() > 1e-3 and (u["mutual_information"] >= 0).all()
+
+
+KL_MODELS = """
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+import bayesdl.bnn
+
+bnet = bayesdl.bnn.bayesian(
+    nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 1)), likelihood="gaussian", noise=0.1
+)
+
+
+def model(x, y=None):
+    w = pyro.sample("w", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+    with pyro.plate("data", len(x)):
+        pyro.sample("y", dist.Normal(x @ w, 0.1), obs=y)
+    unit = dist.Unit(-0.5 * (w**2).sum())  # a closed-form term added by hand
+    pyro.sample("kl", unit, obs=unit.sample(), infer={"is_kl": True})
+"""
+
+
+def test_predictions_hold_no_kl_site(tmp_path):
+    import bayesdl.cli as cli
+
+    x, y, _ = _toy("categorical")
+    bnet = bnn.bayesian(mlp(4, 3, 8), likelihood="categorical", guide="gaussian-dropout")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        post = bayesdl.fit(bnet, data={"x": x, "y": y}, steps=5, progress=False)
+    draws = post.predict({"x": x[:3]}, num_samples=4)
+    assert set(draws) == {"theta", "f", "y"}  # the model's "kl" site is an ELBO term
+    with pytest.raises(ValueError, match="Gaussian posterior"):  # its biases are points
+        bnn.as_prior(post)
+    # bayesdl predict, for a network from a file and for a model with its own is_kl site
+    (tmp_path / "m.py").write_text(KL_MODELS)
+    x2 = torch.randn(30, 2)
+    np.savez(tmp_path / "d.npz", x=x2.numpy(), y=(x2 @ torch.tensor([1.0, -1.0])).numpy())
+    np.savez(tmp_path / "new.npz", x=x2[:3].numpy())
+    for name in ("bnet", "model"):
+        run, out = tmp_path / name, tmp_path / f"{name}.json"
+        fit = ["fit", f"{tmp_path / 'm.py'}:{name}", "--data", str(tmp_path / "d.npz")]
+        assert cli.main([*fit, "--steps", "30", "--quiet", "--out", str(run)]) == 0
+        new = str(tmp_path / "new.npz")
+        assert cli.main(["predict", str(run), "--input", new, "--output", str(out)]) == 0
+        assert set(json.loads(out.read_text())) == {"num_samples", "y"}
+
+
+def test_cli_gaussian_dropout_reports_rates_evaluates_and_predicts(tmp_path):
+    import bayesdl.cli as cli
+
+    run = tmp_path / "run"
+    argv = ["fit", "bnn", "--guide", "gaussian-dropout", "--steps", "50", "--quiet"]
+    assert cli.main([*argv, "--out", str(run)]) == 0
+    s = json.loads((run / "summary.json").read_text())
+    net = s["bayesian_net"]
+    assert net["guide"] == "gaussian-dropout" and net["prior"] == "log-uniform"
+    assert net["dropout_rates_learned"] and net["alpha_per"] == "layer"
+    assert set(net["dropout_rates"]) == {"1.weight", "3.weight"}
+    for name, p in net["dropout_rates"].items():
+        a = net["alpha"][name]
+        assert 0 < p < 0.5 and p == pytest.approx(a / (1 + a), rel=1e-5)
+    assert cli.main(["evaluate", str(run)]) == 0
+    assert "dropout_rates" in json.loads((run / "evaluation.json").read_text())["bayesian_net"]
+    np.savez(tmp_path / "new.npz", x=np.zeros((2, 64), dtype=np.float32))
+    out = tmp_path / "p.json"
+    assert (
+        cli.main(["predict", str(run), "--input", str(tmp_path / "new.npz"), "--output", str(out)])
+        == 0
+    )
+    pred = json.loads(out.read_text())
+    assert "kl" not in pred and len(pred["probs"]) == 2
+    w = tmp_path / "w"
+    assert cli.main([*argv, "--alpha-per", "weight", "--out", str(w)]) == 0
+    assert json.loads((w / "summary.json").read_text())["bayesian_net"]["alpha_per"] == "weight"
