@@ -6,6 +6,7 @@
     python benchmarks/bnn_any_net.py continual [--steps 300]                # split digits, 5 tasks
     python benchmarks/bnn_any_net.py bayesian-torch [--steps 1000]          # needs bayesian-torch
     python benchmarks/bnn_any_net.py classify --data mnist --data-dir DIR --steps 1407  # 3 epochs
+    python benchmarks/bnn_any_net.py timing --data mnist --data-dir DIR --steps 200  # loops only
 
 ``--data mnist --data-dir DIR`` (or ``$BAYESDL_MNIST_DIR``) runs ``classify``, ``bayesian-torch``
 and ``continual`` on MNIST's IDX files instead of the digits: ``classify`` and ``bayesian-torch``
@@ -138,9 +139,56 @@ def classify(a) -> None:
             )
 
 
-def bayesian_torch(a) -> None:
+BT_ROWS = (
+    ("Flipout", "mean"),
+    ("Reparameterization", "mean"),
+    ("Flipout", "sum"),
+    ("Reparameterization", "sum"),
+)
+
+
+def bt_fit(a, s: Split, seed: int, kind: str, kl: str, steps: int) -> tuple[nn.Module, float]:
+    """The network through bayesian-torch's ``dnn_to_bnn`` (prior N(0, 1), ``rho`` -3), trained
+    by a plain loop (minibatches of 128, Adam, lr 1e-2, ``get_kl_loss / N``); its KL is
+    bayesian-torch's mean over each layer's weights (``kl="mean"``) or the ELBO's sum. Returns
+    the network and the loop's seconds."""
+    from bayesian_torch.layers.base_variational_layer import BaseVariationalLayer_
     from bayesian_torch.models.dnn_to_bnn import dnn_to_bnn, get_kl_loss
 
+    mean_kl = getattr(BaseVariationalLayer_, "_mean_kl", BaseVariationalLayer_.kl_div)
+    BaseVariationalLayer_._mean_kl = mean_kl
+
+    def summed_kl(self, mu_q, sigma_q, mu_p, sigma_p):  # the ELBO's KL: a sum over weights
+        return mean_kl(self, mu_q, sigma_q, mu_p, sigma_p) * mu_q.numel()
+
+    BaseVariationalLayer_.kl_div = mean_kl if kl == "mean" else summed_kl
+    n = len(s.y_train)
+    net = make_net(a, s, seed)
+    dnn_to_bnn(
+        net,
+        {
+            "prior_mu": 0.0,
+            "prior_sigma": 1.0,
+            "posterior_mu_init": 0.0,
+            "posterior_rho_init": -3.0,
+            "type": kind,
+            "moped_enable": False,
+        },
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        idx = torch.randint(0, n, (128,))
+        out = net(s.x_train[idx])
+        loss = nn.functional.cross_entropy(out, s.y_train[idx]) + get_kl_loss(net) / n
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return net, time.perf_counter() - t0
+
+
+def bayesian_torch(a) -> None:
     s = load(a)
     n = len(s.y_train)
     print(
@@ -148,44 +196,10 @@ def bayesian_torch(a) -> None:
         "| s / epoch |"
     )
     print("|---|---|---|---|---|---|---|")
-    from bayesian_torch.layers.base_variational_layer import BaseVariationalLayer_
-
-    mean_kl = BaseVariationalLayer_.kl_div
-
-    def summed_kl(self, mu_q, sigma_q, mu_p, sigma_p):  # the ELBO's KL: a sum over weights
-        return mean_kl(self, mu_q, sigma_q, mu_p, sigma_p) * mu_q.numel()
-
     for seed in [int(v) for v in a.seeds.split(",")]:
-        for kind, kl in (
-            ("Flipout", "mean"),
-            ("Reparameterization", "mean"),
-            ("Flipout", "sum"),
-            ("Reparameterization", "sum"),
-        ):
-            BaseVariationalLayer_.kl_div = mean_kl if kl == "mean" else summed_kl
-            net = make_net(a, s, seed)
-            dnn_to_bnn(
-                net,
-                {
-                    "prior_mu": 0.0,
-                    "prior_sigma": 1.0,
-                    "posterior_mu_init": 0.0,
-                    "posterior_rho_init": -3.0,
-                    "type": kind,
-                    "moped_enable": False,
-                },
-            )
-            opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-            torch.manual_seed(seed)
-            t0 = time.perf_counter()
-            for _ in range(a.steps):
-                idx = torch.randint(0, n, (128,))
-                out = net(s.x_train[idx])
-                loss = nn.functional.cross_entropy(out, s.y_train[idx]) + get_kl_loss(net) / n
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            per_epoch = (time.perf_counter() - t0) / (a.steps * 128 / n)
+        for kind, kl in BT_ROWS:
+            net, seconds = bt_fit(a, s, seed, kind, kl, a.steps)
+            per_epoch = seconds / (a.steps * 128 / n)
 
             @torch.no_grad()
             def probs(x, net=net):
@@ -199,6 +213,31 @@ def bayesian_torch(a) -> None:
                 f"{r['ece']:.4f} | {auc} | {per_epoch:.3f} |",
                 flush=True,
             )
+
+
+def timing(a) -> None:
+    """Seconds per epoch of the training loops alone, interleaved (``--rounds`` rounds of
+    ``--steps`` steps of each) so that a busy machine slows every row alike: bayesdl's
+    meanfield and Flipout (``bayesdl.fit``'s loop) and bayesian-torch's two layers."""
+    s = load(a)
+    n = len(s.y_train)
+    data = {"x": s.x_train, "y": s.y_train}
+    per: dict[str, list[float]] = {}
+    for _ in range(a.rounds):
+        for guide in ("meanfield", "flipout"):
+            bnet = bnn.bayesian(
+                make_net(a, s, 0), likelihood="categorical", guide=guide, prior_scale=30.0
+            )
+            post = bayesdl.fit(bnet, data=data, steps=a.steps, batch_size=128, progress=False)
+            per.setdefault(f"bayesdl {guide}", []).append(post._run.summary["wall_seconds"])
+        for kind in ("Flipout", "Reparameterization"):
+            per.setdefault(f"bayesian-torch {kind}", []).append(
+                bt_fit(a, s, 0, kind, "sum", a.steps)[1]
+            )
+    print(f"| loop | s / epoch, {a.rounds} rounds of {a.steps} steps (each round) |")
+    print("|---|---|")
+    for name, v in per.items():
+        print(f"| {name} | {' / '.join(f'{t / (a.steps * 128 / n):.2f}' for t in v)} |")
 
 
 def gradvar(a) -> None:
@@ -306,7 +345,8 @@ def continual(a) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument(
-        "what", choices=["classify", "gradvar", "regress", "continual", "bayesian-torch"]
+        "what",
+        choices=["classify", "gradvar", "regress", "continual", "bayesian-torch", "timing"],
     )
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--seeds", default="0")
@@ -316,6 +356,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-dir", help="MNIST's IDX files (or $BAYESDL_MNIST_DIR); --data mnist")
     p.add_argument("--net", choices=["cnn", "lenet"], help="default: cnn (digits), lenet (mnist)")
     p.add_argument("--samples", type=int, default=100, help="draws M of the predictive")
+    p.add_argument("--rounds", type=int, default=2, help="timing: interleaved rounds")
     p.add_argument("--guides", help="classify: comma-separated guides (default all)")
     a = p.parse_args(argv)
     if a.data_dir:
@@ -327,6 +368,7 @@ def main(argv: list[str] | None = None) -> None:
         "regress": regress,
         "continual": continual,
         "bayesian-torch": bayesian_torch,
+        "timing": timing,
     }[a.what](a)
 
 
