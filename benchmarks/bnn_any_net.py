@@ -15,7 +15,8 @@ with LeNet-300-100 (784-300-100-10, ``--net lenet``; ``--net cnn`` is the small 
 
 ``classify``: the same CNN (conv 16, pool, conv 32, dense 10) on the bundled 8x8 digits with
 every guide, minibatches of 128: test accuracy, NLL, ECE, entropy AUROC against uniform-noise,
-inverted and mirrored digits, and seconds per epoch (1347 training images). ``bayesian-torch``:
+inverted and mirrored digits, and seconds per epoch of the training loop (1347 training images;
+``fit``'s loop alone since 8c79eab, the whole ``fit`` call before). ``bayesian-torch``:
 the same CNN through ``dnn_to_bnn`` (its Flipout and reparameterization layers, its
 ``get_kl_loss``), trained with a plain loop with the same steps, batch and Adam settings; its
 ``kl_div`` averages the KL over each layer's weights (``kl.mean()``), so it is also run with the
