@@ -47,6 +47,7 @@ class Posterior:
     def __init__(self, run: Run):
         self._run = run
         self._sites: tuple[dict, list[str]] | None = None
+        self._observed: set[str] | None = None
 
     # -- what was fitted
 
@@ -159,12 +160,21 @@ class Posterior:
         problem = self._run.problem
         if data is not None and not isinstance(data, dict):
             raise UserError(f"data must be a dict of keyword arguments, got {type(data).__name__}")
-        with problem.scope():
-            guide_trace = poutine.trace(self._posterior_guide()).get_trace(**problem.data)
-            observed = observation_keys(poutine.replay(problem.model, guide_trace), problem.data)
-        inputs = predictive_inputs(problem.data, data or {}, observed)
+        inputs = predictive_inputs(problem.data, data or {}, self._observed_keys())
         with problem.scope():
             return draw(problem.model, self._posterior_guide(), inputs, num_samples, None)
+
+    def _observed_keys(self) -> set[str]:
+        """The training arguments the model observes, found once per posterior: finding them
+        runs the guide and the model on all the training data (on MNIST, seconds a call)."""
+        if self._observed is None:
+            problem = self._run.problem
+            with problem.scope():
+                guide_trace = poutine.trace(self._posterior_guide()).get_trace(**problem.data)
+                self._observed = observation_keys(
+                    poutine.replay(problem.model, guide_trace), problem.data
+                )
+        return self._observed
 
     def as_prior(self):
         """This fitted Gaussian posterior of a :func:`bayesdl.bnn.bayesian` network as the prior

@@ -94,6 +94,28 @@ def test_predict_matches_exact_predictive(fitted):
     assert ((s / exact.stddev - 1).abs() < 0.15).all(), (s, exact.stddev)
 
 
+def test_predict_finds_the_observed_arguments_once(fitted, monkeypatch):
+    """Finding them runs the model on all the training data (seconds a call on MNIST): once
+    per posterior, not on every ``predict``; the second call draws ``y`` as the first."""
+    import bayesdl.posterior as posterior_mod
+
+    post = fitted[0]
+    post._observed = None
+    calls = []
+    real = posterior_mod.observation_keys
+
+    def counting(model, data):
+        calls.append(1)
+        return real(model, data)
+
+    monkeypatch.setattr(posterior_mod, "observation_keys", counting)
+    x_new = torch.tensor([[1.0, 0.5]])
+    for _ in range(3):
+        draws = post.predict({"x": x_new}, num_samples=10)
+        assert draws["y"].shape == (10, 1)
+    assert len(calls) == 1
+
+
 def test_second_fit_with_same_guide_class_and_sites_leaves_first_unchanged(fitted):
     post = fitted[0]
     before = post.summary(num_samples=2000)["theta"]["mean"]
