@@ -139,7 +139,11 @@ def test_small_cnn_on_digits_matches_the_deterministic_net_with_better_nll(split
         data=data,
         **settings,
     )
-    u = bnn.uncertainty(post, split.x_test, num_samples=50)
+    # the ensemble's NLL is a Monte Carlo estimate with a heavy tail (a few digits where most
+    # draws miss): over seeds it was 0.052-0.113 with 50 draws (mean 0.063, 12 seeds) and
+    # 0.055-0.078 with 200 (6 seeds), against the deterministic net's 0.078: 300 draws
+    torch.manual_seed(0)
+    u = bnn.uncertainty(post, split.x_test, num_samples=300)
     acc, acc_det = metrics.accuracy(u["probs"], split.y_test), metrics.accuracy(p_det, split.y_test)
     assert acc >= acc_det - 0.02
     assert metrics.nll(u["probs"], split.y_test) < metrics.nll(p_det, split.y_test)
