@@ -190,7 +190,7 @@ class CompiledStep:
             if not opt.state.get(p):
                 opt.state[p] = _init_state(self.kind, p)
         self.state_keys = sorted(opt.state[self.params[0]])
-        self.states = [[opt.state[p][k] for k in self.state_keys] for p in self.params]
+        self.flat_states = [opt.state[p][k] for p in self.params for k in self.state_keys]
         self.lr = torch.zeros((), device=trainer.device)
         self.beta = torch.ones((), device=trainer.device)
         self.batched = trainer.batcher is not None
@@ -217,9 +217,31 @@ class CompiledStep:
                 raise Fallback(_difference(sigs[0], other))
         return sigs[0]
 
-    def _inputs(self, data: dict[str, Any]) -> list:
+    def _inputs(self, data: dict[str, Any]) -> list[torch.Tensor]:
+        """The graph's inputs, flat: parameters, optimizer states, lr, beta, data, indices."""
         idx = [self.trainer.subsample.indices] if self.batched else []
-        return [self.params, self.states, self.lr, self.beta, [data[k] for k in self.keys], idx]
+        return [
+            *self.params,
+            *self.flat_states,
+            self.lr,
+            self.beta,
+            *map(data.get, self.keys),
+            *idx,
+        ]
+
+    def _flat_step(self, *flat: torch.Tensor) -> list[torch.Tensor]:
+        """:meth:`_step` on the flat inputs of :meth:`_inputs`, returning a flat list."""
+        n, k, m = len(self.params), len(self.state_keys), len(self.keys)
+        params, flat = list(flat[:n]), flat[n:]
+        states = [list(flat[i * k : (i + 1) * k]) for i in range(n)]
+        lr, beta, xs, idx = (
+            flat[n * k],
+            flat[n * k + 1],
+            flat[n * k + 2 : n * k + 2 + m],
+            flat[n * k + 2 + m :],
+        )
+        loss, new_params, new_states = self._step(params, states, lr, beta, list(xs), list(idx))
+        return [loss, *new_params, *(t for st in new_states for t in st)]
 
     def _step(self, params, states, lr, beta, xs, idx):
         """The traced function: its inputs are the real tensors, so every use of them inside
@@ -263,8 +285,8 @@ class CompiledStep:
         try:
             with torch.enable_grad():
 
-                def step(params, states, lr, beta, xs, idx):
-                    return self._step(params, states, lr, beta, xs, idx)
+                def step(*flat):  # make_fx reads the signature: no bound method
+                    return self._flat_step(*flat)
 
                 return make_fx(step, tracing_mode="real")(*self._inputs(data))
         except Fallback:
@@ -276,12 +298,17 @@ class CompiledStep:
             tr.kl.beta = kl_beta
 
     def _compile(self, data: dict[str, Any]) -> tuple[Callable, str]:
-        """Inductor over the traced graph, run once (the compile happens there; the graph
-        returns new values and mutates none of its inputs); the plain graph if Inductor fails."""
+        """Inductor over the traced aten graph (``compile_fx``, as ``torch.compile`` 's
+        backend does, without Dynamo's guards at every call), run once: the compile happens
+        there; the graph returns new values and mutates none of its inputs. The plain graph if
+        Inductor fails."""
         try:
-            fn = torch.compile(self.graph, backend="inductor", fullgraph=True, dynamic=False)
-            with torch.no_grad():
-                fn(*self._inputs(data))
+            from torch._inductor.compile_fx import compile_fx
+
+            inputs = self._inputs(data)
+            with torch.no_grad():  # an inference graph: no autograd bookkeeping at replay
+                fn = compile_fx(self.graph, inputs)
+                fn(*inputs)
             return fn, "inductor"
         except Exception as e:  # noqa: BLE001 -- e.g. no C compiler: the fx replay still runs
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -296,11 +323,12 @@ class CompiledStep:
         self.lr.fill_(lr)
         if self.trainer.config.kl_warmup > 0:
             self.beta.fill_(beta)
+        n = len(self.params)
         with torch.no_grad():
-            loss, new_params, new_states = self.fn(*self._inputs(data))
-            torch._foreach_copy_(self.params, new_params)
-            for old, new in zip(self.states, new_states, strict=True):
-                torch._foreach_copy_(old, new)
+            out = self.fn(*self._inputs(data))
+            torch._foreach_copy_(self.params, out[1 : n + 1])
+            torch._foreach_copy_(self.flat_states, out[n + 1 :])
+        loss = out[0]
         return loss
 
     def accepts(self, data: dict[str, Any]) -> str | None:
