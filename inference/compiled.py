@@ -15,7 +15,9 @@ as plain fx code when Inductor cannot compile it.
 
 A graph is static: a model whose structure changes between steps (sites, shapes, plates) cannot
 be captured. :func:`structure` is compared over a few traces at capture and again at every log
-point; a mismatch returns the fit to eager steps with one line on stderr saying why.
+point; a mismatch returns the fit to eager steps with one line on stderr saying why. What no
+structure check sees is a branch on a tensor's value that keeps the same sites (``if z > 0:``
+with one likelihood or another): the capture takes the branch its trace took, for good.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ __all__ = ["CompiledStep", "Fallback", "auto_pays_off", "structure", "unsupporte
 COMPILABLE_ESTIMATORS = ("reparam", "meanfield")
 #: ``inductor`` (compile the traced graph) or ``fx`` (replay it uncompiled: no compile time)
 BACKEND = os.environ.get("BAYESDL_COMPILE_BACKEND", "inductor")
+#: on a GPU, replay Inductor's kernels as one CUDA graph (``$BAYESDL_COMPILE_CUDAGRAPHS=0``: off)
+CUDA_GRAPHS = os.environ.get("BAYESDL_COMPILE_CUDAGRAPHS", "1") != "0"
 #: traces compared at capture (different noise each)
 STRUCTURE_TRACES = 3
 
@@ -182,7 +186,7 @@ class CompiledStep:
         self.kind = trainer.config.optimizer
         self.keys = [k for k, v in data.items() if torch.is_tensor(v)]
         self.constants = {k: v for k, v in data.items() if not torch.is_tensor(v)}
-        self.shapes = {k: (data[k].shape, data[k].dtype, data[k].device) for k in self.keys}
+        self.shapes = {k: self._layout(data[k]) for k in self.keys}
         self.params = list(trainer.params.values())
         opt = trainer.optimizer
         self.update_fn = _optimizer_update(self.kind, opt.param_groups[0])
@@ -303,11 +307,19 @@ class CompiledStep:
         there; the graph returns new values and mutates none of its inputs. The plain graph if
         Inductor fails."""
         try:
+            import torch._inductor.config as inductor_config
             from torch._inductor.compile_fx import compile_fx
 
             inputs = self._inputs(data)
-            with torch.no_grad():  # an inference graph: no autograd bookkeeping at replay
-                fn = compile_fx(self.graph, inputs)
+            cuda = self.trainer.device.type == "cuda"
+            # inputs keep their capture-time shapes and strides (:meth:`accepts` checks new
+            # data), so the wrapper's per-call size/stride asserts are dropped (15% on coin)
+            options = {"triton.cudagraphs": cuda and CUDA_GRAPHS, "size_asserts": False}
+            with (
+                torch.no_grad(),
+                inductor_config.patch(options),
+            ):
+                fn = compile_fx(self.graph, inputs)  # an inference graph: no autograd at replay
                 fn(*inputs)
             return fn, "inductor"
         except Exception as e:  # noqa: BLE001 -- e.g. no C compiler: the fx replay still runs
@@ -328,15 +340,20 @@ class CompiledStep:
             out = self.fn(*self._inputs(data))
             torch._foreach_copy_(self.params, out[1 : n + 1])
             torch._foreach_copy_(self.flat_states, out[n + 1 :])
-        loss = out[0]
+        # a CUDA graph's outputs are overwritten by its next replay: the loss is kept
+        loss = out[0].clone() if self.trainer.device.type == "cuda" else out[0]
         return loss
+
+    @staticmethod
+    def _layout(t: torch.Tensor) -> tuple:
+        return t.shape, t.stride(), t.dtype, t.device
 
     def accepts(self, data: dict[str, Any]) -> str | None:
         """Why new data (an epoch's ``data_hook``) does not fit the graph, or ``None``."""
         for k, v in data.items():
             if k in self.shapes:
-                if not torch.is_tensor(v) or (v.shape, v.dtype, v.device) != self.shapes[k]:
-                    return f"the data {k!r} changed shape, dtype or device"
+                if not torch.is_tensor(v) or self._layout(v) != self.shapes[k]:
+                    return f"the data {k!r} changed shape, strides, dtype or device"
             elif k not in self.constants or self.constants[k] is not v:
                 return f"the data {k!r} changed"
         return None

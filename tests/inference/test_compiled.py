@@ -192,3 +192,5 @@ def test_compile_option_from_cli_and_python():
 def test_auto_compiles_only_when_it_pays_off():
     assert not compiled_mod.auto_pays_off(100, 0.002)  # 0.2 s of steps: not worth 20 s
     assert compiled_mod.auto_pays_off(100_000, 0.002)  # 200 s of steps
+    r = fit(coin.model, coin_guides.beta, COIN, FitConfig(steps=20, compile="auto"), progress=False)
+    assert not r.compiled and r.steps == 20
