@@ -40,6 +40,8 @@ from bayesdl.inference.estimators import make_estimator
 from bayesdl.inference.schedules import LR_SCHEDULES, KLScale, kl_weight
 
 CHECKPOINT = "checkpoint.pt"
+#: values of ``--compile`` (see :mod:`bayesdl.inference.compiled`)
+COMPILE_MODES = ("false", "true", "auto")
 #: eager steps ``--compile auto`` times before deciding
 AUTO_PROBE = 5
 METRICS = "metrics.jsonl"
@@ -112,7 +114,7 @@ class FitConfig:
             "it); --compile alone is true (default %(default)s)",
             "type": "compile_mode",
             "const": "true",
-            "metavar": "{false,true,auto}",
+            "choices": COMPILE_MODES,
         },
     )
     check_args: bool = field(
@@ -163,9 +165,6 @@ class FitConfig:
                 flag = "--" + name.replace("_", "-")
                 raise UserError(f"{flag} must be >= 0, got {getattr(self, name)}")
 
-
-#: values of ``--compile`` (see :mod:`bayesdl.inference.compiled`)
-COMPILE_MODES = ("false", "true", "auto")
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
