@@ -198,6 +198,7 @@ class CompiledStep:
         self.lr = torch.zeros((), device=trainer.device)
         self.beta = torch.ones((), device=trainer.device)
         self.batched = trainer.batcher is not None
+        self._fixed: list | None = None
         self.backend = "fx"
         t0 = time.perf_counter()
         rng = ckpt.rng_state()  # capture and checks draw noise: the run's RNG stays as it was
@@ -332,17 +333,22 @@ class CompiledStep:
     def step(self, data: dict[str, Any], lr: float, beta: float) -> torch.Tensor:
         """One compiled step on ``data`` (same keys and shapes as at capture); updates the
         parameters and the optimizer state in place and returns the detached loss."""
+        if self._fixed is None:  # the inputs that are the same tensors at every step
+            self._fixed = [*self.params, *self.flat_states, self.lr, self.beta]
+            self._targets = [*self.params, *self.flat_states]
+            self._cuda = self.trainer.device.type == "cuda"
+            self._kl = self.trainer.config.kl_warmup > 0
         self.lr.fill_(lr)
-        if self.trainer.config.kl_warmup > 0:
+        if self._kl:
             self.beta.fill_(beta)
-        n = len(self.params)
+        inputs = self._fixed + [data[k] for k in self.keys]
+        if self.batched:
+            inputs.append(self.trainer.subsample.indices)
         with torch.no_grad():
-            out = self.fn(*self._inputs(data))
-            torch._foreach_copy_(self.params, out[1 : n + 1])
-            torch._foreach_copy_(self.flat_states, out[n + 1 :])
+            out = self.fn(*inputs)
+            torch._foreach_copy_(self._targets, out[1:])
         # a CUDA graph's outputs are overwritten by its next replay: the loss is kept
-        loss = out[0].clone() if self.trainer.device.type == "cuda" else out[0]
-        return loss
+        return out[0].clone() if self._cuda else out[0]
 
     @staticmethod
     def _layout(t: torch.Tensor) -> tuple:
