@@ -6,6 +6,11 @@ compiles, without its compile time); the linear-regression test compiles with In
 
 from __future__ import annotations
 
+import json
+import re
+import shlex
+from pathlib import Path
+
 import numpy as np
 import pyro
 import pyro.distributions as dist
@@ -13,6 +18,7 @@ import pytest
 import torch
 from torch.distributions import constraints
 
+import bayesdl.cli as cli
 import bayesdl.guides.coin as coin_guides
 import bayesdl.guides.linear_regression as lr_guides
 import bayesdl.models.coin as coin
@@ -194,3 +200,16 @@ def test_auto_compiles_only_when_it_pays_off():
     assert compiled_mod.auto_pays_off(100_000, 0.002)  # 200 s of steps
     r = fit(coin.model, coin_guides.beta, COIN, FitConfig(steps=20, compile="auto"), progress=False)
     assert not r.compiled and r.steps == 20
+
+
+def test_readme_command_writes_compiled_summary(tmp_path, monkeypatch, fx_backend):
+    """The README's `--compile` command, shortened: summary.json records the compilation."""
+    monkeypatch.chdir(tmp_path)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("## Compiled SVI", 1)[1]
+    command = re.search(r"```bash\n(.*?)```", block, re.S).group(1).split("#")[0].strip()
+    argv = shlex.split(command)
+    assert argv[:2] == ["bayesdl", "fit"] and "--compile" in argv
+    assert cli.main([*argv[1:], "--quiet", "--steps", "200"]) == 0
+    s = json.loads((tmp_path / "runs/linreg-compiled/summary.json").read_text())
+    assert s["compiled"] is True and s["compile_seconds"] > 0 and s["steps_per_second"] > 0
