@@ -106,6 +106,8 @@ class FitConfig:
             "on a busy machine)"
         },
     )
+    # auto: AUTO_PROBE eager steps are timed, then the step is compiled when the remaining
+    # steps' eager time exceeds 3x the expected compile cost (inference.compiled.auto_pays_off)
     compile: str = field(
         default="false",
         metadata={
