@@ -48,7 +48,9 @@ class KLScale(Messenger):
         self.beta = beta
 
     def _pyro_sample(self, msg):
-        if self.beta == 1.0 or type(msg["fn"]).__name__ == "_Subsample":
+        # a tensor beta is the compiled step's input (bayesdl.inference.compiled)
+        beta = self.beta
+        if (not torch.is_tensor(beta) and beta == 1.0) or type(msg["fn"]).__name__ == "_Subsample":
             return
         if not msg["is_observed"] or msg["infer"].get("is_kl", False):
             msg["scale"] = self.beta * msg["scale"]

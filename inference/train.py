@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -31,6 +32,7 @@ from tqdm.auto import tqdm
 from bayesdl.inference import checkpoint as ckpt
 from bayesdl.inference import distributed
 from bayesdl.inference.batching import DataSubsample, EpochBatcher
+from bayesdl.inference.compiled import auto_pays_off
 from bayesdl.inference.convergence import AUTO, StepPlan, steps_or_auto
 from bayesdl.inference.devices import resolve_device
 from bayesdl.inference.errors import UserError
@@ -38,6 +40,10 @@ from bayesdl.inference.estimators import make_estimator
 from bayesdl.inference.schedules import LR_SCHEDULES, KLScale, kl_weight
 
 CHECKPOINT = "checkpoint.pt"
+#: values of ``--compile`` (see :mod:`bayesdl.inference.compiled`)
+COMPILE_MODES = ("false", "true", "auto")
+#: eager steps ``--compile auto`` times before deciding
+AUTO_PROBE = 5
 METRICS = "metrics.jsonl"
 #: the largest seed numpy's RNG (seeded by ``pyro.set_rng_seed``) accepts
 MAX_SEED = 2**32 - 1
@@ -100,6 +106,19 @@ class FitConfig:
             "on a busy machine)"
         },
     )
+    # auto: AUTO_PROBE eager steps are timed, then the step is compiled when the remaining
+    # steps' eager time exceeds 3x the expected compile cost (inference.compiled.auto_pays_off)
+    compile: str = field(
+        default="false",
+        metadata={
+            "help": "trace one whole SVI step (ELBO, gradients, optimizer) once and run it "
+            "compiled: false | true | auto (compile when the run is long enough to pay for "
+            "it); --compile alone is true (default %(default)s)",
+            "type": "compile_mode",
+            "const": "true",
+            "choices": COMPILE_MODES,
+        },
+    )
     check_args: bool = field(
         default=False,
         metadata={
@@ -135,6 +154,10 @@ class FitConfig:
                 f"--clip-norm must be a positive finite number, got {self.clip_norm} "
                 "(leave it out for no clipping)"
             )
+        if isinstance(self.compile, bool):  # compile=True from Python
+            self.compile = "true" if self.compile else "false"
+        if self.compile not in COMPILE_MODES:
+            raise UserError(f"--compile must be one of {', '.join(COMPILE_MODES)}")
         if self.log_every < 1 or self.checkpoint_every < 1:
             raise UserError("--log-every and --checkpoint-every must be >= 1")
         if self.threads is not None and self.threads < 1:
@@ -169,6 +192,11 @@ class FitResult:
     params: dict = field(default_factory=lambda: {"params": {}, "constraints": {}})
     #: the ELBO test's verdict (:meth:`inference.convergence.StepPlan.verdict`)
     convergence: dict = field(default_factory=dict)
+    #: whether the steps ran as a compiled graph (``--compile``), and what capture cost
+    compiled: bool = False
+    compile_seconds: float = 0.0
+    #: steps per second of the loop after compilation (of the whole loop when eager)
+    steps_per_second: float = float("nan")
 
     def param(self, name: str) -> torch.Tensor:
         """The fitted value of ``pyro.param(name)`` (constrained), from this fit's store."""
@@ -330,6 +358,8 @@ class Trainer:
         self.base_data: dict[str, Any] = {}
         self._set_step = None
         self._checked = False
+        #: the captured step (:class:`~bayesdl.inference.compiled.CompiledStep`) once compiled
+        self.compiled = None
 
     # -- setup
 
@@ -418,8 +448,19 @@ class Trainer:
         if self.data_hook is not None and step % epoch_len == 0 and step > 0:
             state.epoch_rng = ckpt.rng_state()
             state.data = self.data_hook(step // epoch_len, self.base_data)
+            why = self.compiled.accepts(state.data) if self.compiled is not None else None
+            if why is not None:
+                print(f"--compile: back to eager steps at step {step}: {why}", file=sys.stderr)
+                self.compiled = None
         if self.batcher is not None:
             self.subsample.indices = self.batcher.next()
+        if self.compiled is not None:
+            lr = config.lr * self.plan.lr_factor(step)
+            loss = self.compiled.step(state.data, lr, self.kl.beta)
+            state.running += loss
+            state.count += 1
+            state.step += 1
+            return loss
         try:
             if self.estimator.differentiable:
                 loss = self.loss_fn(**state.data)
@@ -453,6 +494,31 @@ class Trainer:
         state.count += 1
         state.step += 1
         return loss
+
+    def compile(self, state: TrainState, backend: str | None = None) -> bool:
+        """Capture and compile the step (:mod:`bayesdl.inference.compiled`); when it cannot be,
+        say why in one line on stderr and keep stepping eagerly. The RNGs are left as they
+        were, so a compiled run draws what its checkpoints say. Returns whether it compiled."""
+        from bayesdl.inference.compiled import CompiledStep, Fallback
+
+        if self.batcher is not None and self.subsample.indices is None:
+            self.subsample.indices = self.batcher.next()  # pragma: no cover - set by init
+        try:
+            self.compiled = CompiledStep(self, state.data, backend=backend)
+        except Fallback as e:
+            print(f"--compile: running eagerly: {e}", file=sys.stderr)
+            self.compiled = None
+        return self.compiled is not None
+
+    def recheck(self, state: TrainState) -> None:
+        """At a log point: re-trace the model and guide eagerly; if their structure left the
+        captured one, return to eager steps with one line on stderr."""
+        if self.compiled is None:
+            return
+        why = self.compiled.check(state.data)
+        if why is not None:
+            print(f"--compile: back to eager steps at step {state.step}: {why}", file=sys.stderr)
+            self.compiled = None
 
     @property
     def epoch_len(self) -> int:
@@ -591,6 +657,8 @@ def fit(
         state = trainer.init(data)
         if saved is not None:
             trainer.load(state, saved)
+        if config.compile == "true":
+            trainer.compile(state)
         if ddp is not None and not ddp.is_main:
             out, progress = None, False  # rank 0 alone shows progress, writes files
         result = _run(trainer, state, out, progress, stop_at_step)
@@ -618,6 +686,10 @@ def _run(
             ckpt.save(out / CHECKPOINT, trainer.checkpoint_state(step_state))
 
     wall0 = time.perf_counter()
+    # steps per second are counted from the moment the step is compiled (from the start when
+    # eager); --compile auto times AUTO_PROBE eager steps first
+    rate_t0, rate_step0 = wall0, state.step
+    probe_step = state.step + AUTO_PROBE if config.compile == "auto" else None
     bar = tqdm(
         total=plan.total,
         initial=state.step,
@@ -633,6 +705,12 @@ def _run(
     try:
         with _StopFlag() as stop, pyro.validation_enabled(config.check_args):
             while state.step < plan.total:
+                if state.step == probe_step:
+                    probe_step = None
+                    _sync(trainer.device)
+                    per_step = (time.perf_counter() - rate_t0) / AUTO_PROBE
+                    if auto_pays_off(plan.total - state.step, per_step) and trainer.compile(state):
+                        rate_t0, rate_step0 = time.perf_counter(), state.step
                 trainer.update(state)
                 done = state.step
                 if done % config.log_every == 0 or done == plan.total:
@@ -642,6 +720,7 @@ def _run(
                     bar.set_postfix(elbo=f"{row['elbo']:.4g}")
                     plan.observe(state.history)  # --steps auto: ends the plan once flat
                     bar.total = plan.total
+                    trainer.recheck(state)
                 if done % config.checkpoint_every == 0 and done != plan.total:
                     save(state)
                 bar.update(1)
@@ -650,7 +729,10 @@ def _run(
                     break
     finally:
         bar.close()
-    wall = time.perf_counter() - wall0
+    _sync(trainer.device)
+    now = time.perf_counter()
+    wall = now - wall0
+    rate = (state.step - rate_step0) / (now - rate_t0) if state.step > rate_step0 else float("nan")
     save(state)
     if interrupted:
         raise Interrupted(state.step, out / CHECKPOINT if out is not None else None)
@@ -662,7 +744,16 @@ def _run(
         device=str(trainer.device),
         history=history,
         convergence=plan.verdict(history),
+        compiled=trainer.compiled is not None,
+        compile_seconds=trainer.compiled.compile_seconds if trainer.compiled is not None else 0.0,
+        steps_per_second=rate,
     )
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for the device (timings)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _append_metrics(path: Path, row: dict) -> None:

@@ -11,7 +11,9 @@ One field is one flag:
 * ``list[str]`` (``default_factory=list``) -> a repeatable option (``action="append"``).
 
 ``field(metadata=...)`` adds: ``help``; ``metavar``; ``choices``; ``flag`` (another flag
-name); ``hidden`` (accepted, but not listed by ``--help``); ``type``, a converter of the
+name); ``hidden`` (accepted, but not listed by ``--help``); ``const``, the value of the flag given
+alone (``--compile`` means ``--compile true``; ``True``/``False`` keywords become words);
+``type``, a converter of the
 command-line string (a callable, or the name of one in :data:`CONVERTERS`), used for Python
 keywords given as strings too. Help texts may say ``%(default)s``: the model's own default.
 """
@@ -73,6 +75,15 @@ def seed(s: str) -> int:
     return value
 
 
+def compile_mode(s: str) -> str:
+    """``--compile``: false | true | auto (also yes/no, on/off, 1/0)."""
+    word = {"yes": "true", "on": "true", "1": "true", "no": "false", "off": "false", "0": "false"}
+    value = word.get(s.lower(), s.lower())
+    if value not in ("false", "true", "auto"):
+        raise _BadValue(f"invalid value {s!r}: false, true or auto")
+    return value
+
+
 def absolute_path(s: str) -> str:
     """A path made absolute (runs are re-opened from anywhere)."""
     from bayesdl.workflows.user_model import absolute_path as absolute
@@ -83,6 +94,7 @@ def absolute_path(s: str) -> str:
 #: converters that ``field(metadata={"type": NAME})`` can name (modules that cannot import
 #: this one, such as :mod:`bayesdl.inference.train`)
 CONVERTERS: dict[str, Callable[[str], Any]] = {
+    "compile_mode": compile_mode,
     "optional_int": optional_int,
     "path": absolute_path,
     "seed": seed,
@@ -107,6 +119,7 @@ class _Spec:
     metavar: str | None
     hidden: bool
     flag_off: bool = False  # a bool switch that sets False (``--no-NAME``)
+    const: Any = None  # the value of the bare flag (``--compile`` = ``--compile true``)
 
 
 def _unwrap(hint: Any, where: str) -> tuple[type, bool]:
@@ -173,6 +186,7 @@ def _specs(
                 metavar=meta.get("metavar"),
                 hidden=bool(meta.get("hidden")),
                 flag_off=switch_off,
+                const=meta.get("const"),
             )
         )
     return out
@@ -221,6 +235,8 @@ def add_options(
                 kw["choices"] = s.choices
             if s.metavar is not None:
                 kw["metavar"] = s.metavar
+            if s.const is not None:
+                kw["nargs"], kw["const"] = "?", s.const
         parser.add_argument(s.flag, **kw)
 
 
@@ -328,6 +344,8 @@ def _convert(s: _Spec, value: Any, model: str) -> Any:
         if not all(isinstance(v, str) for v in items):
             raise bad(f"got {value!r}")
         return [s.convert(v) if s.convert else v for v in items]
+    if isinstance(value, bool) and s.const is not None and s.convert:  # compile=True
+        value = str(value).lower()
     if isinstance(value, str):
         out = _from_string(s, value, bad)
     elif isinstance(value, bool) or s.kind is str:

@@ -47,7 +47,15 @@ PROTOTYPE = "prototype.npz"
 #: what a run folder may hold before `fit` writes into it without --overwrite/--resume
 RUN_FILES = (CONFIG, SUMMARY, CHECKPOINT, METRICS, EVALUATION, "draws.npz", PROTOTYPE)
 #: options that may change when a run is resumed (they do not change the fit's result)
-RESUMABLE = {"steps", "log_every", "checkpoint_every", "device", "threads", "check_args"}
+RESUMABLE = {
+    "steps",
+    "log_every",
+    "checkpoint_every",
+    "device",
+    "threads",
+    "check_args",
+    "compile",
+}
 
 
 def fit_config(args: argparse.Namespace) -> FitConfig:
@@ -397,6 +405,9 @@ def summarize(
         "steps": result.steps,
         "final_elbo": result.final_elbo,
         "wall_seconds": round(result.wall_seconds, 3),
+        "compiled": result.compiled,
+        "compile_seconds": round(result.compile_seconds, 3),
+        "steps_per_second": round(result.steps_per_second, 2),
         "device": result.device,
         "seed": config.seed,
         "particles": config.particles,

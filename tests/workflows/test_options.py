@@ -92,7 +92,7 @@ def test_engine_flags_are_the_ones_of_before():
         "--steps", "--lr", "--optimizer", "--estimator", "--particles",
         "--no-vectorize-particles", "--max-plate-nesting", "--batch-size", "--lr-schedule",
         "--lr-warmup", "--clip-norm", "--kl-warmup", "--kl-warmup-start", "--seed", "--device",
-        "--log-every", "--checkpoint-every", "--threads", "--validate",
+        "--log-every", "--checkpoint-every", "--threads", "--compile", "--validate",
     }  # fmt: skip
     h = fit_parser(Coin, "bayesdl fit coin").format_help()
     assert "--max-plate-nesting" not in h  # hidden

@@ -1,0 +1,376 @@
+"""Compiled SVI: one whole step -- ``-ELBO``, its gradient, the optimizer's update -- traced once
+into a static graph of aten ops and replayed compiled.
+
+``(theta, s, lr, beta, x, idx) -> (-ELBO(theta; eps), theta', s')`` where ``s`` is the optimizer
+state and ``eps`` the noise the graph draws from torch's RNG at each replay (``aten.normal_``,
+``aten._standard_gamma`` ... stay nodes of the graph). The capture is
+:func:`torch.fx.experimental.proxy_tensor.make_fx` in real mode over the fit's own loss (its
+ELBO's ``differentiable_loss``, never a copy of it) and ``torch.autograd.grad``: Pyro's handlers
+run once, at capture, and the graph keeps only the tensor ops. The parameters are the very
+tensors the param store and the modules hold (autoguides cache theirs in ``PyroModule``
+attributes), passed as graph inputs; their new values are copied back in place after each step,
+as is the optimizer's state, so ``Posterior``, reports and checkpoints see what eager training
+would store. The graph is then compiled by TorchInductor (CUDA graphs on a GPU), or replayed
+as plain fx code when Inductor cannot compile it.
+
+A graph is static: a model whose structure changes between steps (sites, shapes, plates) cannot
+be captured. :func:`structure` is compared over a few traces at capture and again at every log
+point; a mismatch returns the fit to eager steps with one line on stderr saying why. What no
+structure check sees is a branch on a tensor's value that keeps the same sites (``if z > 0:``
+with one likelihood or another): the capture takes the branch its trace took, for good.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pyro
+import torch
+from pyro import poutine
+
+from bayesdl.inference import checkpoint as ckpt
+
+__all__ = ["CompiledStep", "Fallback", "auto_pays_off", "structure", "unsupported"]
+
+#: estimators whose whole step is a differentiable loss with no Python-side state
+COMPILABLE_ESTIMATORS = ("reparam", "meanfield")
+#: ``inductor`` (compile the traced graph) or ``fx`` (replay it uncompiled: no compile time)
+BACKEND = os.environ.get("BAYESDL_COMPILE_BACKEND", "inductor")
+#: on a GPU, replay Inductor's kernels as one CUDA graph (``$BAYESDL_COMPILE_CUDAGRAPHS=0``: off)
+CUDA_GRAPHS = os.environ.get("BAYESDL_COMPILE_CUDAGRAPHS", "1") != "0"
+#: traces compared at capture (different noise each)
+STRUCTURE_TRACES = 3
+
+
+class Fallback(Exception):
+    """The step cannot be compiled; the message says why (the fit continues eagerly)."""
+
+
+def structure(model: Callable, guide: Callable, data: dict[str, Any]) -> tuple:
+    """The static shape of one step: every sample and param site of guide and model, with its
+    value's shape, dtype, observed flag and plates (name, size, dim, subsample size)."""
+    with torch.no_grad(), pyro.validation_enabled(False):
+        guide_tr = poutine.trace(guide).get_trace(**data)
+        model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(**data)
+    sig = []
+    for role, tr in (("guide", guide_tr), ("model", model_tr)):
+        for name, site in tr.nodes.items():
+            if site["type"] not in ("sample", "param"):
+                continue
+            value = site["value"]
+            plates = tuple((f.name, f.size, f.dim) for f in site.get("cond_indep_stack", ()))
+            sig.append(
+                (
+                    role,
+                    name,
+                    site["type"],
+                    tuple(value.shape) if torch.is_tensor(value) else type(value).__name__,
+                    str(value.dtype) if torch.is_tensor(value) else None,
+                    bool(site.get("is_observed", False)),
+                    plates,
+                )
+            )
+    return tuple(sig)
+
+
+def _difference(a: tuple, b: tuple) -> str:
+    """One phrase on how two :func:`structure` s differ."""
+    names_a = [s[:2] for s in a]
+    names_b = [s[:2] for s in b]
+    if names_a != names_b:
+        if len(names_a) != len(names_b):
+            return f"the number of sites changes between traces ({len(names_a)} vs {len(names_b)})"
+        return "the sites change between traces"
+    for sa, sb in zip(a, b, strict=True):
+        if sa != sb:
+            return f"site {sa[1]!r} changes between traces ({sa[3]} vs {sb[3]})"
+    return "the structure changes between traces"
+
+
+def unsupported(trainer) -> str | None:
+    """Why ``trainer``'s step cannot be compiled, or ``None``."""
+    config = trainer.config
+    if config.estimator not in COMPILABLE_ESTIMATORS:
+        return (
+            f"--estimator {config.estimator} keeps Python-side state or computes its own "
+            f"gradients (compiled: {', '.join(COMPILABLE_ESTIMATORS)})"
+        )
+    if trainer.ddp is not None:
+        return "data-parallel runs average gradients across processes at every step"
+    if config.check_args:
+        return "--validate checks distribution arguments on the host at every step"
+    if trainer._set_step is not None:
+        return "the estimator changes with the step"
+    if not trainer.estimator.differentiable:
+        return f"--estimator {config.estimator} has no differentiable loss"
+    return None
+
+
+def auto_pays_off(remaining_steps: int, eager_step_seconds: float) -> bool:
+    """``--compile auto``: compile when the eager time of the remaining steps is more than
+    three times the expected compile cost, taken as ``20 s + 1000 x`` one eager step (Inductor's
+    fixed cost plus a graph that grows with the step's work)."""
+    return remaining_steps * eager_step_seconds > 3 * (20.0 + 1000 * eager_step_seconds)
+
+
+def _optimizer_update(kind: str, group: dict) -> Callable:
+    """``(p, g, state, lr) -> (p', state')`` of ``torch.optim`` 's Adam / AdamW / SGD (as
+    :data:`~bayesdl.inference.train.OPTIMIZERS` configures them), on tensors: one function the
+    graph traces, with the same arithmetic as the eager single-tensor implementation."""
+    if kind in ("adam", "adamw"):
+        (b1, b2), eps, wd = group["betas"], group["eps"], group["weight_decay"]
+        if group.get("amsgrad") or group.get("maximize"):
+            raise Fallback("amsgrad/maximize Adam is not compiled")
+        if kind == "adam" and wd:
+            raise Fallback("Adam with weight decay is not compiled")
+
+        def adam(p, g, st, lr):
+            step = st["step"] + 1
+            if kind == "adamw":
+                p = p * (1 - lr * wd)
+            m = torch.lerp(st["exp_avg"], g, 1 - b1)
+            v = st["exp_avg_sq"] * b2 + (1 - b2) * g * g
+            bc1 = 1 - torch.pow(b1, step)
+            bc2 = 1 - torch.pow(b2, step)
+            denom = v.sqrt() / bc2.sqrt() + eps
+            p = p - (lr / bc1) * m / denom
+            return p, {"step": step, "exp_avg": m, "exp_avg_sq": v}
+
+        return adam
+    if kind == "sgd":
+        mom, damp, wd = group["momentum"], group["dampening"], group["weight_decay"]
+        if damp or wd or group.get("nesterov") or group.get("maximize"):
+            raise Fallback("SGD with dampening, weight decay or Nesterov is not compiled")
+
+        def sgd(p, g, st, lr):
+            buf = st["momentum_buffer"] * mom + g  # a zero buffer: eager's first step, buf = g
+            return p - lr * buf, {"momentum_buffer": buf}
+
+        return sgd
+    raise Fallback(f"--optimizer {kind} is not compiled")
+
+
+def _init_state(kind: str, p: torch.Tensor) -> dict:
+    """The optimizer state eager ``torch.optim`` would create at its first step."""
+    if kind in ("adam", "adamw"):
+        return {
+            "step": torch.tensor(0.0),
+            "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+            "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+        }
+    return {"momentum_buffer": torch.zeros_like(p, memory_format=torch.preserve_format)}
+
+
+class CompiledStep:
+    """One fit's SVI step, captured and compiled (see the module docstring).
+
+    :param trainer: an initialised :class:`~bayesdl.inference.train.Trainer` (its optimizer
+        state loaded when resuming).
+    :param data: the step's keyword arguments (tensors become graph inputs).
+    :param backend: ``"inductor"`` (compile; plain replay if that fails) or ``"fx"`` (replay
+        the traced graph without compiling); default :data:`BACKEND`
+        (``$BAYESDL_COMPILE_BACKEND``, else ``inductor``).
+    :raises Fallback: the step cannot be captured (the message says why).
+    """
+
+    def __init__(self, trainer, data: dict[str, Any], backend: str | None = None):
+        backend = BACKEND if backend is None else backend
+        reason = unsupported(trainer)
+        if reason is not None:
+            raise Fallback(reason)
+        self.trainer = trainer
+        self.kind = trainer.config.optimizer
+        self.keys = [k for k, v in data.items() if torch.is_tensor(v)]
+        self.constants = {k: v for k, v in data.items() if not torch.is_tensor(v)}
+        self.shapes = {k: self._layout(data[k]) for k in self.keys}
+        self.params = list(trainer.params.values())
+        opt = trainer.optimizer
+        self.update_fn = _optimizer_update(self.kind, opt.param_groups[0])
+        for p in self.params:
+            if not opt.state.get(p):
+                opt.state[p] = _init_state(self.kind, p)
+        self.state_keys = sorted(opt.state[self.params[0]])
+        self.flat_states = [opt.state[p][k] for p in self.params for k in self.state_keys]
+        self.lr = torch.zeros((), device=trainer.device)
+        self.beta = torch.ones((), device=trainer.device)
+        self.batched = trainer.batcher is not None
+        self._fixed: list | None = None
+        self.backend = "fx"
+        t0 = time.perf_counter()
+        rng = ckpt.rng_state()  # capture and checks draw noise: the run's RNG stays as it was
+        try:
+            self.signature = self._check_structure(data)
+            self.graph = self._trace(data)
+            self.fn = self.graph
+            if backend == "inductor":
+                self.fn, self.backend = self._compile(data)
+        finally:
+            ckpt.set_rng_state(rng)
+        self.compile_seconds = time.perf_counter() - t0
+
+    # -- capture
+
+    def _check_structure(self, data: dict[str, Any]) -> tuple:
+        tr = self.trainer
+        sigs = [structure(tr.train_model, tr.train_guide, data) for _ in range(STRUCTURE_TRACES)]
+        for other in sigs[1:]:
+            if other != sigs[0]:
+                raise Fallback(_difference(sigs[0], other))
+        return sigs[0]
+
+    def _inputs(self, data: dict[str, Any]) -> list[torch.Tensor]:
+        """The graph's inputs, flat: parameters, optimizer states, lr, beta, data, indices."""
+        idx = [self.trainer.subsample.indices] if self.batched else []
+        return [
+            *self.params,
+            *self.flat_states,
+            self.lr,
+            self.beta,
+            *map(data.get, self.keys),
+            *idx,
+        ]
+
+    def _flat_step(self, *flat: torch.Tensor) -> list[torch.Tensor]:
+        """:meth:`_step` on the flat inputs of :meth:`_inputs`, returning a flat list."""
+        n, k, m = len(self.params), len(self.state_keys), len(self.keys)
+        params, flat = list(flat[:n]), flat[n:]
+        states = [list(flat[i * k : (i + 1) * k]) for i in range(n)]
+        lr, beta, xs, idx = (
+            flat[n * k],
+            flat[n * k + 1],
+            flat[n * k + 2 : n * k + 2 + m],
+            flat[n * k + 2 + m :],
+        )
+        loss, new_params, new_states = self._step(params, states, lr, beta, list(xs), list(idx))
+        return [loss, *new_params, *(t for st in new_states for t in st)]
+
+    def _step(self, params, states, lr, beta, xs, idx):
+        """The traced function: its inputs are the real tensors, so every use of them inside
+        Pyro's handlers becomes a use of a graph input."""
+        tr = self.trainer
+        data = dict(zip(self.keys, xs, strict=True)) | self.constants
+        if idx:
+            tr.subsample.indices = idx[0]
+        if tr.config.kl_warmup > 0:
+            tr.kl.beta = beta
+        with pyro.validation_enabled(False):
+            loss = tr.loss_fn(**data)
+        if not tr._checked:
+            from bayesdl.inference.train import warn_untrained
+
+            warn_untrained(loss, tr.params)
+            tr._checked = True
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        used = [g is not None for g in grads]
+        clip = tr.config.clip_norm
+        if clip is not None and any(used):
+            norms = torch.stack([g.detach().norm(2) for g in grads if g is not None])
+            coef = torch.clamp(clip / (norms.norm(2) + 1e-6), max=1.0)
+            grads = [None if g is None else g * coef for g in grads]
+        new_params, new_states = [], []
+        for p, g, st in zip(params, grads, states, strict=True):
+            if g is None:  # eager torch.optim skips a parameter without a gradient
+                new_params.append(p.detach())
+                new_states.append(list(st))
+                continue
+            p2, st2 = self.update_fn(p.detach(), g, dict(zip(self.state_keys, st, strict=True)), lr)
+            new_params.append(p2)
+            new_states.append([st2[k] for k in self.state_keys])
+        return loss.detach(), new_params, new_states
+
+    def _trace(self, data: dict[str, Any]) -> torch.fx.GraphModule:
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        tr = self.trainer
+        kl_beta = tr.kl.beta
+        try:
+            with torch.enable_grad():
+
+                def step(*flat):  # make_fx reads the signature: no bound method
+                    return self._flat_step(*flat)
+
+                return make_fx(step, tracing_mode="real")(*self._inputs(data))
+        except Fallback:
+            raise
+        except Exception as e:  # noqa: BLE001 -- any failure to trace means: run eagerly
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise Fallback(f"the step cannot be traced ({type(e).__name__}: {first})") from e
+        finally:
+            tr.kl.beta = kl_beta
+
+    def _compile(self, data: dict[str, Any]) -> tuple[Callable, str]:
+        """Inductor over the traced aten graph (``compile_fx``, as ``torch.compile`` 's
+        backend does, without Dynamo's guards at every call), run once: the compile happens
+        there; the graph returns new values and mutates none of its inputs. The plain graph if
+        Inductor fails."""
+        try:
+            import torch._inductor.config as inductor_config
+            from torch._inductor.compile_fx import compile_fx
+
+            inputs = self._inputs(data)
+            cuda = self.trainer.device.type == "cuda"
+            # inputs keep their capture-time shapes and strides (:meth:`accepts` checks new
+            # data), so the wrapper's per-call size/stride asserts are dropped (15% on coin)
+            options = {"triton.cudagraphs": cuda and CUDA_GRAPHS, "size_asserts": False}
+            with (
+                torch.no_grad(),
+                inductor_config.patch(options),
+            ):
+                fn = compile_fx(self.graph, inputs)  # an inference graph: no autograd at replay
+                fn(*inputs)
+            return fn, "inductor"
+        except Exception as e:  # noqa: BLE001 -- e.g. no C compiler: the fx replay still runs
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            print(f"--compile: Inductor failed ({first}); replaying the graph", file=sys.stderr)
+            return self.graph, "fx"
+
+    # -- replay
+
+    def step(self, data: dict[str, Any], lr: float, beta: float) -> torch.Tensor:
+        """One compiled step on ``data`` (same keys and shapes as at capture); updates the
+        parameters and the optimizer state in place and returns the detached loss."""
+        if self._fixed is None:  # the inputs that are the same tensors at every step
+            self._fixed = [*self.params, *self.flat_states, self.lr, self.beta]
+            self._targets = [*self.params, *self.flat_states]
+            self._cuda = self.trainer.device.type == "cuda"
+            self._kl = self.trainer.config.kl_warmup > 0
+        self.lr.fill_(lr)
+        if self._kl:
+            self.beta.fill_(beta)
+        inputs = self._fixed + [data[k] for k in self.keys]
+        if self.batched:
+            inputs.append(self.trainer.subsample.indices)
+        with torch.no_grad():
+            out = self.fn(*inputs)
+            torch._foreach_copy_(self._targets, out[1:])
+        # a CUDA graph's outputs are overwritten by its next replay: the loss is kept
+        return out[0].clone() if self._cuda else out[0]
+
+    @staticmethod
+    def _layout(t: torch.Tensor) -> tuple:
+        return t.shape, t.stride(), t.dtype, t.device
+
+    def accepts(self, data: dict[str, Any]) -> str | None:
+        """Why new data (an epoch's ``data_hook``) does not fit the graph, or ``None``."""
+        for k, v in data.items():
+            if k in self.shapes:
+                if not torch.is_tensor(v) or self._layout(v) != self.shapes[k]:
+                    return f"the data {k!r} changed shape, strides, dtype or device"
+            elif k not in self.constants or self.constants[k] is not v:
+                return f"the data {k!r} changed"
+        return None
+
+    def check(self, data: dict[str, Any]) -> str | None:
+        """Re-trace the model and guide eagerly (RNG untouched); why the structure no longer
+        matches the captured one, or ``None``."""
+        tr = self.trainer
+        rng = ckpt.rng_state()
+        try:
+            sig = structure(tr.train_model, tr.train_guide, data)
+        finally:
+            ckpt.set_rng_state(rng)
+        return None if sig == self.signature else _difference(self.signature, sig)
