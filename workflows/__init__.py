@@ -7,6 +7,7 @@ from bayesdl.workflows import (  # noqa: F401  (registration side effect)
     bnn,  # noqa: F401  (registration side effect)
     coin,
     linear_regression,
+    ss_vae,  # noqa: F401  (registration side effect)
     stochastic_depth,  # noqa: F401  (registration side effect)
     vae,  # noqa: F401  (registration side effect)
 )

@@ -27,7 +27,7 @@ from bayesdl.workflows.options import (
 )
 from bayesdl.workflows.registry import REGISTRY
 
-BUILT_IN = ["coin", "linreg", "bnn", "vae", "stochastic-depth"]
+BUILT_IN = ["coin", "linreg", "bnn", "vae", "stochastic-depth", "ss-vae"]
 
 
 def _option_strings(parser: argparse.ArgumentParser) -> set[str]:

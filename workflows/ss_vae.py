@@ -1,0 +1,319 @@
+"""Semi-supervised VAE M2 (Kingma, Rezende, Mohamed, Welling 2014): a few labels per class, the
+rest of the training images unlabelled; the label is summed out where unknown (``enum``).
+
+Reports the test accuracy of ``q(y | x)`` beside the same network trained by maximum
+likelihood on the labelled points alone (weight decay, full batch), and draws class-conditional
+samples: one row per class, one style ``z ~ p(z)`` per column.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bayesdl.datasets import bundled as datasets
+from bayesdl.guides.ss_vae import LabelEncoder, SSVAEGuide
+from bayesdl.inference.errors import UserError
+from bayesdl.models.ss_vae import Classifier, ConditionalDecoder, SSVAEModel
+from bayesdl.models.vae import ACTIVATIONS
+from bayesdl.workflows.base import ImageDataOptions, Problem, Workflow, image_data_source
+from bayesdl.workflows.figures import plt, save
+from bayesdl.workflows.registry import register
+from bayesdl.workflows.vae import _grid, _hidden
+
+#: Kingma et al. 2014, table 1: MNIST test error (%) of M2 by number of labels
+PAPER_M2_ERROR = {100: 11.97, 600: 4.94, 1000: 3.60, 3000: 3.92}
+
+
+@dataclass
+class SSVAEOptions(ImageDataOptions):
+    """The labelled subset, the networks and the classifier weight."""
+
+    labels_per_class: int = field(
+        default=10,
+        metadata={"help": "labelled training images per class; the rest are unlabelled"},
+    )
+    label_seed: int = field(
+        default=0, metadata={"help": "seed of the draw of the labelled images (default 0)"}
+    )
+    alpha: float = field(
+        default=0.1,
+        metadata={
+            "help": "classifier weight alpha / N: alpha E_labelled[log q(y|x)] joins the ELBO "
+            "(the paper's alpha = 0.1 N; default 0.1)"
+        },
+    )
+    sup_batch_size: int = field(
+        default=100,
+        metadata={"help": "labelled images per step (default 100, or all when fewer)"},
+    )
+    latent_dim: int | None = field(
+        default=None, metadata={"help": "size of the style z (default 8 on digits, 50 on MNIST)"}
+    )
+    hidden: str | None = field(
+        default=None,
+        metadata={"help": "hidden widths of every network (default 256 on digits, 500 on MNIST)"},
+    )
+    activation: str = field(
+        default="softplus",
+        metadata={"help": "hidden activation (default softplus)", "choices": sorted(ACTIVATIONS)},
+    )
+    baseline_weight_decay: float = field(
+        default=1e-3,
+        metadata={"help": "L2 weight decay of the labelled-only baseline classifier"},
+    )
+    baseline_steps: int = field(
+        default=1000,
+        metadata={"help": "full-batch Adam steps of the labelled-only baseline (default 1000)"},
+    )
+
+
+def pick_labelled(y: torch.Tensor, per_class: int, num_classes: int, seed: int) -> torch.Tensor:
+    """Indices of ``per_class`` training points of every class, drawn with ``seed``."""
+    if per_class < 1:
+        raise UserError(f"--labels-per-class must be >= 1, got {per_class}")
+    rng = np.random.default_rng(seed)
+    y = y.numpy()
+    chosen = []
+    for c in range(num_classes):
+        idx = np.flatnonzero(y == c)
+        if len(idx) < per_class:
+            raise UserError(
+                f"--labels-per-class {per_class} is more than the {len(idx)} training images "
+                f"of class {c}"
+            )
+        chosen.append(rng.choice(idx, per_class, replace=False))
+    return torch.from_numpy(np.sort(np.concatenate(chosen)))
+
+
+def train_classifier(
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, weight_decay: float
+) -> nn.Module:
+    """The baseline: maximum likelihood (cross-entropy) with L2 weight decay on the labelled
+    points only, full-batch Adam (lr 1e-3) for ``steps`` steps. A reference computation like a
+    scikit-learn fit, not a Bayesian model, so it does not go through the engine."""
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=weight_decay)
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    return net
+
+
+def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Fraction of ``x`` whose most probable class under ``net`` is ``y``."""
+    with torch.no_grad():
+        return (net(x).argmax(-1) == y).double().mean().item()
+
+
+@register
+class SSVAE(Workflow):
+    """Semi-supervised VAE M2: labels where known, an enumerated discrete latent elsewhere."""
+
+    name = "ss-vae"
+    description = "semi-supervised VAE (M2): K labels per class, the label enumerated elsewhere"
+    latent = "mixed"
+    default_estimator = "enum"
+    guides = ("amortized",)
+    default_guide = "amortized"
+    options = SSVAEOptions
+    fit_defaults = {
+        "steps": 3000,
+        "lr": 1e-3,
+        "batch_size": 100,
+        "log_every": 100,
+        "checkpoint_every": 1000,
+    }
+    tour_runs = [["--labels-per-class", "10", "--steps", "1000"]]
+
+    # -- data and networks --------------------------------------------------------------------
+    def _source(self) -> str:
+        return image_data_source(self.args)
+
+    def _sizes(self) -> tuple[int, tuple[int, ...]]:
+        a, mnist = self.args, self._source() == "mnist"
+        latent = a.latent_dim if a.latent_dim is not None else (50 if mnist else 8)
+        if latent < 1:
+            raise UserError(f"--latent-dim must be >= 1, got {latent}")
+        hidden = _hidden(a.hidden if a.hidden is not None else ("500" if mnist else "256"))
+        return latent, hidden
+
+    def split(self) -> tuple[datasets.Split, torch.Tensor, torch.Tensor]:
+        """The data split, the indices of the labelled and of the unlabelled training points."""
+        a = self.args
+        split = datasets.image_classification(self._source(), a.data_dir, a.split_seed)
+        lo, hi = float(split.x_train.min()), float(split.x_train.max())
+        if lo < 0 or hi > 1:
+            raise UserError(f"ss-vae needs pixels in [0, 1], the data span [{lo:.3g}, {hi:.3g}]")
+        k = split.num_classes or int(split.y_train.max()) + 1
+        split.num_classes = k
+        labelled = pick_labelled(split.y_train, a.labels_per_class, k, a.label_seed)
+        mask = torch.ones(len(split.x_train), dtype=torch.bool)
+        mask[labelled] = False
+        unlabelled = mask.nonzero().squeeze(-1)
+        if len(unlabelled) == 0:
+            raise UserError(
+                f"--labels-per-class {a.labels_per_class} labels every training image: "
+                "nothing is left unlabelled"
+            )
+        return split, labelled, unlabelled
+
+    def classifier(self, data_dim: int, num_classes: int) -> Classifier:
+        """A fresh ``q(y | x)`` network from ``--seed`` (the baseline starts from the same)."""
+        _, hidden = self._sizes()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.args.seed)
+            return Classifier(data_dim, hidden, num_classes, self.args.activation)
+
+    def build(self) -> Problem:
+        a = self.args
+        if a.guide not in self.guides:
+            raise UserError(f"ss-vae has guides {', '.join(self.guides)}, not {a.guide!r}")
+        if getattr(a, "estimator", "enum") != "enum":
+            raise UserError("ss-vae sums out the unknown labels: it needs --estimator enum")
+        if a.alpha < 0 or not math.isfinite(a.alpha):
+            raise UserError(f"--alpha must be >= 0, got {a.alpha}")
+        if a.sup_batch_size < 1:
+            raise UserError(f"--sup-batch-size must be >= 1, got {a.sup_batch_size}")
+        split, labelled, unlabelled = self.split()
+        latent, hidden = self._sizes()
+        d, k = split.x_train.shape[1], split.num_classes
+        n_sup, n = len(labelled), len(split.x_train)
+        sup_batch = a.sup_batch_size if a.sup_batch_size < n_sup else None
+        classifier = self.classifier(d, k)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(a.seed + 1)
+            decoder = ConditionalDecoder(k, latent, tuple(reversed(hidden)), d, a.activation)
+            encoder = LabelEncoder(d, k, hidden, latent, a.activation)
+        # alpha = a.alpha * N on E_labelled = (1 / N_sup) sum_labelled: per point alpha / N_sup
+        model = SSVAEModel(decoder, classifier, latent, a.alpha * n / n_sup, sup_batch)
+        guide = SSVAEGuide(encoder, classifier, sup_batch)
+        data = {
+            "x": split.x_train[unlabelled],
+            "x_sup": split.x_train[labelled],
+            "y_sup": split.y_train[labelled],
+        }
+        extra = {
+            "x_test": split.x_test,
+            "y_test": split.y_test,
+            "image_shape": split.image_shape,
+            "num_classes": k,
+            "source": self._source(),
+        }
+        return Problem(model, guide, data, data_size=len(unlabelled), extra=extra)
+
+    # -- numbers ------------------------------------------------------------------------------
+    def baseline(self, problem: Problem) -> Classifier:
+        """The same network as ``q(y | x)``, from the same initial weights, trained on the
+        labelled points alone (:func:`train_classifier`)."""
+        a, x, y = self.args, problem.data["x_sup"], problem.data["y_sup"]
+        if a.baseline_steps < 1:
+            raise UserError(f"--baseline-steps must be >= 1, got {a.baseline_steps}")
+        net = self.classifier(x.shape[1], problem.extra["num_classes"]).to(x.device)
+        with torch.random.fork_rng(devices=[]):
+            return train_classifier(net, x, y, a.baseline_steps, a.baseline_weight_decay)
+
+    def _accuracies(self, problem: Problem) -> dict[str, Any]:
+        x, y = problem.extra["x_test"], problem.extra["y_test"]
+        dev = next(problem.guide.parameters()).device
+        x, y = x.to(dev), y.to(dev)
+        m2 = accuracy(problem.guide.classifier, x, y)
+        base = accuracy(self.baseline(problem), x, y)
+        return {
+            "accuracy": m2,
+            "error_percent": 100 * (1 - m2),
+            "baseline_accuracy": base,
+            "baseline_error_percent": 100 * (1 - base),
+            "n_test": len(y),
+        }
+
+    def summarize(self, problem: Problem) -> dict[str, Any]:
+        d = problem.data
+        n_sup = len(d["x_sup"])
+        latent, hidden = self._sizes()
+        return {
+            "data": {
+                "source": problem.extra["source"],
+                "n_labelled": n_sup,
+                "n_unlabelled": len(d["x"]),
+                "n_test": len(problem.extra["x_test"]),
+                "dim": d["x"].shape[1],
+                "image_shape": problem.extra["image_shape"],
+            },
+            "labels_per_class": self.args.labels_per_class,
+            "alpha": self.args.alpha * (n_sup + len(d["x"])),
+            "latent_dim": latent,
+            "hidden": list(hidden),
+            "test": self._accuracies(problem),
+        }
+
+    def evaluate(self, problem: Problem, out: Path) -> dict[str, Any]:
+        r = self._accuracies(problem)
+        return {f"test_{k}" if k != "n_test" else k: v for k, v in r.items()}
+
+    def comparison(self, summary: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+        t = summary["test"]
+        n_sup = summary["data"]["n_labelled"]
+        rows: list[tuple[str, Any, Any]] = [
+            (
+                f"test accuracy, {n_sup} labels: classifier on the labels alone / M2",
+                t["baseline_accuracy"],
+                t["accuracy"],
+            )
+        ]
+        if summary["data"]["source"] == "mnist" and n_sup in PAPER_M2_ERROR:
+            paper = PAPER_M2_ERROR[n_sup]
+            rows.append(("test error %: Kingma et al. 2014 M2 / ours", paper, t["error_percent"]))
+        return rows
+
+    # -- pictures -----------------------------------------------------------------------------
+    def _draw(self, problem: Problem, seed: int, styles: int = 10) -> np.ndarray:
+        """``E[x | y, z]`` for every class (rows) and ``styles`` draws ``z ~ p(z)`` (columns)."""
+        decoder = problem.model.decoder
+        dev = next(decoder.parameters()).device
+        k, latent = problem.extra["num_classes"], problem.model.latent_dim
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            z = torch.randn(styles, latent, device=dev)
+            y = torch.arange(k, device=dev)
+            flat = decoder.mean(y[:, None], z[None])  # (K, styles, D)
+        shape = problem.extra["image_shape"]
+        if shape is None:
+            side = math.isqrt(flat.shape[-1])
+            shape = (side, side) if side * side == flat.shape[-1] else (1, flat.shape[-1])
+        return flat.reshape(k * styles, *shape).cpu().numpy()
+
+    def figures(self, problem: Problem, out: Path) -> list[str]:
+        names = []
+        metrics = Path(out) / "metrics.jsonl"
+        if metrics.exists():
+            rows = [json.loads(line) for line in metrics.read_text().splitlines() if line]
+            n = len(problem.data["x"]) + len(problem.data["x_sup"])
+            fig, ax = plt.subplots(figsize=(5.5, 3.4))
+            ax.plot([r["step"] for r in rows], [r["elbo"] / n for r in rows])
+            ax.set_xlabel("step")
+            ax.set_ylabel("training objective (nats / example)")
+            ax.set_title("ss-vae: ELBO + alpha log q(y|x)")
+            names.append(save(fig, out, "ss_vae_objective.png"))
+        return names + [self._class_figure(problem, out)]
+
+    def _class_figure(self, problem: Problem, out: Path) -> str:
+        images = self._draw(problem, self.args.seed)
+        title = "E[x | y, z]: one row per class y, one style z ~ p(z) per column"
+        return save(_grid(images, 10, title), out, "ss_vae_classes.png")
+
+    def sample(self, problem: Problem, out: Path) -> dict[str, Any]:
+        images = self._draw(problem, self.args.seed)
+        np.savez_compressed(Path(out) / "ss_vae_samples.npz", classes=images)
+        return {
+            "figures": [self._class_figure(problem, out)],
+            "arrays": "ss_vae_samples.npz",
+            "shape.classes": list(images.shape),
+        }
