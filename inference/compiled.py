@@ -23,9 +23,10 @@ sites is invisible to the structure check. Two guards: at capture, :class:`_Valu
 the trace at a Python-side read of a tensor that depends on the graph's inputs (parameters,
 optimizer state, data, indices) or on its noise, and the fit runs eagerly with one line naming
 the read and the user's source line (reads of tensors built from constants alone still compile,
-their value being the same at every step); at every log point, :meth:`CompiledStep.check_values`
+their value being the same at every step); at log points, :meth:`CompiledStep.check_values`
 compares the graph's loss with the eager loss at the same parameters on the same noise (what
-else a trace can bake in: a Python global the model reads, a counter it keeps).
+else a trace can bake in: a Python global the model reads, a counter it keeps), at the first
+and then within :data:`VALUE_CHECK_SHARE` of the run's time.
 """
 
 from __future__ import annotations
