@@ -31,6 +31,7 @@ and then within :data:`VALUE_CHECK_SHARE` of the run's time.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -499,11 +500,16 @@ class CompiledStep:
                 ckpt.set_rng_state(rng)
                 with pyro.validation_enabled(False):
                     eager = float(tr.loss_fn(**data))
+        except Exception as e:  # noqa: BLE001 -- the eager step will say what fails, and where
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return f"the eager loss failed ({type(e).__name__}: {first})"
         finally:
             ckpt.set_rng_state(rng)
             self.value_checks += 1
             self.value_check_seconds += time.perf_counter() - t0
         # |compiled - eager| / max(|eager|, 1) at the last check (the benchmark reports it)
+        if not (math.isfinite(compiled) or math.isfinite(eager)):
+            return None  # diverged either way: the log point's NaN check says so
         self.last_value_difference = abs(compiled - eager) / max(abs(eager), 1.0)
         if abs(compiled - eager) <= VALUE_RTOL * abs(eager) + VALUE_ATOL:
             return None

@@ -340,6 +340,26 @@ def test_a_value_the_graph_kept_is_found_at_a_log_point(capsys, fx_backend, monk
     assert "back to eager steps at step 1: the compiled loss" in err and "eager loss" in err
 
 
+def test_loss_check_holds_with_minibatches_kl_warmup_and_clipping(monkeypatch, fx_backend):
+    """The eager loss at a log point sees the step's minibatch, KL weight and noise: the check
+    runs at each of the 5 log points and the fit stays compiled."""
+    monkeypatch.setattr(compiled_mod, "VALUE_CHECK_SHARE", 1.0, raising=False)
+    seen = []
+    check = compiled_mod.CompiledStep.check_values
+
+    def spy(self, data):
+        why = check(self, data)
+        seen.append(why)
+        return why
+
+    monkeypatch.setattr(compiled_mod.CompiledStep, "check_values", spy, raising=False)
+    cfg = FitConfig(steps=50, log_every=10, compile="true", **MINIBATCH_KL_CLIP)
+    model = linreg.model
+    guide, data = lr_guides.full_covariance(model), _linreg_data()
+    r = fit(model, guide, data, cfg, data_size=331, progress=False)
+    assert r.compiled and seen == [None] * 5
+
+
 @pytest.mark.parametrize(
     "argv",
     [
