@@ -272,8 +272,8 @@ def _fit_both(model, steps=200):
 @pytest.mark.parametrize(
     "model, read, line",
     [
-        (_branch_model, "", "prior = 1.0 if loc > 0"),
-        (_item_model, "", "abs(z.item())"),
+        (_branch_model, "(__bool__)", "prior = 1.0 if loc > 0"),
+        (_item_model, "(item)", "abs(z.item())"),
         (_tolist_model, "(tolist)", "shift = max("),
     ],
 )
