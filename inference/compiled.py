@@ -15,22 +15,34 @@ as plain fx code when Inductor cannot compile it.
 
 A graph is static: a model whose structure changes between steps (sites, shapes, plates) cannot
 be captured. :func:`structure` is compared over a few traces at capture and again at every log
-point; a mismatch returns the fit to eager steps with one line on stderr saying why. What no
-structure check sees is a branch on a tensor's value that keeps the same sites (``if z > 0:``
-with one likelihood or another): the capture takes the branch its trace took, for good.
+point; a mismatch returns the fit to eager steps with one line on stderr saying why.
+
+A graph also keeps every value Python read from a tensor at capture (``if z > 0:``,
+``.item()``, ``float(t)``, ``.tolist()``, ``.numpy()``): a branch on a value that keeps the same
+sites is invisible to the structure check. Two guards: at capture, :class:`_ValueReads` stops
+the trace at a Python-side read of a tensor that depends on the graph's inputs (parameters,
+optimizer state, data, indices) or on its noise, and the fit runs eagerly with one line naming
+the read and the user's source line (reads of tensors built from constants alone still compile,
+their value being the same at every step); at log points, :meth:`CompiledStep.check_values`
+compares the graph's loss with the eager loss at the same parameters on the same noise (what
+else a trace can bake in: a Python global the model reads, a counter it keeps), at the first
+and then within :data:`VALUE_CHECK_SHARE` of the run's time.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
 import pyro
 import torch
 from pyro import poutine
+from torch.overrides import TorchFunctionMode
 
 from bayesdl.inference import checkpoint as ckpt
 
@@ -44,6 +56,13 @@ BACKEND = os.environ.get("BAYESDL_COMPILE_BACKEND", "inductor")
 CUDA_GRAPHS = os.environ.get("BAYESDL_COMPILE_CUDAGRAPHS", "1") != "0"
 #: traces compared at capture (different noise each)
 STRUCTURE_TRACES = 3
+#: the log-point check: the graph's loss and the eager loss on the same noise agree within
+#: ``rtol * |eager| + atol`` (float32 rounding of the same ops in another order is ~1e-6)
+VALUE_RTOL, VALUE_ATOL = 1e-4, 1e-4
+#: the log-point loss check runs at the first log point, then at each one where the checks so
+#: far took at most this share of the time since capture (one check costs an eager loss, i.e.
+#: 15-20 compiled steps of the small models: at every log point of 100 steps, 15%)
+VALUE_CHECK_SHARE = 0.01
 
 
 class Fallback(Exception):
@@ -89,6 +108,72 @@ def _difference(a: tuple, b: tuple) -> str:
         if sa != sb:
             return f"site {sa[1]!r} changes between traces ({sa[3]} vs {sb[3]})"
     return "the structure changes between traces"
+
+
+#: the Python-side reads of a tensor's value (``__bool__``: ``if t:``, ``t > 0 and ...``;
+#: ``__index__``: ``xs[t]``); ``.tolist()``, ``.numpy()`` and ``__array__`` read memory without
+#: a dispatched op, so make_fx itself does not see them
+_READS = frozenset(
+    ("__bool__", "item", "__float__", "__int__", "__index__", "tolist", "numpy", "__array__")
+)
+_LIBRARIES = tuple(os.path.dirname(m.__file__) + os.sep for m in (torch, pyro)) + (__file__,)
+
+
+def _user_line(frames) -> str:
+    """``file:line`` of the innermost frame outside torch, pyro and this module, or ``""``."""
+    for frame in reversed(frames):
+        if not frame.filename.startswith(_LIBRARIES):
+            return f" at {os.path.relpath(frame.filename)}:{frame.lineno} ({frame.line})"
+    return ""
+
+
+def _depends_on_inputs(t: torch.Tensor) -> bool:
+    """Whether the traced tensor ``t`` is computed from a graph input or from the graph's
+    noise (a walk of the fx nodes it comes from). A tensor the trace does not know (not made
+    by a traced op) and one made from constants alone do not."""
+    from torch.fx.experimental.proxy_tensor import get_proxy_mode, get_proxy_slot
+
+    mode = get_proxy_mode()
+    slot = get_proxy_slot(t, mode.tracer, None) if mode is not None else None
+    if slot is None:
+        return False
+    seen, todo = set(), [slot.proxy.node]
+    while todo:
+        node = todo.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if node.op == "placeholder":
+            return True
+        target = node.target
+        if isinstance(target, torch._ops.OpOverload) and (
+            torch.Tag.nondeterministic_seeded in target.tags
+        ):
+            return True
+        todo.extend(node.all_input_nodes)
+    return False
+
+
+class _ValueReads(TorchFunctionMode):
+    """Active while make_fx traces the step: a Python-side read of the value of a tensor that
+    depends on the inputs raises :class:`Fallback` naming the read and the user's line; a read
+    of a tensor that does not (built from constants) runs untraced and its value is kept."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", None)
+        if name in _READS and args and isinstance(args[0], torch.Tensor):
+            if _depends_on_inputs(args[0]):
+                raise Fallback(
+                    f"the model or guide reads a tensor's value in Python ({name})"
+                    f"{_user_line(traceback.extract_stack()[:-1])}: a compiled graph would "
+                    "keep the value its capture saw"
+                )
+            from torch.fx.experimental.proxy_tensor import disable_proxy_modes_tracing
+
+            with disable_proxy_modes_tracing():
+                return func(*args, **kwargs)
+        return func(*args, **kwargs)
 
 
 def unsupported(trainer) -> str | None:
@@ -211,6 +296,9 @@ class CompiledStep:
         finally:
             ckpt.set_rng_state(rng)
         self.compile_seconds = time.perf_counter() - t0
+        self.compiled_at = time.perf_counter()
+        self.value_checks, self.value_check_seconds = 0, 0.0
+        self.last_value_difference = 0.0
 
     # -- capture
 
@@ -291,13 +379,20 @@ class CompiledStep:
             with torch.enable_grad():
 
                 def step(*flat):  # make_fx reads the signature: no bound method
-                    return self._flat_step(*flat)
+                    with _ValueReads():
+                        return self._flat_step(*flat)
 
                 return make_fx(step, tracing_mode="real")(*self._inputs(data))
         except Fallback:
             raise
         except Exception as e:  # noqa: BLE001 -- any failure to trace means: run eagerly
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if "get value out of a tracing tensor" in first:  # make_fx's own check, an op's read
+                where = _user_line(traceback.extract_tb(e.__traceback__))
+                raise Fallback(
+                    f"the model or guide reads a tensor's value{where}: a compiled graph would "
+                    "keep the value its capture saw"
+                ) from e
             raise Fallback(f"the step cannot be traced ({type(e).__name__}: {first})") from e
         finally:
             tr.kl.beta = kl_beta
@@ -315,7 +410,13 @@ class CompiledStep:
             cuda = self.trainer.device.type == "cuda"
             # inputs keep their capture-time shapes and strides (:meth:`accepts` checks new
             # data), so the wrapper's per-call size/stride asserts are dropped (15% on coin)
-            options = {"triton.cudagraphs": cuda and CUDA_GRAPHS, "size_asserts": False}
+            options = {
+                "triton.cudagraphs": cuda and CUDA_GRAPHS,
+                "size_asserts": False,
+                # aten's random ops, not Inductor's own RNG (which drew other noise than eager
+                # for the BNN): the compiled run draws eager's noise, and check_values holds
+                "fallback_random": True,
+            }
             with (
                 torch.no_grad(),
                 inductor_config.patch(options),
@@ -374,3 +475,46 @@ class CompiledStep:
         finally:
             ckpt.set_rng_state(rng)
         return None if sig == self.signature else _difference(self.signature, sig)
+
+    def value_check_due(self) -> bool:
+        """Whether the loss check (:meth:`check_values`) runs at this log point: at the first,
+        then while the checks keep within :data:`VALUE_CHECK_SHARE` of the time since capture."""
+        spent = time.perf_counter() - self.compiled_at
+        return self.value_checks == 0 or self.value_check_seconds <= VALUE_CHECK_SHARE * spent
+
+    def check_values(self, data: dict[str, Any]) -> str | None:
+        """Run the graph once more at the current parameters, keeping none of its new values,
+        and the fit's loss eagerly from the same RNG state (the graph draws its noise from
+        torch's RNG in eager's order); why the two losses differ beyond float32 rounding, or
+        ``None``. Every RNG is left as it was."""
+        tr = self.trainer
+        t0 = time.perf_counter()
+        rng = ckpt.rng_state()
+        inputs = [*self.params, *self.flat_states, self.lr, self.beta]
+        inputs += [data[k] for k in self.keys]
+        if self.batched:
+            inputs.append(tr.subsample.indices)
+        try:
+            with torch.no_grad():
+                compiled = float(self.fn(*inputs)[0])
+                ckpt.set_rng_state(rng)
+                with pyro.validation_enabled(False):
+                    eager = float(tr.loss_fn(**data))
+        except Exception as e:  # noqa: BLE001 -- the eager step will say what fails, and where
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return f"the eager loss failed ({type(e).__name__}: {first})"
+        finally:
+            ckpt.set_rng_state(rng)
+            self.value_checks += 1
+            self.value_check_seconds += time.perf_counter() - t0
+        # |compiled - eager| / max(|eager|, 1) at the last check (the benchmark reports it)
+        if not (math.isfinite(compiled) or math.isfinite(eager)):
+            return None  # diverged either way: the log point's NaN check says so
+        self.last_value_difference = abs(compiled - eager) / max(abs(eager), 1.0)
+        if abs(compiled - eager) <= VALUE_RTOL * abs(eager) + VALUE_ATOL:
+            return None
+        return (
+            f"the compiled loss {compiled:.6g} is not the eager loss {eager:.6g} on the same "
+            "noise (the model or guide computes something the graph kept from its capture: a "
+            "value read in Python, a global, a counter)"
+        )

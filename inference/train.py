@@ -512,10 +512,14 @@ class Trainer:
 
     def recheck(self, state: TrainState) -> None:
         """At a log point: re-trace the model and guide eagerly; if their structure left the
-        captured one, return to eager steps with one line on stderr."""
+        captured one, or the graph's loss is not the eager loss on the same noise (checked when
+        :meth:`~bayesdl.inference.compiled.CompiledStep.value_check_due`), return to eager
+        steps with one line on stderr."""
         if self.compiled is None:
             return
         why = self.compiled.check(state.data)
+        if why is None and self.compiled.value_check_due():
+            why = self.compiled.check_values(state.data)
         if why is not None:
             print(f"--compile: back to eager steps at step {state.step}: {why}", file=sys.stderr)
             self.compiled = None

@@ -226,3 +226,159 @@ def test_readme_command_writes_compiled_summary(tmp_path, monkeypatch, fx_backen
     assert cli.main([*argv[1:], "--quiet", "--steps", "200"]) == 0
     s = json.loads((tmp_path / "runs/linreg-compiled/summary.json").read_text())
     assert s["compiled"] is True and s["compile_seconds"] > 0 and s["steps_per_second"] > 0
+
+
+# -- values read in Python: a graph keeps what its capture read
+
+
+def _flip_guide(y):
+    loc = pyro.param("loc", torch.tensor(-1.0))
+    pyro.sample("z", dist.Normal(loc, 0.5))
+
+
+def _branch_model(y):
+    """The prior's mean follows the sign of the guide's ``loc``, which crosses 0 in training
+    (from -1 towards y = 3): the same sites on either branch."""
+    loc = pyro.param("loc")
+    prior = 1.0 if loc > 0 else -1.0  # the line the message names
+    z = pyro.sample("z", dist.Normal(prior, 1.0))
+    pyro.sample("y", dist.Normal(z, 1.0), obs=y)
+
+
+def _item_model(y):
+    """``.item()`` of a sampled value in the likelihood's arithmetic."""
+    z = pyro.sample("z", dist.Normal(0.0, 1.0))
+    pyro.sample("y", dist.Normal(z, 1.0 + abs(z.item())), obs=y)
+
+
+def _tolist_model(y):
+    """``.tolist()`` reads memory without an aten op: make_fx alone does not see it."""
+    shift = max(pyro.param("loc").detach().tolist(), 0.0)
+    z = pyro.sample("z", dist.Normal(shift, 1.0))
+    pyro.sample("y", dist.Normal(z, 1.0), obs=y)
+
+
+def _fit_both(model, steps=200):
+    """The compiled fit and the eager one, both from seed 0, with what --compile said."""
+    out = {}
+    for mode in ("true", "false"):
+        pyro.set_rng_seed(0)
+        cfg = FitConfig(steps=steps, lr=0.05, log_every=50, compile=mode)
+        with pyro.get_param_store().scope():
+            out[mode] = fit(model, _flip_guide, {"y": torch.tensor(3.0)}, cfg, progress=False)
+    return out["true"], out["false"]
+
+
+@pytest.mark.parametrize(
+    "model, read, line",
+    [
+        (_branch_model, "(__bool__)", "prior = 1.0 if loc > 0"),
+        (_item_model, "(item)", "abs(z.item())"),
+        (_tolist_model, "(tolist)", "shift = max("),
+    ],
+)
+def test_value_read_in_python_falls_back_and_fits_as_eager(model, read, line, capsys, fx_backend):
+    """A read of a value that depends on the parameters or the noise stops the capture, with
+    one line naming the read and the model's source line; the fit is then the eager fit."""
+    compiled, eager = _fit_both(model)
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.startswith("--compile")]
+    assert len(lines) == 1, err
+    assert "running eagerly: the model or guide reads a tensor's value" in lines[0]
+    assert read in lines[0] and "test_compiled.py:" in lines[0] and line in lines[0], lines[0]
+    assert not compiled.compiled
+    assert float(compiled.param("loc")) == float(eager.param("loc")) > 0  # the branch crossed
+
+
+def test_reads_of_constants_still_compile(fx_backend):
+    """A read of a tensor made from constants alone is the same at every step: it compiles
+    (make_fx alone refuses ``torch.zeros(3).sum().item()``), shapes too."""
+
+    def model(y):
+        c = torch.zeros(3).sum().item() + float(torch.tensor(1.0)) + y.shape[0]
+        z = pyro.sample("z", dist.Normal(c - 2.0, 1.0))
+        with pyro.plate("data", len(y)):
+            pyro.sample("y", dist.Normal(z, 1.0), obs=y)
+
+    pyro.set_rng_seed(0)
+    data = {"y": torch.full((2,), 3.0)}
+    cfg = FitConfig(steps=100, lr=0.05, log_every=50, compile="true")
+    r = fit(model, _flip_guide, data, cfg, progress=False)
+    assert r.compiled
+    pyro.set_rng_seed(0)
+    e = fit(model, _flip_guide, data, FitConfig(steps=100, lr=0.05, log_every=50), progress=False)
+    torch.testing.assert_close(r.param("loc"), e.param("loc"), rtol=1e-5, atol=1e-5)
+
+
+def test_a_value_the_graph_kept_is_found_at_a_log_point(capsys, fx_backend, monkeypatch):
+    """What the capture cannot see (a Python global the model reads): the loss check at a
+    log point compares the graph's loss with the eager loss on the same noise."""
+    # at every log point (raising=False: the test must fail, not error, where there is none)
+    monkeypatch.setattr(compiled_mod, "VALUE_CHECK_SHARE", 1.0, raising=False)
+    prior = {"loc": 0.0}
+
+    def model(y):
+        z = pyro.sample("z", dist.Normal(prior["loc"], 1.0))
+        pyro.sample("y", dist.Normal(z, 1.0), obs=y)
+
+    with pyro.get_param_store().scope():
+        tr = Trainer(model, _flip_guide, FitConfig(steps=10))
+        state = tr.init({"y": torch.tensor(1.0)})
+        assert tr.compile(state)
+        rng = torch.get_rng_state()
+        tr.update(state)
+        tr.recheck(state)
+        assert tr.compiled is not None
+        assert not torch.equal(torch.get_rng_state(), rng)  # the step drew noise
+        rng = torch.get_rng_state()
+        tr.recheck(state)  # the check leaves the RNG as it was
+        assert torch.equal(torch.get_rng_state(), rng)
+        prior["loc"] = 5.0
+        tr.recheck(state)
+    assert tr.compiled is None
+    err = capsys.readouterr().err
+    assert "back to eager steps at step 1: the compiled loss" in err and "eager loss" in err
+
+
+def test_loss_check_holds_with_minibatches_kl_warmup_and_clipping(monkeypatch, fx_backend):
+    """The eager loss at a log point sees the step's minibatch, KL weight and noise: the check
+    runs at each of the 5 log points and the fit stays compiled."""
+    monkeypatch.setattr(compiled_mod, "VALUE_CHECK_SHARE", 1.0, raising=False)
+    seen = []
+    check = compiled_mod.CompiledStep.check_values
+
+    def spy(self, data):
+        why = check(self, data)
+        seen.append(why)
+        return why
+
+    monkeypatch.setattr(compiled_mod.CompiledStep, "check_values", spy, raising=False)
+    cfg = FitConfig(steps=50, log_every=10, compile="true", **MINIBATCH_KL_CLIP)
+    model = linreg.model
+    guide, data = lr_guides.full_covariance(model), _linreg_data()
+    r = fit(model, guide, data, cfg, data_size=331, progress=False)
+    assert r.compiled and seen == [None] * 5
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["vae"],
+        ["bnn"],
+        [
+            "examples/eight_schools.py:model",
+            "--data",
+            "examples/data/eight_schools.csv",
+            "--guide",
+            "auto-mvn",
+        ],
+    ],
+    ids=["vae", "bnn", "eight-schools"],
+)
+def test_project_models_still_compile(argv, tmp_path, monkeypatch, fx_backend):
+    """The project's models read no value the capture refuses (Pyro's handlers included)."""
+    root = Path(__file__).resolve().parents[2]
+    argv = [str(root / a) if a.startswith("examples/") else a for a in argv]
+    out = tmp_path / "run"
+    assert cli.main(["fit", *argv, "--compile", "--steps", "20", "--quiet", "--out", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["compiled"] is True
