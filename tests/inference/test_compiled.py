@@ -382,3 +382,23 @@ def test_project_models_still_compile(argv, tmp_path, monkeypatch, fx_backend):
     out = tmp_path / "run"
     assert cli.main(["fit", *argv, "--compile", "--steps", "20", "--quiet", "--out", str(out)]) == 0
     assert json.loads((out / "summary.json").read_text())["compiled"] is True
+
+
+@pytest.mark.parametrize("guide", ["flipout", "meanfield"])
+def test_bayesian_net_passes_every_loss_check(guide, tmp_path, monkeypatch, fx_backend):
+    """A network made Bayesian by ``bayesdl.bnn.bayesian`` picks its local estimator (Flipout,
+    local reparameterization) only while gradients are on: the eager loss of the check must be
+    computed as in training, or every check fails and the fit returns to eager steps."""
+    import bayesdl
+    import bayesdl.bnn as bnn
+
+    monkeypatch.setattr(compiled_mod, "VALUE_CHECK_SHARE", 1.0, raising=False)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    x = torch.randn(200, 4)
+    data = {"x": x, "y": (x[:, 0] > 0).long() + (x[:, 1] > 1).long()}
+    out = tmp_path / "run"
+    # posterior sds of 0.3 from the start: the two estimators' losses differ clearly
+    bnet = bnn.bayesian(net, likelihood="categorical", guide=guide, init_scale=0.3)
+    bayesdl.fit(bnet, data, steps=40, log_every=10, batch_size=50, compile=True, out=out)
+    assert json.loads((out / "summary.json").read_text())["compiled"] is True
