@@ -238,9 +238,22 @@ def cmd_tour(argv: list[str]) -> int:
     p.add_argument(
         "--overwrite", action="store_true", help="replace the runs of an earlier tour in --out"
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1: the tour's models are small, and more threads "
+        "spin-wait against other jobs on a busy machine)",
+    )
     args = p.parse_args(argv)
+    if args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    import torch
+
     from bayesdl.workflows import report
     from bayesdl.workflows.run import run_fit, write_text
+
+    torch.set_num_threads(args.threads)
 
     registry = _registry()
     lecture = ["coin", "linreg", "bnn", "vae", "stochastic-depth"]  # the lecture's order
