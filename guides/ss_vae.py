@@ -12,6 +12,7 @@ from __future__ import annotations
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
 from torch import nn
 
 from bayesdl.guides.vae import Encoder
@@ -42,15 +43,25 @@ class LabelEncoder(nn.Module):
 class SSVAEGuide(nn.Module):
     """``q(y | x) q(z | x, y)`` on the plates of :class:`~bayesdl.models.ss_vae.SSVAEModel`."""
 
-    def __init__(self, encoder: LabelEncoder, classifier: Classifier, sup_batch: int | None = None):
+    def __init__(
+        self,
+        encoder: LabelEncoder,
+        classifier: Classifier,
+        sup_batch: int | None = None,
+        sup_weight: float = 1.0,
+    ):
         super().__init__()
         self.encoder, self.classifier, self.sup_batch = encoder, classifier, sup_batch
+        self.sup_weight = sup_weight  # the model's: log p(z_sup) - log q(z_sup) scaled alike
 
     def forward(self, x: torch.Tensor, x_sup: torch.Tensor, y_sup: torch.Tensor) -> None:
         """Sample ``z`` of the labelled points and ``(y, z)`` of the unlabelled ones."""
         pyro.module("encoder", self.encoder)
         pyro.module("classifier", self.classifier)
-        with pyro.plate("labelled", len(x_sup), subsample_size=self.sup_batch) as i:
+        with (
+            pyro.plate("labelled", len(x_sup), subsample_size=self.sup_batch) as i,
+            poutine.scale(scale=self.sup_weight),
+        ):
             loc, scale = self.encoder(x_sup.index_select(0, i), y_sup.index_select(0, i))
             pyro.sample("z_sup", dist.Normal(loc, scale, validate_args=False).to_event(1))
         with pyro.plate("data", len(x)) as i:
