@@ -430,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if not distributed.is_peer_failure(e):
             raise
+        distributed.abandon()
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         sys.stderr.write(
             f"{PROG}: error: data-parallel run stopped, another process failed or timed out "

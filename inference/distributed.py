@@ -226,9 +226,28 @@ def setup(device: str, data_size: int | None) -> DistContext | None:
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, dev)
 
 
+#: set by :func:`abandon`: a peer died, the group is broken
+_abandoned = False
+
+
+def abandon() -> None:
+    """Leave the process group without tearing it down: after a peer's failure, destroying a
+    gloo group whose peer is gone can abort the process at exit (``terminate called without
+    an active exception``) instead of exiting with the run's own status."""
+    global _abandoned
+    _abandoned = True
+
+
 def _teardown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    """At exit: wait for every process, then destroy the group together (a process that
+    destroys it while a peer's connection threads still run can abort that peer)."""
+    if not dist.is_initialized() or _abandoned:
+        return
+    try:
+        dist.barrier()
+    except Exception:  # noqa: BLE001 - a peer already gone: nothing left to wait for
+        return
+    dist.destroy_process_group()
 
 
 def is_peer_failure(e: BaseException) -> bool:
