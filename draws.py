@@ -24,19 +24,18 @@ from bayesdl.posterior import (
     Posterior,
     _check_count,
     _plain,
-    _record_data,
     arviz_posterior,
     site_stats,
     summary_table,
 )
 from bayesdl.workflows.run import (
-    CONFIG,
     METRICS,
     SUMMARY,
+    folder_record,
     locked,
     prepare_out,
-    run_record,
     write_json,
+    write_record,
     write_text,
 )
 
@@ -178,17 +177,13 @@ class DrawsPosterior(Posterior):
             return out
         prepare_out(out, resume=False, overwrite=overwrite)
         workflow = self._run.workflow
-        record = run_record(workflow)
-        args = dict(record["args"])
-        given = getattr(workflow, "given_data", None)
-        if given is not None:
-            record["args"] = args = _record_data(out, given, args)
-            record["data_in_run"] = "data.npz"
+        record, arrays = folder_record(workflow)
+        args = record["args"] = dict(record["args"])
         if not isinstance(args.get("guide"), str):
             args["guide"] = None  # NUTS used none
         with locked(out):
             save_draws(out / DRAWS, self.result.draws)
-            write_json(out / CONFIG, record)
+            write_record(out, record, arrays)
             write_json(out / SUMMARY, self._run.summary)
             write_text(out / METRICS, "".join(json.dumps(r) + "\n" for r in self.history))
         return out

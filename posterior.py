@@ -21,20 +21,19 @@ from bayesdl.inference.errors import UserError
 from bayesdl.inference.predictive import draw, observation_keys, predictive_inputs
 from bayesdl.workflows.run import (
     CHECKPOINT,
-    CONFIG,
     METRICS,
     SUMMARY,
     Run,
+    folder_record,
     locked,
     model_params,
     prepare_out,
-    run_record,
     write_json,
+    write_record,
 )
 
 #: the quantiles of :meth:`Posterior.summary`
 QUANTILES = (0.05, 0.5, 0.95)
-DATA_FILE = "data.npz"
 
 
 class Posterior:
@@ -194,12 +193,8 @@ class Posterior:
             return out  # fitted into this folder: already saved
         prepare_out(out, resume=False, overwrite=overwrite)
         problem, workflow = self._run.problem, self._run.workflow
-        record = run_record(workflow)
-        args = dict(record["args"])
-        given = getattr(workflow, "given_data", None)
-        if given is not None:
-            record["args"] = args = _record_data(out, given, args)
-            record["data_in_run"] = DATA_FILE
+        record, arrays = folder_record(workflow)
+        args = record["args"] = dict(record["args"])
         guide = args.get("guide")
         if not isinstance(guide, str):
             args["guide"] = _guide_spec(guide)
@@ -214,7 +209,7 @@ class Posterior:
                     "history": self.history,
                 }
                 ckpt.save(out / CHECKPOINT, state)
-            write_json(out / CONFIG, record)
+            write_record(out, record, arrays)
             write_json(out / SUMMARY, self._run.summary)
             (out / METRICS).write_text("".join(_json_line(r) for r in self.history))
         return out
@@ -299,28 +294,6 @@ def _json_line(row: dict) -> str:
     import json
 
     return json.dumps(row) + "\n"
-
-
-def _record_data(out: Path, given: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
-    """Arrays of Python-given data go to ``data.npz`` in the run folder; scalars become
-    ``--arg name=value``; anything else cannot be saved."""
-    import json
-
-    arrays, extra = {}, list(args.get("arg") or [])
-    for k, v in given.items():
-        if torch.is_tensor(v):
-            arrays[k] = v.detach().cpu().numpy()
-        elif isinstance(v, np.ndarray):
-            arrays[k] = v
-        elif v is None or isinstance(v, bool | int | float | str):
-            extra.append(f"{k}={json.dumps(v)}")
-        else:
-            raise UserError(
-                f"cannot save data[{k!r}] ({type(v).__name__}): a run folder holds arrays and "
-                "scalars only"
-            )
-    np.savez(out / DATA_FILE, **arrays)
-    return {**args, "data": DATA_FILE, "arg": extra}
 
 
 def _guide_spec(guide: Any) -> str:

@@ -282,6 +282,47 @@ def run_record(workflow: Workflow) -> dict[str, Any]:
     return record
 
 
+#: the data of a model fitted from Python (``bayesdl.fit(model, data={...})``), in its run folder
+DATA_FILE = "data.npz"
+
+
+def folder_record(workflow: Workflow) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """What a run folder records (:func:`run_record`), and the arrays of data given from
+    Python, which the folder keeps as ``data.npz`` (its options then name that file; scalars
+    become ``--arg name=value``), so that ``bayesdl.load``, ``evaluate`` and ``predict`` find
+    them. Write both with :func:`write_record`."""
+    import json
+
+    record, arrays = run_record(workflow), {}
+    given = getattr(workflow, "given_data", None)
+    if given is None:
+        return record, arrays
+    args = dict(record["args"])
+    extra = list(args.get("arg") or [])
+    for k, v in given.items():
+        if torch.is_tensor(v):
+            arrays[k] = v.detach().cpu().numpy()
+        elif isinstance(v, np.ndarray):
+            arrays[k] = v
+        elif v is None or isinstance(v, bool | int | float | str):
+            extra.append(f"{k}={json.dumps(v)}")
+        else:
+            raise UserError(
+                f"cannot save data[{k!r}] ({type(v).__name__}): a run folder holds arrays and "
+                "scalars only"
+            )
+    record["args"] = {**args, "data": DATA_FILE, "arg": extra}
+    record["data_in_run"] = DATA_FILE
+    return record, arrays
+
+
+def write_record(out: Path, record: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """``config.json`` (and ``data.npz`` for data given from Python) of :func:`folder_record`."""
+    if record.get("data_in_run"):
+        np.savez(out / DATA_FILE, **arrays)
+    write_json(out / CONFIG, record)
+
+
 def fit_run(
     workflow_cls: type[Workflow],
     args: argparse.Namespace,
@@ -357,11 +398,11 @@ def _fit_locked(
 ) -> Run:
     """:func:`fit_run`'s part that holds the run folder (see :func:`claimed`)."""
     main = distributed.is_main()
-    record = run_record(workflow)
+    record, arrays = folder_record(workflow)
     if resume and main:
         check_resume(out, record)
     if main:
-        write_json(out / CONFIG, record)
+        write_record(out, record, arrays)
     result = fit_problem(problem, config, out, resume=resume, progress=progress)
     summary = summarize(workflow, problem, config, result)
     if main:

@@ -39,11 +39,12 @@ from bayesdl.workflows.run import (
     build,
     claimed,
     fit_config,
+    folder_record,
     load_workflow,
     prepare_out,
     read_config,
-    run_record,
     write_json,
+    write_record,
     write_text,
 )
 
@@ -133,7 +134,7 @@ def nuts_run(
     prepare_out(out, resume=False, overwrite=overwrite, make=False)
     problem = build(workflow)  # the model and data are checked before --out is touched
     with claimed(out, resume=False, overwrite=overwrite):
-        write_json(out / CONFIG, run_record(workflow))
+        write_record(out, *folder_record(workflow))
         result = _sample(problem, args, progress)
         return _write(Run(workflow, problem, result, {}, out), out)
 

@@ -453,3 +453,21 @@ def test_load_reads_a_cli_run(tmp_path):
     assert post.summary(num_samples=4000)["pi"]["mean"] == pytest.approx(7 / 12, abs=0.15 * sd)
     assert post.elbo and post.run_dir == run
     assert "pi" in repr(post)
+
+
+def test_a_run_fitted_into_out_from_python_reopens_with_its_data(tmp_path):
+    """``bayesdl.fit(fn, data, out=dir)`` keeps the data in the folder (``data.npz``), as
+    ``Posterior.save`` does, so ``bayesdl.load(dir, model=fn)`` finds it."""
+
+    def model(x, y=None):
+        w = pyro.sample("w", dist.Normal(0.0, 1.0))
+        with pyro.plate("n", x.shape[0]):
+            pyro.sample("y", dist.Normal(w * x, 0.5), obs=y)
+
+    x = torch.linspace(-1, 1, 30)
+    post = bayesdl.fit(model, {"x": x, "y": 2 * x}, steps=300, out=tmp_path / "run", seed=0)
+    assert (tmp_path / "run" / "data.npz").exists()
+    back = bayesdl.load(tmp_path / "run", model=model)
+    assert back.params == post.params
+    mean = post.summary(2000)["w"]["mean"]
+    assert back.summary(2000)["w"]["mean"] == pytest.approx(mean, abs=0.05)
