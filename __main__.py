@@ -3,25 +3,30 @@
 import os
 import sys
 
+
+def _exit(code: int) -> None:
+    """End with ``code`` now, streams flushed. (A KeyboardInterrupt that arrived inside an
+    exec(), as dataclasses and torch's lazy imports run, makes CPython end the process by
+    SIGINT at exit, whatever the status: ``sys.exit(130)`` could end as -2.)"""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 try:
     from bayesdl.cli import main
 except KeyboardInterrupt:  # Ctrl-C while torch and Pyro load
     sys.stderr.write("bayesdl: interrupted\n")
-    sys.exit(130)
+    _exit(130)
 
 try:
     code = main()
 except BrokenPipeError:  # `bayesdl predict ... | head`: the reader left; say nothing more
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(1)
-if code == 130:
-    # Ctrl-C, reported: end with status 130 now. (A KeyboardInterrupt that arrived inside an
-    # exec(), as dataclasses and torch's lazy imports run, makes CPython end the process by
-    # SIGINT at exit, whatever the status.)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(130)
+if code == 130:  # Ctrl-C, reported
+    _exit(130)
 sys.exit(code)
