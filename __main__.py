@@ -27,6 +27,7 @@ try:
 except BrokenPipeError:  # `bayesdl predict ... | head`: the reader left; say nothing more
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(1)
-if code == 130:  # Ctrl-C, reported
-    _exit(130)
+dist = sys.modules.get("bayesdl.inference.distributed")
+if code == 130 or (dist is not None and dist.abandoned()):  # Ctrl-C, or a peer died: reported
+    _exit(code)
 sys.exit(code)

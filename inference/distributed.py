@@ -238,6 +238,12 @@ def abandon() -> None:
     _abandoned = True
 
 
+def abandoned() -> bool:
+    """Whether :func:`abandon` was called: the process should end without finalizing (the
+    broken group's destructor can abort it), ``python -m bayesdl`` ends it by ``os._exit``."""
+    return _abandoned
+
+
 def _teardown() -> None:
     """At exit: wait for every process, then destroy the group together (a process that
     destroys it while a peer's connection threads still run can abort that peer)."""
