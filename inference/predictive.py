@@ -13,10 +13,15 @@ import torch
 from pyro import poutine
 from pyro.infer import Predictive
 
+from bayesdl.inference.per_draw import deterministic_per_draw, is_delta, mixed_sites, probe_size
 
-def latent_sites(guide: Callable, data: Mapping[str, Any]) -> dict[str, torch.Size]:
-    """Names and shapes of the latent sites the guide samples (one draw)."""
-    tr = poutine.trace(guide).get_trace(**data)
+
+def latent_sites(
+    guide: Callable, data: Mapping[str, Any], trace: poutine.Trace | None = None
+) -> dict[str, torch.Size]:
+    """Names and shapes of the latent sites the guide samples (one draw; of ``trace``, a trace
+    of the guide, when given)."""
+    tr = trace if trace is not None else poutine.trace(guide).get_trace(**data)
     return {
         name: site["value"].shape
         for name, site in tr.nodes.items()
@@ -35,16 +40,21 @@ def sample_posterior(
 ) -> dict[str, torch.Tensor]:
     """``num_samples`` draws of the guide's latent sites, stacked on dim 0.
 
-    Vectorized (one pass under a plate of samples) where the guide allows, else sequential;
-    the passes never have as many draws as a dimension of the data (see :func:`chunks`).
+    Vectorized (one pass under a plate of samples) where that equals one run of the guide per
+    draw (checked on a few draws, :func:`~bayesdl.inference.per_draw.mixed_sites`), else
+    sequential; the passes never have as many draws as a dimension of the data (see
+    :func:`chunks`).
     """
     parts = []
     with torch.no_grad():
+        vectorized = mixed_sites(guide, {}, data, probe_size(_sizes(data))) == set()
         for n in chunks(num_samples, num_samples, _sizes(data)):
+            pred = Predictive(guide, num_samples=n, return_sites=sites, parallel=vectorized)
             try:
-                pred = Predictive(guide, num_samples=n, return_sites=sites, parallel=True)
                 parts.append(pred(**data))
             except Exception:  # noqa: BLE001 - guides that do not broadcast: one at a time
+                if not vectorized:
+                    raise
                 parts.append(Predictive(guide, num_samples=n, return_sites=sites)(**data))
     out = _cat(parts)
     return {k: v for k, v in out.items() if sites is None or k in sites}
@@ -131,13 +141,18 @@ def draw(
 ) -> dict[str, torch.Tensor]:
     """``num_samples`` joint draws ``z_m ~ q``, ``x_m ~ p(x | z_m)`` of ``return_sites`` (every
     site of the model when ``None``), ``{site: [num_samples, *shape]}``: the guide's draws of
-    the model's latent sites, then the model conditioned on them (:func:`conditioned`)."""
+    its latent sites (the guide alone when only those are asked for), then the model
+    conditioned on them (:func:`conditioned`). The guide's draws are the same whichever sites
+    are asked for, given the random state."""
+    latent = latent_sites(guide, data)
+    if return_sites is not None and all(s in latent for s in return_sites):
+        out = sample_posterior(guide, data, num_samples, list(return_sites))
+        return _fix_shapes(out, num_samples, latent)
+    samples = sample_posterior(guide, data, num_samples, list(latent)) if latent else {}
     shapes = model_sites(model, guide, data)
-    latent = [n for n in latent_sites(guide, data) if n in shapes]
     sites = return_sites if return_sites is not None else list(shapes)
-    samples = sample_posterior(guide, data, num_samples, latent) if latent else {}
     try:
-        samples = {k: v.reshape(num_samples, *shapes[k]) for k, v in samples.items()}
+        samples = {k: v.reshape(num_samples, *shapes[k]) for k, v in samples.items() if k in shapes}
     except RuntimeError:  # the guide's draws change shape (a subsampled plate): Pyro's way
         samples = {}
     if not samples:  # nothing latent, or guide and model replayed together one at a time
@@ -156,23 +171,63 @@ def conditioned(
     draw per sample; Pyro's ``Predictive(model, posterior_samples=...)``), ``{site: [n,
     *shape]}`` of ``return_sites`` (``None``: every site not in ``samples``).
 
-    Vectorized where the model broadcasts, else one draw at a time. Each sample is given its
-    plate dims before the vectorized pass (``[n, 1, ..., *batch, *event]``; Pyro's own
-    reshaping mistakes an event dim of a site outside every plate, e.g. a coefficient vector,
-    for a plate dim). A pass never has as many draws as a dimension of the data or of a site,
-    so a model that does not broadcast fails instead of pairing draw i with datum i."""
+    The same values as one run of the model per draw (Pyro's sequential ``Predictive``): one
+    vectorized pass where a check on a few draws finds it equal
+    (:func:`~bayesdl.inference.per_draw.mixed_sites`); where only point-mass sites differ
+    (``pyro.deterministic("m", theta.mean())``), those are recomputed per draw
+    (:func:`~bayesdl.inference.per_draw.deterministic_per_draw`); else one draw at a time."""
     n = next(iter(samples.values())).shape[0]
     with torch.no_grad(), poutine.block():
         trace = poutine.trace(poutine.condition(model, data={k: v[0] for k, v in samples.items()}))
         trace = trace.get_trace(**data)
     sites = {k: s for k, s in trace.nodes.items() if s["type"] == "sample" and not _subsample(s)}
     shapes = {k: s["value"].shape for k, s in sites.items()}
-    return_sites = list(return_sites) if return_sites is not None else None
+    if return_sites is None:
+        wanted = [k for k in sites if k not in samples]
+    else:
+        wanted = list(return_sites)
+    sizes = _sizes(data) | {d for shape in shapes.values() for d in shape}
+    k = probe_size(sizes)
+    mixed = mixed_sites(model, {s: v[torch.arange(k) % n] for s, v in samples.items()}, data, k)
+    if mixed is None or any(not is_delta(sites[m]["fn"]) for m in mixed if m in sites):
+        with torch.no_grad():  # the random sites themselves differ: one draw at a time
+            out = Predictive(model, posterior_samples=dict(samples), return_sites=wanted)(**data)
+        return _fix_shapes(out, n, shapes)
+    redo = [m for m in wanted if m in mixed]  # point masses, e.g. pyro.deterministic
+    drawn = [  # the random choices they may depend on, drawn in the vectorized pass
+        m
+        for m, s in sites.items()
+        if redo and not s["is_observed"] and m not in samples and not is_delta(s["fn"])
+    ]
+    first = [m for m in wanted if m not in mixed]
+    first += [m for m in drawn if m not in first]
+    out = _vectorized(model, samples, data, first, sites, sizes) if first else {}
+    if redo:
+        choices = {**samples, **{m: out[m] for m in drawn}}
+        most = max(1, MAX_ELEMENTS_PER_PASS // max(1, sum(s.numel() for s in shapes.values())))
+        out.update(deterministic_per_draw(model, choices, data, redo, most))
+    return {m: out[m] for m in wanted if m in out}
+
+
+def _vectorized(
+    model: Callable,
+    samples: Mapping[str, torch.Tensor],
+    data: Mapping[str, Any],
+    return_sites: list[str],
+    sites: dict[str, dict],
+    sizes: set[int],
+) -> dict[str, torch.Tensor]:
+    """:func:`conditioned`'s vectorized passes, in chunks (one draw at a time where a chunk
+    fails). Each sample is given its plate dims first (``[n, 1, ..., *batch, *event]``; Pyro's
+    own reshaping mistakes an event dim of a site outside every plate, e.g. a coefficient
+    vector, for a plate dim). A pass never has as many draws as a dimension of the data or of a
+    site, so a model that does not broadcast fails instead of pairing draw i with datum i."""
+    n = next(iter(samples.values())).shape[0]
+    shapes = {k: s["value"].shape for k, s in sites.items()}
     nesting = max(
         (-f.dim for s in sites.values() for f in s["cond_indep_stack"] if f.dim is not None),
         default=0,
     )
-    sizes = _sizes(data) | {d for shape in shapes.values() for d in shape}
     per_draw = max(1, sum(s.numel() for s in shapes.values()))
     parts, start = [], 0
     with torch.no_grad():
@@ -182,12 +237,10 @@ def conditioned(
             try:
                 padded = {k: _with_plate_dims(v, sites[k], nesting) for k, v in part.items()}
                 out = Predictive(
-                    model, posterior_samples=padded, return_sites=return_sites or (), parallel=True
+                    model, posterior_samples=padded, return_sites=return_sites, parallel=True
                 )(**data)
             except Exception:  # noqa: BLE001 - models that do not broadcast: one at a time
-                out = Predictive(model, posterior_samples=part, return_sites=return_sites or ())(
-                    **data
-                )
+                out = Predictive(model, posterior_samples=part, return_sites=return_sites)(**data)
             parts.append(_fix_shapes(out, m, shapes))
     return _cat(parts)
 
