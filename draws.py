@@ -17,15 +17,19 @@ import torch
 from pyro import poutine
 
 from bayesdl.inference.errors import UserError
-from bayesdl.inference.mcmc import MCMCResult, diagnostics, predictive
+from bayesdl.inference.mcmc import (
+    MCMCResult,
+    diagnostics,
+    draws_table,
+    predictive,
+    with_deterministic,
+)
 from bayesdl.inference.predictive import observation_keys, predictive_inputs
 from bayesdl.posterior import (
     STAT_COLUMNS,
     Posterior,
     _check_count,
-    _plain,
     arviz_posterior,
-    site_stats,
     summary_table,
 )
 from bayesdl.workflows.run import (
@@ -123,18 +127,15 @@ class DrawsPosterior(Posterior):
         return draws
 
     def summary(self, num_samples: int | None = None) -> dict[str, dict[str, Any]]:
-        """``{site: {"mean", "std", "5%", "50%", "95%", "r_hat", "n_eff"}}`` from all draws
-        (``num_samples`` is ignored: every draw counts)."""
+        """``{site: {"mean", "std", "5%", "50%", "95%", "r_hat", "n_eff"}}`` from all draws, of
+        every latent and ``pyro.deterministic`` site (computed per draw); ``num_samples`` is
+        ignored: every draw counts. The numbers of ``summary.json``."""
         del num_samples
-        diag = self.diagnostics()
-        out = {}
-        for name, d in self.sample().items():
-            row = site_stats(d)
-            if name in diag:
-                row["r_hat"] = _plain(torch.as_tensor(diag[name]["r_hat"]))
-                row["n_eff"] = _plain(torch.as_tensor(diag[name]["n_eff"]))
-            out[name] = row
-        return out
+        return draws_table(self._with_deterministic())
+
+    def _with_deterministic(self) -> dict[str, torch.Tensor]:
+        problem = self._run.problem
+        return with_deterministic(problem.model, self.result.draws, problem.data)
 
     def observed_sites(self) -> list[str]:
         """The model's observed sites."""
@@ -192,7 +193,7 @@ class DrawsPosterior(Posterior):
         """ArviZ ``InferenceData`` whose ``posterior`` group keeps the chains
         (``chains x samples`` draws of every continuous latent site)."""
         del num_samples
-        return arviz_posterior(self.result.draws)
+        return arviz_posterior(self._with_deterministic())
 
     def __repr__(self) -> str:
         s = self._run.summary

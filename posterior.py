@@ -18,7 +18,14 @@ from pyro import poutine
 
 from bayesdl.inference import checkpoint as ckpt
 from bayesdl.inference.errors import UserError
+from bayesdl.inference.moments import (
+    SUMMARY_DRAWS,
+    posterior_rows,
+    seeded,
+    summary_sites,
+)
 from bayesdl.inference.predictive import draw, observation_keys, predictive_inputs
+from bayesdl.inference.scoped_guide import ScopedGuide
 from bayesdl.workflows.run import (
     CHECKPOINT,
     METRICS,
@@ -32,9 +39,6 @@ from bayesdl.workflows.run import (
     write_record,
 )
 
-#: the quantiles of :meth:`Posterior.summary`
-QUANTILES = (0.05, 0.5, 0.95)
-
 
 class Posterior:
     """The result of :func:`bayesdl.fit` or :func:`bayesdl.load`.
@@ -45,7 +49,7 @@ class Posterior:
 
     def __init__(self, run: Run):
         self._run = run
-        self._sites: tuple[dict, list[str]] | None = None
+        self._sites: dict[str, torch.Size] | None = None
         self._observed: set[str] | None = None
 
     # -- what was fitted
@@ -57,8 +61,18 @@ class Posterior:
 
     @property
     def guide(self):
-        """The fitted guide (draw from it with :meth:`sample`: it needs this fit's params)."""
-        return self._run.problem.guide
+        """The fitted guide, each call inside this fit's parameter store
+        (:class:`~bayesdl.inference.scoped_guide.ScopedGuide`): Pyro's
+        ``Predictive(model, guide=post.guide)`` and ``poutine.trace(post.guide)`` draw from
+        this fit's posterior whatever other fits exist. A model with a ``pyro.param`` of its
+        own reads it from the store that is current: run such calls inside :meth:`scope`."""
+        guide = self._run.problem.guide
+        return None if guide is None else ScopedGuide(guide, self._run.problem.scope)
+
+    def scope(self):
+        """Context manager: this fit's parameter store as Pyro's current one (the model's and
+        the guide's ``pyro.param`` values), e.g. ``with post.scope(): Predictive(...)``."""
+        return self._run.problem.scope()
 
     @property
     def data(self) -> dict[str, Any]:
@@ -95,45 +109,21 @@ class Posterior:
 
     def _posterior_guide(self):
         pick = getattr(self._run.workflow, "posterior_guide", None)
-        return pick(self._run.problem) if pick is not None else self.guide
+        return pick(self._run.problem) if pick is not None else self._run.problem.guide
 
-    def _latent_sites(self) -> tuple[dict[str, torch.Size], list[str]]:
-        """Latent sites of the guide (name -> shape) and the model's deterministic sites."""
+    def _latent_sites(self) -> dict[str, torch.Size]:
+        """The guide's latent sites and the model's deterministic ones: name -> shape."""
         if self._sites is None:
             problem = self._run.problem
-            with problem.scope(), torch.no_grad():
-                gtr = poutine.trace(self._posterior_guide()).get_trace(**problem.data)
-                mtr = poutine.trace(poutine.replay(problem.model, trace=gtr)).get_trace(
-                    **problem.data
-                )
-            latent = {
-                n: s["value"].shape
-                for n, s in gtr.nodes.items()
-                if s["type"] == "sample"
-                and not s["is_observed"]
-                and type(s["fn"]).__name__ != "_Subsample"
-                and not s["infer"].get("is_auxiliary")
-            }
-            latent.update(
-                {
-                    n: s["value"].shape
-                    for n, s in mtr.nodes.items()
-                    if s["type"] == "sample" and s["infer"].get("_deterministic")
-                }
-            )
-            det = [
-                n
-                for n, s in mtr.nodes.items()
-                if s["type"] == "sample" and s["infer"].get("_deterministic")
-            ]
-            self._sites = (latent, det)
+            with problem.scope():
+                self._sites = summary_sites(problem.model, self._posterior_guide(), problem.data)
         return self._sites
 
     def sample(self, num_samples: int = 1000) -> dict[str, torch.Tensor]:
         """``num_samples`` posterior draws of every latent (and ``pyro.deterministic``) site:
         ``{site: tensor [num_samples, *shape]}``."""
         _check_count(num_samples, "num_samples")
-        shapes, _ = self._latent_sites()
+        shapes = self._latent_sites()
         if not shapes:
             return {}
         problem = self._run.problem
@@ -143,10 +133,27 @@ class Posterior:
             )
         return {k: _reshape(draws[k], num_samples, shapes[k]) for k in shapes if k in draws}
 
-    def summary(self, num_samples: int = 1000) -> dict[str, dict[str, Any]]:
-        """``{site: {"mean", "std", "5%", "50%", "95%"}}`` of every latent site, from
-        ``num_samples`` draws (values are floats, or nested lists for vector sites)."""
-        return {name: site_stats(d) for name, d in self.sample(num_samples).items()}
+    def summary(self, num_samples: int = SUMMARY_DRAWS) -> dict[str, dict[str, Any]]:
+        """``{site: {"mean", "std", "5%", "50%", "95%", "exact"}}`` of every latent (and
+        ``pyro.deterministic``) site: values are floats, or nested lists for vector sites.
+
+        The same numbers at every call, in ``print(post)``, ``summary.json`` and
+        ``bayesdl.load(dir).summary()``: the closed form where the guide has it (the columns
+        listed in ``"exact"``: a Gaussian autoguide's moments and quantiles, see
+        :mod:`bayesdl.inference.moments`), else ``num_samples`` draws seeded by the fit's seed
+        (the caller's random state is left as it was)."""
+        _check_count(num_samples, "num_samples")
+        problem = self._run.problem
+        with seeded(self._seed), problem.scope():  # finding the sites draws too
+            shapes, guide = self._latent_sites(), self._posterior_guide()
+            return posterior_rows(
+                problem.model, guide, problem.data, shapes, num_samples, self._seed
+            )
+
+    @property
+    def _seed(self) -> int:
+        """The fit's seed: a summary's draws are seeded by it."""
+        return int(getattr(self._run.workflow.args, "seed", 0) or 0)
 
     def predict(
         self, data: dict[str, Any] | None = None, num_samples: int = 1000
@@ -161,7 +168,15 @@ class Posterior:
             raise UserError(f"data must be a dict of keyword arguments, got {type(data).__name__}")
         inputs = predictive_inputs(problem.data, data or {}, self._observed_keys())
         with problem.scope():
-            return draw(problem.model, self._posterior_guide(), inputs, num_samples, None)
+            try:
+                return draw(problem.model, self._posterior_guide(), inputs, num_samples, None)
+            except Exception as e:  # noqa: BLE001 - the user's model may raise anything
+                raise self._explained(e, "in predict") from None
+
+    def _explained(self, e: Exception, doing: str) -> Exception:
+        """A user model's exception as one line naming its file and line (a UserError)."""
+        explain = getattr(self._run.workflow, "explain", None)
+        return e if isinstance(e, UserError) or explain is None else explain(e, doing)
 
     def _observed_keys(self) -> set[str]:
         """The training arguments the model observes, found once per posterior: finding them
@@ -226,22 +241,26 @@ class Posterior:
             f"Posterior of {s.get('model')} (guide {s.get('guide')}, {s.get('steps')} steps, "
             f"final ELBO {s.get('final_elbo', float('nan')):.4g})"
         )
-        return summary_table(head, self.summary(num_samples=500), STAT_COLUMNS, width=10)
+        rows = self.summary()
+        return "\n".join(
+            (summary_table(head, rows, STAT_COLUMNS, width=10), exactness(rows, self._seed))
+        )
 
 
 #: the columns of :meth:`Posterior.summary` in the printed table
 STAT_COLUMNS = ("mean", "std", "5%", "50%", "95%")
 
 
-def site_stats(d: torch.Tensor) -> dict[str, Any]:
-    """Mean, sd and the :data:`QUANTILES` of draws ``[n, *shape]`` over dim 0, as floats or
-    nested lists."""
-    d = d.double()
-    q = torch.quantile(d.reshape(len(d), -1), torch.tensor(QUANTILES, dtype=d.dtype), 0)
-    row = {"mean": _plain(d.mean(0)), "std": _plain(d.std(0))}
-    for p, v in zip(QUANTILES, q, strict=True):
-        row[f"{round(100 * p):d}%"] = _plain(v.reshape(d.shape[1:]))
-    return row
+def exactness(rows: dict[str, dict], seed: int, num_samples: int = SUMMARY_DRAWS) -> str:
+    """The line under a printed summary: which numbers are the guide's closed form."""
+    full = [k for k, r in rows.items() if len(r.get("exact", ())) == len(STAT_COLUMNS)]
+    quantiles = [k for k, r in rows.items() if r.get("exact") and k not in full]
+    exact = [f"every number of {', '.join(full)}"] if full else []
+    exact += [f"the quantiles of {', '.join(quantiles)}"] if quantiles else []
+    mc = f"Monte Carlo over {num_samples} draws (seed {seed})"
+    if not exact:
+        return f"every number: {mc}"
+    return f"exact from the guide: {'; '.join(exact)}; the others: {mc}"
 
 
 def summary_table(head: str, summary: dict, cols: tuple[str, ...], width: int) -> str:

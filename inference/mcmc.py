@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +26,9 @@ from pyro.infer import MCMC, NUTS
 from pyro.infer.mcmc.util import diagnostics as pyro_diagnostics
 
 from bayesdl.inference.errors import UserError
+from bayesdl.inference.moments import site_stats
 from bayesdl.inference.predictive import conditioned
+from bayesdl.inference.where import warn_at
 
 #: a model with more latent dimensions than this is sampled, but warned about
 LARGE_MODEL = 1000
@@ -128,6 +129,27 @@ def latent_dimension(model: Callable, data: Mapping[str, Any]) -> int:
     )
 
 
+def param_sites(model: Callable, data: Mapping[str, Any]) -> list[str]:
+    """The ``pyro.param`` sites of the model (a ``PyroModule``'s parameters included), found on
+    one run in a throwaway parameter store."""
+    with pyro.get_param_store().scope(), torch.no_grad(), poutine.block():
+        tr = poutine.trace(model).get_trace(**data)
+    return [n for n, s in tr.nodes.items() if s["type"] == "param"]
+
+
+def refuse_params(model: Callable, data: Mapping[str, Any], name: str = "the model") -> None:
+    """A :class:`UserError` for a model with ``pyro.param`` sites: NUTS draws latent sites only
+    (Pyro's NUTS would leave each parameter at its initial value without a word)."""
+    params = param_sites(model, data)
+    if params:
+        shown = ", ".join(params[:5]) + (f" and {len(params) - 5} more" if len(params) > 5 else "")
+        raise UserError(
+            f"{name} has pyro.param sites ({shown}), which NUTS does not fit (it samples latent "
+            "sites only; they would keep their initial values): make each a latent site with "
+            "a prior (pyro.sample), or fit with VI (--inference vi, method='vi')"
+        )
+
+
 def run_nuts(
     model: Callable,
     data: Mapping[str, Any],
@@ -137,12 +159,15 @@ def run_nuts(
     progress: bool = True,
     max_plate_nesting: float = math.inf,
     device: str | torch.device = "cpu",
+    name: str = "the model",
 ) -> MCMCResult:
     """Draw ``config.chains`` NUTS chains from ``p(z | data)``, one after another.
 
     :param max_plate_nesting: of the model (``inf``: Pyro guesses it from a trace); needed to
         sum out enumerable discrete sites.
     :param progress: Pyro's progress bar per chain (on a terminal only).
+    :param name: the model in messages (a model with ``pyro.param`` sites is refused,
+        :func:`refuse_params`).
 
     Ctrl-C ends sampling: the finished chains are kept (or, during the first, its draws so
     far) and the result says ``interrupted``; nothing kept raises ``KeyboardInterrupt``.
@@ -150,13 +175,14 @@ def run_nuts(
     config.validate()
     device = torch.device(device)
     data = {k: v.to(device) if torch.is_tensor(v) else v for k, v in data.items()}
+    refuse_params(model, data, name)
     dims = latent_dimension(model, data)
     if dims > LARGE_MODEL:
-        warnings.warn(
+        warn_at(
             f"NUTS on {dims} latent dimensions: expect minutes or more per chain (each draw "
             "takes up to 2^max_tree_depth gradient evaluations); VI is the usual tool here",
             UserWarning,
-            stacklevel=2,
+            model,
         )
     nesting = None if math.isinf(max_plate_nesting) else int(max_plate_nesting)
     pyro.set_rng_seed(seed)
@@ -268,3 +294,46 @@ def predictive(
     sample: :func:`bayesdl.inference.predictive.conditioned`. ``return_sites=None``: every
     site not in ``samples``."""
     return conditioned(model, samples, data, return_sites)
+
+
+def with_deterministic(
+    model: Callable, draws: Mapping[str, torch.Tensor], data: Mapping[str, Any]
+) -> dict[str, torch.Tensor]:
+    """``draws`` (``[chains, samples, *shape]``) and the model's ``pyro.deterministic`` sites,
+    computed per draw, in the same layout."""
+    with torch.no_grad(), poutine.block():
+        tr = poutine.trace(model).get_trace(**data)
+    det = [
+        n for n, s in tr.nodes.items() if s["type"] == "sample" and s["infer"].get("_deterministic")
+    ]
+    if not det or not draws:
+        return dict(draws)
+    lead = next(iter(draws.values())).shape[:2]
+    flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in draws.items()}
+    out = predictive(model, flat, data, det)
+    return {**draws, **{k: v.reshape(*lead, *v.shape[1:]) for k, v in out.items()}}
+
+
+def draws_table(
+    draws: Mapping[str, torch.Tensor], max_elements: int | None = None
+) -> dict[str, dict[str, Any]]:
+    """``{site: {"mean", "std", "5%", "50%", "95%", "r_hat", "n_eff"}}`` of draws ``[chains,
+    samples, *shape]`` over every draw (sites above ``max_elements`` left out), as floats or
+    nested lists: what ``DrawsPosterior.summary()`` and a NUTS run's ``summary.json`` hold."""
+    small = {
+        k: v
+        for k, v in draws.items()
+        if max_elements is None or math.prod(v.shape[2:]) <= max_elements
+    }
+    table = {}
+    for name, d in diagnostics(small).items():
+        row = site_stats(small[name].reshape(-1, *small[name].shape[2:]))
+        row["r_hat"] = _plain(d["r_hat"])
+        row["n_eff"] = _plain(d["n_eff"])
+        table[name] = row
+    return table
+
+
+def _plain(t: Any) -> Any:
+    t = torch.as_tensor(t)
+    return t.item() if t.dim() == 0 else t.tolist()

@@ -27,7 +27,7 @@ import torch
 from bayesdl.inference import distributed
 from bayesdl.inference.convergence import warn_unconverged
 from bayesdl.inference.errors import UserError
-from bayesdl.inference.predictive import posterior_summary
+from bayesdl.inference.moments import posterior_table
 from bayesdl.inference.train import (
     CHECKPOINT,
     MAX_SEED,
@@ -348,12 +348,14 @@ def fit_run(
         if resume:
             raise UserError("--resume needs --out DIR holding the checkpoint")
         problem = build(workflow)
+        config = fit_config(args)  # as build() chose it (an estimator the model asks for)
         result = fit_problem(problem, config, None, progress=progress)
         return Run(workflow, problem, result, summarize(workflow, problem, config, result))
     out = Path(out)
     if main:  # checked before anything is built or written
         prepare_out(out, resume=resume, overwrite=overwrite, make=False)
     problem = build(workflow)  # the model, guide and data are checked before --out is touched
+    config = fit_config(args)
     with claimed(out, resume=resume, overwrite=overwrite, main=main):
         return _fit_locked(workflow, problem, config, out, resume, progress)
 
@@ -461,10 +463,11 @@ def summarize(
         return summary
     warn_unconverged(result.convergence)
     with problem.scope():
-        summary["posterior"] = posterior_summary(
+        summary["posterior"] = posterior_table(
+            problem.model,
             _posterior_guide(workflow, problem),
             _on(problem.data, result.device),
-            model=problem.model,
+            config.seed,
         )
         summary["params"] = _jsonable(model_params(problem, max_elements=100))
         summary.update(workflow.summarize(problem))

@@ -26,7 +26,16 @@ import torch
 from bayesdl.inference.convergence import warn_unconverged
 from bayesdl.inference.devices import resolve_device
 from bayesdl.inference.errors import UserError
-from bayesdl.inference.mcmc import RHAT_LIMIT, MCMCConfig, MCMCResult, diagnostics, run_nuts
+from bayesdl.inference.mcmc import (
+    RHAT_LIMIT,
+    MCMCConfig,
+    MCMCResult,
+    diagnostics,
+    draws_table,
+    refuse_params,
+    run_nuts,
+    with_deterministic,
+)
 from bayesdl.inference.predictive import mean_std
 from bayesdl.workflows.base import Problem, Workflow
 from bayesdl.workflows.run import (
@@ -128,18 +137,21 @@ def nuts_run(
     workflow = workflow_cls(args)
     if out is None:
         problem = build(workflow)
-        result = _sample(problem, args, progress)
+        result = _sample(workflow, problem, args, progress)
         return Run(workflow, problem, result, summarize_draws(workflow, problem, args, result))
     out = Path(out)
     prepare_out(out, resume=False, overwrite=overwrite, make=False)
     problem = build(workflow)  # the model and data are checked before --out is touched
+    refuse_params(problem.model, problem.data, _name(workflow))
     with claimed(out, resume=False, overwrite=overwrite):
         write_record(out, *folder_record(workflow))
-        result = _sample(problem, args, progress)
+        result = _sample(workflow, problem, args, progress)
         return _write(Run(workflow, problem, result, {}, out), out)
 
 
-def _sample(problem: Problem, args: argparse.Namespace, progress: bool) -> MCMCResult:
+def _sample(
+    workflow: Workflow, problem: Problem, args: argparse.Namespace, progress: bool
+) -> MCMCResult:
     return run_nuts(
         problem.model,
         problem.data,
@@ -148,7 +160,14 @@ def _sample(problem: Problem, args: argparse.Namespace, progress: bool) -> MCMCR
         progress=progress,
         max_plate_nesting=float(getattr(args, "max_plate_nesting", math.inf)),
         device=resolve_device(args.device),
+        name=_name(workflow),
     )
+
+
+def _name(workflow: Workflow) -> str:
+    """The model in messages: a user model's function and file, else its registered name."""
+    where = getattr(workflow, "where", None)
+    return where() if callable(where) else f"model {type(workflow).name!r}"
 
 
 def _write(run: Run, out: Path) -> Run:
@@ -166,22 +185,8 @@ def _chain_rows(result: MCMCResult) -> list[dict]:
     return [{"chain": i + 1, **row} for i, row in enumerate(result.chains)]
 
 
-def site_table(draws: dict[str, torch.Tensor], max_elements: int | None = None) -> dict:
-    """``{site: {"mean", "std", "r_hat", "n_eff"}}`` of draws ``[chains, samples, *shape]``
-    (sites above ``max_elements`` left out), as JSON-ready numbers and lists."""
-    small = {
-        k: v.double()
-        for k, v in draws.items()
-        if max_elements is None or math.prod(v.shape[2:]) <= max_elements
-    }
-    if not small:
-        return {}
-    flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in small.items()}
-    table = mean_std(flat)
-    for name, d in diagnostics(small).items():
-        table[name]["r_hat"] = _plain(d["r_hat"])
-        table[name]["n_eff"] = _plain(d["n_eff"])
-    return table
+#: ``{site: {"mean", "std", quantiles, "r_hat", "n_eff"}}`` of draws (as ``summary()``)
+site_table = draws_table
 
 
 def summarize_draws(
@@ -189,7 +194,9 @@ def summarize_draws(
 ) -> dict[str, Any]:
     """The entries of a NUTS run's ``summary.json``; warns (one line) where R-hat >= 1.05."""
     config = mcmc_config(args)
-    posterior = site_table(result.draws, MAX_ELEMENTS)
+    posterior = draws_table(
+        with_deterministic(problem.model, result.draws, problem.data), MAX_ELEMENTS
+    )
     diag = diagnostics(result.draws)
     worst = {k: float(torch.as_tensor(d["r_hat"]).max()) for k, d in diag.items()}
     finite = {k: r for k, r in worst.items() if math.isfinite(r)}
