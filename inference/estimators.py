@@ -30,7 +30,7 @@ from bayesdl.inference.elbo import (
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.relaxed import make_relaxed
 
-__all__ = ["ESTIMATORS", "Estimator", "ScoreFunction", "make_estimator"]
+__all__ = ["ESTIMATORS", "Estimator", "ScoreFunction", "make_estimator", "marked_for_enumeration"]
 
 
 def _reparam(particles: int, vectorize: bool, max_plate_nesting: float) -> Estimator:
@@ -102,3 +102,14 @@ def make_estimator(
     if particles < 1:
         raise UserError(f"--particles must be >= 1, got {particles}")
     return ESTIMATORS[name](particles, vectorize and particles > 1, max_plate_nesting)
+
+
+def marked_for_enumeration(sites: list[dict]) -> bool:
+    """Whether every one of these discrete sample sites (trace nodes) is marked for
+    enumeration (``@config_enumerate``, ``infer={"enumerate": "parallel"}``) and can be: the
+    model asks for the ``enum`` estimator."""
+    return bool(sites) and all(
+        s["infer"].get("enumerate") in ("parallel", "sequential")
+        and getattr(s["fn"], "has_enumerate_support", False)
+        for s in sites
+    )

@@ -17,7 +17,6 @@ import math
 import signal
 import sys
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -38,6 +37,7 @@ from bayesdl.inference.devices import resolve_device
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.estimators import make_estimator
 from bayesdl.inference.schedules import LR_SCHEDULES, KLScale, kl_weight
+from bayesdl.inference.where import warn_at
 
 CHECKPOINT = "checkpoint.pt"
 #: values of ``--compile`` (see :mod:`bayesdl.inference.compiled`)
@@ -292,18 +292,21 @@ def untrained_leaves(loss: torch.Tensor, params: Mapping[str, torch.Tensor]) -> 
     return found
 
 
-def warn_untrained(loss: torch.Tensor, params: Mapping[str, torch.Tensor]) -> None:
-    """One :class:`UserWarning` per fit naming the shapes of :func:`untrained_leaves`."""
+def warn_untrained(
+    loss: torch.Tensor, params: Mapping[str, torch.Tensor], model: Callable | None = None
+) -> None:
+    """One :class:`UserWarning` per fit naming the shapes of :func:`untrained_leaves`, shown
+    at the ``def`` of ``model``."""
     leaves = untrained_leaves(loss, params)
     if leaves:
         shapes = ", ".join(str(tuple(t.shape)) for t in leaves[:6])
         more = f" and {len(leaves) - 6} more" if len(leaves) > 6 else ""
-        warnings.warn(
+        warn_at(
             f"{len(leaves)} tensor(s) of shape {shapes}{more} require grad and feed the ELBO but "
             "are not trained: register the network in the model with pyro.module('name', net) "
             "(or make it a PyroModule), or detach the tensor",
             UserWarning,
-            stacklevel=3,
+            model,
         )
 
 
@@ -465,7 +468,7 @@ class Trainer:
             if self.estimator.differentiable:
                 loss = self.loss_fn(**state.data)
                 if not self._checked:  # once per fit: networks the optimizer cannot see
-                    warn_untrained(loss, self.params)
+                    warn_untrained(loss, self.params, self.model)
                     self._checked = True
                 loss.backward()
                 loss = loss.detach()

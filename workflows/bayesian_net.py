@@ -199,7 +199,7 @@ def build_problem(
         )
     if "x" not in data:
         raise UserError(f"{where} needs data x (and y to fit)")
-    check_arguments(model, data, where, "in data")
+    check_arguments(model, data, where, "data=")
     try:
         with torch.no_grad():
             guide_trace = poutine.trace(model.guide).get_trace()

@@ -21,7 +21,6 @@ import json
 import re
 import sys
 import traceback
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -51,14 +50,15 @@ from pyro.poutine.messenger import Messenger
 
 from bayesdl.datasets.io import load_arrays
 from bayesdl.inference.errors import UserError
-from bayesdl.inference.estimators import make_estimator
+from bayesdl.inference.estimators import make_estimator, marked_for_enumeration
 from bayesdl.inference.predictive import (
     draw,
-    latent_sites,
     mean_std,
-    model_sites,
+    observation_keys,
     posterior_summary,
+    predictive_inputs,
 )
+from bayesdl.inference.where import definition, warn_at
 from bayesdl.workflows.base import Problem, Workflow
 from bayesdl.workflows.options import add_options
 
@@ -600,19 +600,28 @@ class UserModel(Workflow):
     default_data: ClassVar[str | None] = None
     default_args: ClassVar[dict[str, Any]] = {}
     given_data: ClassVar[dict[str, Any] | None] = None  # data passed from Python
+    chosen: str | None = None  # an option build() chose for the model, and why
 
     @classmethod
     def source(cls) -> str:
-        """The model's file (for messages)."""
+        """The model's file (for messages): the file it was loaded from, a plugin's file, or
+        where the function given from Python is defined (never bayesdl's)."""
         if cls.model_file:
             return cls.model_file
-        return getattr(sys.modules.get(cls.__module__), "__file__", None) or cls.__module__
+        module = getattr(sys.modules.get(cls.__module__), "__file__", None)
+        if module and Path(module).resolve() != Path(__file__).resolve():  # a plugin's class
+            return module
+        place = definition(cls.model_fn)
+        return place[0] if place else f"{cls.model_function or 'the model'} given from Python"
 
     @classmethod
     def where(cls) -> str:
-        """``function() in file`` for messages."""
+        """``function() at file:line`` (``function() in file``) for messages."""
         fn = cls.model_function or getattr(cls.model_fn, "__name__", "model")
-        return f"{fn}() in {cls.source()}"
+        source, place = cls.source(), definition(cls.model_fn)
+        if place and Path(place[0]).resolve() == Path(source).resolve():
+            return f"{fn}() at {source}:{place[1]}"
+        return f"{fn}() in {source}"
 
     @dataclass
     class Options:
@@ -757,11 +766,11 @@ class UserModel(Workflow):
         model = self.model()
         data = self.data(a.data)
         if a.data:
-            source = f"from {a.data}"
+            source = f"the data file {a.data}"
         elif self.given_data is not None:
-            source = "in data="
+            source = "data="
         else:
-            source = "from --arg (no --data given)"
+            source = "--arg (no --data given)"
         check_arguments(model, data, self.where(), source)
         tr = self.trial(model, data)
         latent, discrete, observed, deterministic = [], [], [], []
@@ -802,13 +811,20 @@ class UserModel(Workflow):
                 f"{self.where()} has no latent site: every pyro.sample in it has obs=, so there "
                 "is nothing to infer"
             )
-        if not observed:
-            warnings.warn(
+        if not observed:  # shown at the model's def
+            warn_at(
                 f"{self.where()} has no observed site (no pyro.sample with obs=): the fit "
                 "approximates the prior",
                 UserWarning,
-                stacklevel=2,
+                model,
             )
+        if (  # @config_enumerate with the default estimator: sum the marked sites out
+            self.is_autoguide(a.guide)
+            and a.estimator == self.default_estimator
+            and marked_for_enumeration([tr.nodes[n] for n in discrete])
+        ):
+            a.estimator = "enum"
+            self.chosen = "enum: the model marks its discrete sites for enumeration"
         if getattr(a, "method", "vi") == "nuts":  # sampled by NUTS: no guide (workflows.sampling)
             guide = None
         elif self.is_autoguide(a.guide):
@@ -897,15 +913,13 @@ class UserModel(Workflow):
                 "enumerated_sites": problem.extra.get("discrete", []),
                 "observed_sites": problem.extra.get("observed", []),
                 "deterministic_sites": problem.extra.get("deterministic", []),
+                **({"estimator_chosen": self.chosen} if getattr(self, "chosen", None) else {}),
                 "data_size": problem.data_size,
             }
         }
         if isinstance(problem.guide, AutoLaplaceApproximation):
             out["map"] = posterior_summary(problem.guide, problem.data, num_samples=2)
             out["map"] = {k: v["mean"] for k, v in out["map"].items()}
-            out["posterior"] = posterior_summary(
-                self.posterior_guide(problem), problem.data, model=problem.model
-            )
         return out
 
     def evaluate(self, problem: Problem, out: Path) -> dict[str, Any]:
@@ -923,27 +937,31 @@ class UserModel(Workflow):
         return result
 
     def predict(self, problem: Problem, path: Path) -> dict[str, Any]:
+        """Mean and sd of every site of the model -- latent, observed, ``pyro.deterministic``
+        -- at the inputs of ``path``, as :meth:`bayesdl.Posterior.predict` draws them (the
+        training arguments not given keep their values, but the observations are drawn)."""
         # new inputs as a table are read as the training table was; a .npz names its arrays
         picked = Path(path).suffix.lower() != ".npz"
-        inputs = self.data(str(path), require_y=False, pick_columns=picked)
-        for k in problem.data:  # training keys not given now (the observations) are sampled
-            if k not in inputs:
-                inputs[k] = None
-        model = problem.model
-        check_arguments(model, inputs, self.where(), f"from {path}")
-        sites = problem.extra.get("observed") or None
-        device = next((v.device for v in problem.data.values() if torch.is_tensor(v)), None)
-        inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
-        guide = self.posterior_guide(problem)
+        new = self.data(str(path), require_y=False, pick_columns=picked)
+        model, guide = problem.model, self.posterior_guide(problem)
+        with torch.no_grad():
+            observed = observation_keys(
+                poutine.replay(model, poutine.trace(guide).get_trace(**problem.data)),
+                problem.data,
+            )
+        inputs = predictive_inputs(problem.data, new, observed)
+        check_arguments(model, inputs, self.where(), f"the inputs {path}")
         last = _LastSite()
         try:
             with torch.no_grad(), last:
-                if sites is None:  # what the model draws given the latents
-                    latent = latent_sites(guide, inputs)
-                    sites = [k for k in model_sites(model, guide, inputs) if k not in latent]
-                draws = draw(model, guide, inputs, PREDICT_SAMPLES, sites)
+                draws = draw(model, guide, inputs, PREDICT_SAMPLES, None)
         except Exception as e:  # noqa: BLE001
-            raise UserError(
-                f"{self.where()} on {path}: {_describe(e, Path(self.source()).resolve(), last)}"
-            ) from None
+            raise self.explain(e, f"on {path}", last) from None
         return {"num_samples": PREDICT_SAMPLES, **mean_std(draws)}
+
+    @classmethod
+    def explain(cls, e: BaseException, doing: str = "", site: Any = None) -> UserError:
+        """A one-line :class:`UserError` for an exception from the user's model: its function,
+        file and line (and site, given a :class:`_LastSite` that followed the model)."""
+        where = f"{cls.where()} {doing}".rstrip()
+        return UserError(f"{where}: {_describe(e, Path(cls.source()).resolve(), site)}")
