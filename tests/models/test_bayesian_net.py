@@ -545,13 +545,13 @@ def test_predictions_hold_no_kl_site(tmp_path):
     x2 = torch.randn(30, 2)
     np.savez(tmp_path / "d.npz", x=x2.numpy(), y=(x2 @ torch.tensor([1.0, -1.0])).numpy())
     np.savez(tmp_path / "new.npz", x=x2[:3].numpy())
-    for name in ("bnet", "model"):
+    for name, sites in (("bnet", {"theta", "f", "y"}), ("model", {"w", "y"})):
         run, out = tmp_path / name, tmp_path / f"{name}.json"
         fit = ["fit", f"{tmp_path / 'm.py'}:{name}", "--data", str(tmp_path / "d.npz")]
         assert cli.main([*fit, "--steps", "30", "--quiet", "--out", str(run)]) == 0
         new = str(tmp_path / "new.npz")
         assert cli.main(["predict", str(run), "--input", new, "--output", str(out)]) == 0
-        assert set(json.loads(out.read_text())) == {"num_samples", "y"}
+        assert set(json.loads(out.read_text())) == {"num_samples", *sites}  # every site but kl
 
 
 def test_cli_gaussian_dropout_reports_rates_evaluates_and_predicts(tmp_path):
