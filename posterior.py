@@ -88,8 +88,39 @@ class Posterior:
 
     @property
     def converged(self) -> bool | None:
-        """Whether the fit's ELBO had flattened (None where unknown)."""
+        """Whether the fit had converged: its ELBO flat and its guide settled (None where
+        unknown)."""
         return self._run.summary.get("converged")
+
+    @property
+    def checks(self) -> dict[str, dict]:
+        """Every check of the run with its value and verdict (``summary.json``'s ``checks``:
+        ``convergence`` and ``k_hat`` for VI; R-hat, ESS and divergences for NUTS)."""
+        return dict(self._run.summary.get("checks") or {})
+
+    @property
+    def reliable(self) -> bool | None:
+        """True only when the fit converged and every check passed; False when one failed;
+        None when the family could not be checked (or the run predates the checks). The
+        reasons: :attr:`reliable_reasons`."""
+        return self._run.summary.get("reliable")
+
+    @property
+    def reliable_reasons(self) -> list[str]:
+        """Why :attr:`reliable` is not True, one line per check."""
+        return list(self._run.summary.get("reliable_reasons") or [])
+
+    def diagnostics(self) -> dict[str, Any]:
+        """``{"k_hat", "converged", "reliable", "checks"}``: the Pareto k-hat of the guide
+        (Yao et al. 2018; None where not checked), the convergence flag, the verdict and every
+        check with its value (:attr:`checks`)."""
+        checks = self.checks
+        return {
+            "k_hat": (checks.get("k_hat") or {}).get("value"),
+            "converged": self.converged,
+            "reliable": self.reliable,
+            "checks": checks,
+        }
 
     # -- draws
 
@@ -143,9 +174,27 @@ class Posterior:
             )
         return {k: _reshape(draws[k], num_samples, shapes[k]) for k in shapes if k in draws}
 
-    def summary(self, num_samples: int = 1000) -> dict[str, dict[str, Any]]:
+    def summary(
+        self, num_samples: int = 1000, corrected: bool = False
+    ) -> dict[str, dict[str, Any]]:
         """``{site: {"mean", "std", "5%", "50%", "95%"}}`` of every latent site, from
-        ``num_samples`` draws (values are floats, or nested lists for vector sites)."""
+        ``num_samples`` draws (values are floats, or nested lists for vector sites).
+
+        ``corrected=True``: the model's latent sites under Pareto-smoothed importance
+        weights ``p(theta, D) / q(theta)`` of the draws (the joint on the full data), which
+        remove what the guide's family gets wrong where k-hat is at most 0.7; above, a
+        :class:`~bayesdl.UserError` (``summary.json``'s ``checks.k_hat.corrected`` says how
+        far the two summaries are apart)."""
+        if corrected:
+            from bayesdl.workflows.checks import corrected_summary
+
+            _check_count(num_samples, "num_samples")
+            problem = self._run.problem
+            seed = int(getattr(self._run.workflow.args, "seed", 0))
+            with problem.scope():
+                return corrected_summary(
+                    problem.model, self._posterior_guide(), problem.data, num_samples, seed
+                )
         return {name: site_stats(d) for name, d in self.sample(num_samples).items()}
 
     def predict(
@@ -226,6 +275,10 @@ class Posterior:
             f"Posterior of {s.get('model')} (guide {s.get('guide')}, {s.get('steps')} steps, "
             f"final ELBO {s.get('final_elbo', float('nan')):.4g})"
         )
+        if s.get("checks"):
+            from bayesdl.workflows.checks import verdict_line
+
+            head += f"\n{verdict_line(s)}"
         return summary_table(head, self.summary(num_samples=500), STAT_COLUMNS, width=10)
 
 

@@ -29,6 +29,7 @@ from bayesdl.inference.errors import UserError
 from bayesdl.inference.mcmc import RHAT_LIMIT, MCMCConfig, MCMCResult, diagnostics, run_nuts
 from bayesdl.inference.predictive import mean_std
 from bayesdl.workflows.base import Problem, Workflow
+from bayesdl.workflows.checks import nuts_checks
 from bayesdl.workflows.run import (
     CONFIG,
     METRICS,
@@ -236,6 +237,7 @@ def summarize_draws(
     user = getattr(workflow, "summarize", None)
     if problem.guide is None and user is not None:  # a user model's sites
         summary.update(user(problem))
+    summary.update(nuts_checks(summary, result.num_chains))
     warn_unconverged(summary["convergence"], "NUTS")
     return summary
 
