@@ -122,10 +122,13 @@ class DrawsPosterior(Posterior):
             draws.update(predictive(problem.model, draws, problem.data, det))
         return draws
 
-    def summary(self, num_samples: int | None = None) -> dict[str, dict[str, Any]]:
+    def summary(
+        self, num_samples: int | None = None, corrected: bool = False
+    ) -> dict[str, dict[str, Any]]:
         """``{site: {"mean", "std", "5%", "50%", "95%", "r_hat", "n_eff"}}`` from all draws
-        (``num_samples`` is ignored: every draw counts)."""
-        del num_samples
+        (``num_samples`` is ignored: every draw counts; ``corrected`` too: NUTS draws are the
+        posterior's own, there is no guide to correct)."""
+        del num_samples, corrected
         diag = self.diagnostics()
         out = {}
         for name, d in self.sample().items():
