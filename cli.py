@@ -115,6 +115,7 @@ def cmd_fit(argv: list[str]) -> int:
         delattr(args, k)
     summary = run_fit(workflow, args, out, resume=resume, overwrite=overwrite, progress=not quiet)
     from bayesdl.inference import distributed
+    from bayesdl.workflows.checks import verdict_line
 
     if not distributed.is_main():  # under torchrun rank 0 reports
         return 0
@@ -122,14 +123,18 @@ def cmd_fit(argv: list[str]) -> int:
         print(
             f"{workflow.name}: NUTS, {summary['chains']} chain(s) x {summary['samples']} draws, "
             f"{summary['divergences']} divergences, R-hat <= "
-            f"{summary['convergence']['max_r_hat']:.3f}, {summary['wall_seconds']:.1f} s "
-            f"-> {out / 'summary.json'}"
+            f"{summary['convergence']['max_r_hat']:.3f}, {summary['wall_seconds']:.1f} s; "
+            f"{verdict_line(summary)} -> {out / 'summary.json'}"
         )
         return 130 if summary.get("interrupted") else 0
     print(
         f"{workflow.name}: {summary['steps']} steps, final ELBO {summary['final_elbo']:.4f}, "
-        f"{summary['wall_seconds']:.1f} s on {summary['device']} -> {out / 'summary.json'}"
+        f"{summary['wall_seconds']:.1f} s on {summary['device']}; {verdict_line(summary)} "
+        f"-> {out / 'summary.json'}"
     )
+    note = ((summary.get("checks") or {}).get("k_hat") or {}).get("corrected", {}).get("note")
+    if note:
+        print(note)
     return 0
 
 

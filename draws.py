@@ -126,11 +126,14 @@ class DrawsPosterior(Posterior):
             draws.update(predictive(problem.model, draws, problem.data, det))
         return draws
 
-    def summary(self, num_samples: int | None = None) -> dict[str, dict[str, Any]]:
+    def summary(
+        self, num_samples: int | None = None, corrected: bool = False
+    ) -> dict[str, dict[str, Any]]:
         """``{site: {"mean", "std", "5%", "50%", "95%", "r_hat", "n_eff"}}`` from all draws, of
         every latent and ``pyro.deterministic`` site (computed per draw); ``num_samples`` is
-        ignored: every draw counts. The numbers of ``summary.json``."""
-        del num_samples
+        ignored: every draw counts; ``corrected`` too: NUTS draws are the posterior's own, there
+        is no guide to correct. The numbers of ``summary.json``."""
+        del num_samples, corrected
         return draws_table(self._with_deterministic())
 
     def _with_deterministic(self) -> dict[str, torch.Tensor]:

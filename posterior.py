@@ -102,8 +102,39 @@ class Posterior:
 
     @property
     def converged(self) -> bool | None:
-        """Whether the fit's ELBO had flattened (None where unknown)."""
+        """Whether the fit had converged: its ELBO flat and its guide settled (None where
+        unknown)."""
         return self._run.summary.get("converged")
+
+    @property
+    def checks(self) -> dict[str, dict]:
+        """Every check of the run with its value and verdict (``summary.json``'s ``checks``:
+        ``convergence`` and ``k_hat`` for VI; R-hat, ESS and divergences for NUTS)."""
+        return dict(self._run.summary.get("checks") or {})
+
+    @property
+    def reliable(self) -> bool | None:
+        """True only when the fit converged and every check passed; False when one failed;
+        None when the family could not be checked (or the run predates the checks). The
+        reasons: :attr:`reliable_reasons`."""
+        return self._run.summary.get("reliable")
+
+    @property
+    def reliable_reasons(self) -> list[str]:
+        """Why :attr:`reliable` is not True, one line per check."""
+        return list(self._run.summary.get("reliable_reasons") or [])
+
+    def diagnostics(self) -> dict[str, Any]:
+        """``{"k_hat", "converged", "reliable", "checks"}``: the Pareto k-hat of the guide
+        (Yao et al. 2018; None where not checked), the convergence flag, the verdict and every
+        check with its value (:attr:`checks`)."""
+        checks = self.checks
+        return {
+            "k_hat": (checks.get("k_hat") or {}).get("value"),
+            "converged": self.converged,
+            "reliable": self.reliable,
+            "checks": checks,
+        }
 
     # -- draws
 
@@ -133,7 +164,9 @@ class Posterior:
             )
         return {k: _reshape(draws[k], num_samples, shapes[k]) for k in shapes if k in draws}
 
-    def summary(self, num_samples: int = SUMMARY_DRAWS) -> dict[str, dict[str, Any]]:
+    def summary(
+        self, num_samples: int = SUMMARY_DRAWS, corrected: bool = False
+    ) -> dict[str, dict[str, Any]]:
         """``{site: {"mean", "std", "5%", "50%", "95%", "exact"}}`` of every latent (and
         ``pyro.deterministic``) site: values are floats, or nested lists for vector sites.
 
@@ -141,9 +174,22 @@ class Posterior:
         ``bayesdl.load(dir).summary()``: the closed form where the guide has it (the columns
         listed in ``"exact"``: a Gaussian autoguide's moments and quantiles, see
         :mod:`bayesdl.inference.moments`), else ``num_samples`` draws seeded by the fit's seed
-        (the caller's random state is left as it was)."""
+        (the caller's random state is left as it was).
+
+        ``corrected=True``: the model's latent sites under Pareto-smoothed importance
+        weights ``p(theta, D) / q(theta)`` of the draws (the joint on the full data), which
+        remove what the guide's family gets wrong where k-hat is at most 0.7; above, a
+        :class:`~bayesdl.UserError` (``summary.json``'s ``checks.k_hat.corrected`` says how
+        far the two summaries are apart)."""
         _check_count(num_samples, "num_samples")
         problem = self._run.problem
+        if corrected:
+            from bayesdl.workflows.checks import corrected_summary
+
+            with problem.scope():
+                return corrected_summary(
+                    problem.model, self._posterior_guide(), problem.data, num_samples, self._seed
+                )
         with seeded(self._seed), problem.scope():  # finding the sites draws too
             shapes, guide = self._latent_sites(), self._posterior_guide()
             return posterior_rows(
@@ -241,6 +287,10 @@ class Posterior:
             f"Posterior of {s.get('model')} (guide {s.get('guide')}, {s.get('steps')} steps, "
             f"final ELBO {s.get('final_elbo', float('nan')):.4g})"
         )
+        if s.get("checks"):
+            from bayesdl.workflows.checks import verdict_line
+
+            head += f"\n{verdict_line(s)}"
         rows = self.summary()
         return "\n".join(
             (summary_table(head, rows, STAT_COLUMNS, width=10), exactness(rows, self._seed))

@@ -36,6 +36,7 @@ from bayesdl.inference.convergence import AUTO, StepPlan, steps_or_auto
 from bayesdl.inference.devices import resolve_device
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.estimators import make_estimator
+from bayesdl.inference.guide_moments import IterateAverage, TailAverage
 from bayesdl.inference.schedules import LR_SCHEDULES, KLScale, kl_weight
 from bayesdl.inference.where import warn_at
 
@@ -363,6 +364,8 @@ class Trainer:
         self._checked = False
         #: the captured step (:class:`~bayesdl.inference.compiled.CompiledStep`) once compiled
         self.compiled = None
+        self.average: IterateAverage | None = None
+        self.tail: TailAverage | None = None
 
     # -- setup
 
@@ -424,7 +427,11 @@ class Trainer:
             ddp.check_shardable(self.train_model, self.train_guide, state.data)
             params, self.loss_fn = ddp.wrap(params, self.loss_fn)
         self.params = params
-        self.plan.params = sum(p.numel() for p in params.values())  # the ELBO test's tolerance
+        # the guide's location and sd per log window, for the convergence test's drift part
+        self.average = IterateAverage.for_guide(self.guide, params)
+        self.plan.tracked = self.average is not None
+        self.plan.names = self.average.names if self.average is not None else None
+        self.tail = TailAverage(params) if self.plan.auto else None  # --steps auto's tail
         self.optimizer = OPTIMIZERS[config.optimizer](list(params.values()), lr=config.lr)
         self._set_step = getattr(self.estimator, "set_step", None)  # e.g. a temperature
         if self.batcher is not None:
@@ -463,6 +470,7 @@ class Trainer:
             state.running += loss
             state.count += 1
             state.step += 1
+            self._averages(state.step)
             return loss
         try:
             if self.estimator.differentiable:
@@ -496,7 +504,16 @@ class Trainer:
         state.running += loss
         state.count += 1
         state.step += 1
+        self._averages(state.step)
         return loss
+
+    def _averages(self, step: int) -> None:
+        """Add the new iterate to the log window's average and, in the tail of ``--steps
+        auto``, to the tail's."""
+        if self.average is not None:
+            self.average.add()
+        if self.tail is not None and self.plan.flat_at is not None and step > self.plan.flat_at:
+            self.tail.add()
 
     def compile(self, state: TrainState, backend: str | None = None) -> bool:
         """Capture and compile the step (:mod:`bayesdl.inference.compiled`); when it cannot be,
@@ -559,6 +576,9 @@ class Trainer:
             "wall_seconds": round(wall_seconds, 4),
         }
         state.history.append(row)
+        if self.average is not None:
+            loc, sd = self.average.close()
+            self.plan.moments.append({"step": state.step, "loc": loc, "sd": sd})
         return row
 
     # -- checkpoints
@@ -582,6 +602,11 @@ class Trainer:
             "config": asdict(self.config),
             "history": state.history,
             "window": {"running": state.running.detach().cpu(), "count": state.count},
+            "moments": {
+                "rows": self.plan.moments,
+                "window": self.average.state() if self.average is not None else None,
+            },
+            "tail": self.tail.state() if self.tail is not None else None,
         }
 
     def load(self, state: TrainState, saved: dict) -> None:
@@ -595,6 +620,12 @@ class Trainer:
         ckpt.set_rng_state(saved["rng"])
         state.step = saved["step"]
         state.history = list(saved.get("history", []))
+        moments = saved.get("moments") or {}
+        if self.average is not None:
+            self.plan.moments = list(moments.get("rows") or [])
+            self.average.load(moments.get("window"))
+        if self.tail is not None:
+            self.tail.load(saved.get("tail"))
         self.plan.replay(state.history)
         window = saved.get("window")
         if window is not None:
@@ -736,6 +767,8 @@ def _run(
                     break
     finally:
         bar.close()
+    if not interrupted and trainer.tail is not None and state.step >= plan.total:
+        trainer.tail.apply()  # --steps auto: the mean of the tail's iterates
     _sync(trainer.device)
     now = time.perf_counter()
     wall = now - wall0

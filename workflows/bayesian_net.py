@@ -224,6 +224,10 @@ class BayesianNetModel(UserModel):
     default_guide: ClassVar[str] = "net"
     fit_defaults: ClassVar[dict[str, Any]] = {"steps": 2000, "lr": 0.01}
     nuts: ClassVar[bool] = False  # theta's density is masked: only its guides fit it
+    importance_check: ClassVar[str | None] = (
+        "not checked: a Bayesian network's weights are too many for importance sampling to "
+        "judge its guide (held-out accuracy, NLL and calibration: bayesdl evaluate)"
+    )
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -38,6 +38,7 @@ from bayesdl.inference.train import (
     restore,
 )
 from bayesdl.workflows.base import Problem, Workflow
+from bayesdl.workflows.checks import vi_checks
 
 CONFIG = "config.json"
 SUMMARY = "summary.json"
@@ -471,6 +472,10 @@ def summarize(
         )
         summary["params"] = _jsonable(model_params(problem, max_elements=100))
         summary.update(workflow.summarize(problem))
+        guide = _posterior_guide(workflow, problem)
+        summary.update(
+            vi_checks(workflow, problem, guide, result.convergence, config.seed, config.batch_size)
+        )
     return summary
 
 

@@ -38,6 +38,7 @@ from bayesdl.inference.mcmc import (
 )
 from bayesdl.inference.predictive import mean_std
 from bayesdl.workflows.base import Problem, Workflow
+from bayesdl.workflows.checks import nuts_checks
 from bayesdl.workflows.run import (
     CONFIG,
     METRICS,
@@ -243,6 +244,7 @@ def summarize_draws(
     user = getattr(workflow, "summarize", None)
     if problem.guide is None and user is not None:  # a user model's sites
         summary.update(user(problem))
+    summary.update(nuts_checks(summary, result.num_chains))
     warn_unconverged(summary["convergence"], "NUTS")
     return summary
 

@@ -84,6 +84,22 @@ def _compare_block(vi: Run, nuts: Run, out: Path, names: tuple[str, str]) -> str
     )
 
 
+def checks_block(run: Run) -> str:
+    """The VI run's own verdict (``summary.json``'s ``checks``): without NUTS beside it, the
+    fit says whether it can be trusted (k-hat: Yao et al. 2018)."""
+    from bayesdl.workflows.checks import verdict_line
+
+    s = run.summary
+    k = (s.get("checks") or {}).get("k_hat") or {}
+    why = k.get("reason") or (k.get("corrected") or {}).get("note") or ""
+    return (
+        f"<p>The VI run's own checks, no NUTS needed: <b>{html.escape(verdict_line(s))}</b>"
+        + (f" ({html.escape(why)})" if why else "")
+        + ". k-hat is the Pareto shape of the importance ratios p(theta, y) / q(theta) over "
+        "1000 guide draws: above 0.7 the guide is not to be trusted for this model.</p>"
+    )
+
+
 def linreg_section(out: Path, settings: dict, quick: bool = False) -> str:
     """Mean-field VI vs NUTS vs the closed form, on the diabetes regression."""
     w = REGISTRY["linreg"]
@@ -146,11 +162,13 @@ def schools_section(out: Path, settings: dict, quick: bool = False) -> str:
     spec = f"{path}:model"
     w = file_workflow(spec)
     samples, warmup = (60, 60) if quick else (NUTS_SAMPLES, 300)
-    vi_argv = ["--data", str(data)] + (["--steps", "300"] if quick else [])
+    vi_argv = ["--data", str(data), "--guide", "auto-normal"] + (
+        ["--steps", "300"] if quick else []
+    )
     nuts_argv = ["--data", str(data), "--inference", "nuts", "--samples", str(samples),
                  "--warmup", str(warmup)]  # fmt: skip
     vi_dir, nuts_dir = out / "schools-vi", out / "schools-nuts"
-    vi_options = {"data": str(data), **({"steps": 300} if quick else {})}
+    vi_options = {"data": str(data), "guide": "auto-normal", **({"steps": 300} if quick else {})}
     nuts_options = {"data": str(data), "method": "nuts", "num_samples": samples, "warmup": warmup}
     vi = _fit(w, vi_dir, vi_argv, vi_options, settings)
     nuts = _fit(w, nuts_dir, nuts_argv, nuts_options, settings)
@@ -174,6 +192,7 @@ def schools_section(out: Path, settings: dict, quick: bool = False) -> str:
             rows,
         ),  # fmt: skip
         _compare_block(vi, nuts, nuts_dir, ("mean-field VI", "NUTS")),
+        checks_block(vi),
         "<p class=meta>commands: <code>"
         + html.escape(_command(spec, vi_argv, vi_dir))
         + "</code>; <code>"

@@ -60,6 +60,7 @@ from bayesdl.inference.predictive import (
 )
 from bayesdl.inference.where import definition, warn_at
 from bayesdl.workflows.base import Problem, Workflow
+from bayesdl.workflows.default_guide import AUTO_GUIDE, AUTO_MVN_MAX_DIM, resolve_guide
 from bayesdl.workflows.options import add_options
 
 #: ``--guide`` names -> Pyro's autoguide classes
@@ -589,11 +590,14 @@ class UserModel(Workflow):
     description: ClassVar[str] = "a user's Pyro model"
     latent: ClassVar[str] = "continuous"
     default_estimator: ClassVar[str] = "reparam"
-    guides: ClassVar[tuple[str, ...]] = (*AUTOGUIDES, "FILE.py:guide")
-    default_guide: ClassVar[str] = "auto-normal"
+    guides: ClassVar[tuple[str, ...]] = (AUTO_GUIDE, *AUTOGUIDES, "FILE.py:guide")
+    #: auto-mvn up to AUTO_MVN_MAX_DIM latent numbers, else auto-normal (resolve_guide)
+    default_guide: ClassVar[str] = AUTO_GUIDE
     #: until the ELBO flattens, then a cosine tail (inference.convergence)
     fit_defaults: ClassVar[dict[str, Any]] = {"steps": "auto", "lr": 0.02, "lr_schedule": "cosine"}
     nuts: ClassVar[bool] = True
+    #: None: k-hat judges the guide after every fit (workflows.checks)
+    importance_check: ClassVar[str | None] = None
     model_fn: ClassVar[Callable | None] = None
     model_file: ClassVar[str | None] = None  # set for `fit FILE.py:FUNCTION`
     model_function: ClassVar[str | None] = None
@@ -717,10 +721,11 @@ class UserModel(Workflow):
             raise UserError(f"{self.where()}: {where}") from None
         return tr
 
-    def make_guide(self, model: Callable, discrete: list[str]) -> Callable:
-        """The guide: an autoguide by name (over the continuous sites) or ``file.py:guide``."""
+    def make_guide(self, model: Callable, discrete: list[str], spec: Any = None) -> Callable:
+        """The guide: an autoguide by name (over the continuous sites) or ``file.py:guide``
+        (``spec``, default ``--guide``; ``auto`` resolved by :func:`resolve_guide`)."""
         a = self.args
-        spec = a.guide
+        spec = a.guide if spec is None else spec
         if self.is_autoguide(spec):
             if discrete and a.estimator != "enum":
                 raise UserError(
@@ -748,12 +753,15 @@ class UserModel(Workflow):
                 values[name] = torch.as_tensor(v, dtype=torch.get_default_dtype())
             except (TypeError, ValueError):
                 raise UserError(f"--init-value {name}: {v!r} is not a number or list") from None
-        if a.init is None and not values:
+        # --guide auto starts where auto-normal does (the unconstrained origin): a prior's
+        # median (Pyro's default for the others) lies far out under a wide prior
+        auto = a.guide == AUTO_GUIDE
+        if a.init is None and not values and not auto:
             return {}
         fallback = (
             INITS[a.init]
             if a.init
-            else (init_to_feasible if spec == "auto-normal" else init_to_median)
+            else (init_to_feasible if spec == "auto-normal" or auto else init_to_median)
         )  # Pyro's defaults
         if not values:
             return {"init_loc_fn": fallback}
@@ -825,13 +833,14 @@ class UserModel(Workflow):
         ):
             a.estimator = "enum"
             self.chosen = "enum: the model marks its discrete sites for enumeration"
+        spec = resolve_guide(a.guide, tr, discrete)
         if getattr(a, "method", "vi") == "nuts":  # sampled by NUTS: no guide (workflows.sampling)
             guide = None
         elif self.is_autoguide(a.guide):
-            guide = self.make_guide(model, discrete)
+            guide = self.make_guide(model, discrete, spec)
             # one ELBO evaluation with the chosen estimator, on a throwaway guide: errors that
             # only appear under enumeration or vectorized particles name the site here
-            self._trial_elbo(model, self.make_guide(model, discrete), data)
+            self._trial_elbo(model, self.make_guide(model, discrete, spec), data)
         else:
             guide = self.make_guide(model, discrete)
             self._trial_elbo(model, guide, data)
@@ -845,6 +854,7 @@ class UserModel(Workflow):
                 "discrete": discrete,
                 "observed": observed,
                 "deterministic": deterministic,
+                "guide": spec if isinstance(spec, str) else None,
             },
         )
 
@@ -874,7 +884,7 @@ class UserModel(Workflow):
     def is_autoguide(spec: Any) -> bool:
         """An autoguide by name or class (a fresh one is made for every fit)."""
         if isinstance(spec, str):
-            return spec in AUTOGUIDES
+            return spec in AUTOGUIDES or spec == AUTO_GUIDE
         return isinstance(spec, type) and issubclass(spec, AutoGuide)
 
     def _trial_elbo(self, model: Callable, guide: Callable, data: dict[str, Any]) -> None:
@@ -906,7 +916,13 @@ class UserModel(Workflow):
         return problem.guide
 
     def summarize(self, problem: Problem) -> dict[str, Any]:
-        out: dict[str, Any] = {
+        out: dict[str, Any] = {}
+        if self.args.guide == AUTO_GUIDE and problem.extra.get("guide"):
+            out["guide"] = problem.extra["guide"]  # what `auto` chose
+            out["guide_choice"] = (
+                f"auto: auto-mvn up to {AUTO_MVN_MAX_DIM} latent numbers, else auto-normal"
+            )
+        out |= {
             "user_model": {
                 "function": self.where(),
                 "latent_sites": problem.extra.get("latent", []),

@@ -49,8 +49,9 @@ def test_flat_noise_passes_a_climb_does_not():
     climb = elbo_test(rows(-100 + noise + 0.2 * np.arange(30)))
     assert not climb.converged and climb.rise > 1.0 and "still rising" in climb.reason
     assert climb.rows == 10 and (climb.first_step, climb.last_step) == (2100, 3000)
-    # a noiseless estimator: flat within ATOL per parameter
-    assert elbo_test(rows(np.full(30, -4.0) + 1e-4 * np.arange(30)), params=2).converged
+    # a noiseless estimator: flat within ATOL nats (the same for every guide)
+    assert elbo_test(rows(np.full(30, -4.0) + 1e-4 * np.arange(30))).converged
+    assert not elbo_test(rows(np.full(30, -4.0) + 1e-2 * np.arange(30))).converged
 
 
 def test_too_few_rows_are_not_converged():
@@ -61,7 +62,7 @@ def test_too_few_rows_are_not_converged():
     assert elbo_test(rows([-3.0] * 20), from_step=1400).converged
 
 
-def test_auto_plan_is_constant_until_flat_then_decays_over_a_tail():
+def test_auto_plan_is_constant_until_flat_then_averages_a_tail():
     plan = StepPlan("auto", "cosine", warmup=0, log_every=100)
     assert plan.total == MAX_AUTO_STEPS and plan.lr_factor(5000) == 1.0
     noise = np.random.default_rng(1).normal(0, 0.3, 60)
@@ -71,8 +72,7 @@ def test_auto_plan_is_constant_until_flat_then_decays_over_a_tail():
     s = plan.flat_at
     assert s is not None and 1500 <= s <= 5000
     assert plan.total == s + 100 * math.ceil(TAIL_FRACTION * s / 100)
-    assert plan.lr_factor(s - 1) == 1.0
-    assert plan.lr_factor(plan.total) == pytest.approx(0.0, abs=1e-12)
+    assert plan.lr_factor(s - 1) == plan.lr_factor(plan.total - 1) == 1.0  # averaged, not decayed
     again = StepPlan("auto", "cosine", log_every=100)
     again.replay(history)  # a resumed fit rebuilds the same plan from its rows
     assert (again.flat_at, again.total) == (plan.flat_at, plan.total)
@@ -107,8 +107,9 @@ def test_user_models_default_to_auto_and_stop_when_flat(tmp_path):
     assert s["steps"] < MAX_AUTO_STEPS and s["steps"] % 100 == 0
     assert c["flat_at_step"] < s["steps"] <= c["flat_at_step"] * (1 + TAIL_FRACTION) + 100
     lrs = [r["lr"] for r in post.history]
-    assert lrs[0] == lrs[len(lrs) // 2] == pytest.approx(0.02)  # constant until flat
-    assert lrs[-1] < 0.002  # then the cosine tail
+    assert lrs[0] == pytest.approx(0.02)  # constant, halved only where the guide wanders
+    assert all(lr in (0.02 * 0.5**k for k in range(6)) for lr in lrs)
+    assert c["parameters"]["checked"] is True and c["parameters"]["settled"] is True
     assert json.loads((tmp_path / "run" / "config.json").read_text())["args"]["steps"] == "auto"
     mean = post.summary(num_samples=4000)
     assert mean["b"]["mean"] == pytest.approx(2.0, abs=0.2)
