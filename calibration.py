@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import sys
 import time
 import warnings
@@ -203,12 +204,23 @@ def _data_sha256(data: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
+def _plain(v: Any) -> Any:
+    """An option's value as ``sbc.json`` holds it (a guide function by its name, inf as
+    "inf"), so that a resumed SBC compares its settings with the saved ones."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if v is None or isinstance(v, str | int | float | bool):
+        return v
+    if isinstance(v, list | tuple):
+        return [_plain(x) for x in v]
+    return getattr(v, "__name__", type(v).__name__)
+
+
 def _settings(
     workflow: type, options: dict[str, Any], config: SBCConfig, data: dict[str, Any]
 ) -> dict[str, Any]:
     guide = options.get("guide")
-    shown = {k: (v if v is None or isinstance(v, str | int | float | bool | list) else
-                 getattr(v, "__name__", type(v).__name__)) for k, v in options.items()}  # fmt: skip
+    shown = {k: _plain(v) for k, v in options.items()}
     return {
         "model": workflow.name,
         "method": options.get("method", "vi"),
@@ -339,7 +351,7 @@ def _resumed(path: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
         opts = {k: v for k, v in (s.get("options") or {}).items() if k not in RESUMABLE}
         return {**{k: v for k, v in s.items() if k != "replications"}, "options": opts}
 
-    a, b = comparable(before), comparable(json.loads(json.dumps(settings, default=str)))
+    a, b = comparable(before), comparable(settings)
     changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
     if "options" in changed:
         changed.remove("options")

@@ -60,16 +60,16 @@ def closed_form(csv: Path) -> dict[str, np.ndarray | float]:
 def _sbc(name: str, csv: Path, out: Path, settings: dict, quick: bool):
     import bayesdl
 
-    replications, steps = (10, 300) if quick else (REPLICATIONS, STEPS)
+    replications, steps, compile = (10, 100, False) if quick else (REPLICATIONS, STEPS, True)
     spec = f"{EXAMPLES / 'sbc_regression.py'}:model"
-    argv = ["--data", str(csv), "--x-cols", "x1,x2", "--y-col", "y", "--compile",
-            "--replications", str(replications), "--steps", str(steps)]  # fmt: skip
+    argv = ["--data", str(csv), "--x-cols", "x1,x2", "--y-col", "y"] + ["--compile"] * compile
+    argv += ["--replications", str(replications), "--steps", str(steps)]
     command = f"bayesdl sbc {spec} {shlex.join(argv)} --out {out}"
     print(f"[tour] sbc {name} {shlex.join(argv)}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     result = bayesdl.sbc(
         spec, data=csv, x_cols="x1,x2", y_col="y", replications=replications, steps=steps,
-        compile=True, out=out, **settings,
+        compile=compile, out=out, **settings,
     )  # fmt: skip
     return result, time.perf_counter() - t0, command
 
