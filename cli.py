@@ -399,6 +399,12 @@ def cmd_gradient_variance(argv: list[str]) -> int:
 
 
 def cmd_sbc(argv: list[str]) -> int:
+    if argv[:1] in (["-h"], ["--help"]):
+        print(
+            f"usage: {PROG} sbc MODEL [options] --out DIR; MODEL: FILE.py:function or a "
+            f"registered user model (--plugin FILE); {PROG} sbc MODEL --help lists the options"
+        )
+        return 0
     workflow, rest = _model_and_rest(argv, "sbc")
     from bayesdl.calibration import SBC_STEPS, SBCConfig, run_sbc
     from bayesdl.workflows.options import add_options

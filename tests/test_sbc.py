@@ -266,3 +266,25 @@ def test_cli_bad_input_is_one_line_and_status_2(tmp_path, capsys, extra, message
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "o" / "sbc.json").exists()
+
+
+def test_cli_takes_a_registered_user_model(tmp_path, capsys):
+    """``bayesdl sbc NAME --plugin FILE``: the plugin's model, its default data file and its
+    default guide (a FILE.py:guide) are those the replications fit."""
+    (tmp_path / "gp.py").write_text(
+        GUIDE_FILE
+        + "\n\nfrom bayesdl.workflows.registry import register\n"
+        + "from bayesdl.workflows.user_model import UserModel\n\n\n"
+        + "@register\nclass CountsModel(UserModel):\n    name = 'sbc-counts'\n"
+        + "    model_fn = staticmethod(model)\n    default_data = 'counts.npz'\n"
+        + f"    default_guide = '{tmp_path / 'gp.py'}:guide'\n"
+    )
+    _npz(tmp_path)
+    out = tmp_path / "o"
+    argv = ["sbc", "sbc-counts", "--plugin", str(tmp_path / "gp.py"), "--steps", "1",
+            "--lr", "1e-6", "--replications", "12", "--draws", "19", "--quiet"]  # fmt: skip
+    argv += ["--out", str(out)]
+    assert main(argv) == 0, capsys.readouterr().err
+    saved = json.loads((out / "sbc.json").read_text())
+    assert saved["settings"]["model"] == "sbc-counts" and saved["verdict"] == "calibrated"
+    assert saved["settings"]["guide"].endswith("gp.py:guide")
