@@ -42,7 +42,6 @@ import pyro
 import torch
 
 from bayesdl.inference import ranks as stats
-from bayesdl.inference.convergence import ConvergenceWarning
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.mcmc import MCMCConfig
 from bayesdl.inference.simulation import Simulator, replication_seeds
@@ -149,8 +148,8 @@ def replicate(
             )
         ranks[name] = stats.ranks(truth[name], draws[name], generator)[:MAX_ELEMENTS].tolist()
         values[name] = truth[name].double().reshape(-1)[:MAX_ELEMENTS].tolist()
-    messages = sorted(
-        {str(w.message).splitlines()[0] for w in caught if w.category is not ConvergenceWarning}
+    messages = sorted(  # bayesdl's and the user's own (UserWarning), not Pyro's deprecations
+        {str(w.message).splitlines()[0] for w in caught if issubclass(w.category, UserWarning)}
     )
     return {
         **record,

@@ -61,6 +61,8 @@ def main() -> None:
         "fit_cpu_mean_seconds": round(float(fit_cpu.mean()), 3),
         "replication_mean_seconds": round(float(whole.mean()), 3),
         "verdict": result.verdict,
+        "diagnosis": result.diagnosis,
+        "z_var": {t.label: round(t.z_var, 2) for t in result.tests},
         "unconverged": sum(1 for r in reps if r.get("converged") is False),
         "torch": torch.__version__,
         "machine": platform.machine(),
@@ -71,6 +73,7 @@ def main() -> None:
         f"{row['fit_median_seconds']:.3f} | {row['fit_cpu_mean_seconds']:.3f} | "
         f"{row['replication_mean_seconds']:.3f} | {result.verdict} |"
     )
+    print("\n".join(f"  {line}" for line in result.diagnosis))
     if args.json:
         Path(args.json).write_text(json.dumps(row, indent=1) + "\n")
 

@@ -88,9 +88,11 @@ class SBCResult:
                 ": correlated draws make the ranks look too narrow; raise num_samples"
             )
         if self.verdict == "miscalibrated" and self.settings["method"] == "vi":
+            richer = "a richer guide (auto-mvn, auto-lowrank), method='nuts'"
             out.append(
-                "remedies: a richer guide (auto-mvn, auto-lowrank), method='nuts', or more "
-                "steps; compare one fit against NUTS with bayesdl compare"
+                f"remedies: more steps first ({unconverged} fits unconverged), then {richer}"
+                if unconverged
+                else f"remedies: {richer}, or more steps"
             )
         return out
 

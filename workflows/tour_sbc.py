@@ -24,8 +24,8 @@ from bayesdl.workflows import report
 from bayesdl.workflows.sbc_report import FIGURE, SBC_FILE
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-#: replications and fixed steps per fit of each SBC: the section takes about 20 s of one core
-#: once Inductor is warm (its first compile in a process adds 3-16 s)
+#: replications and fixed steps per fit of each SBC: the section took 28.5 s of CPU, 7.6 of
+#: them the process's first Inductor compile (docs/sbc.md)
 REPLICATIONS, STEPS = 20, 1000
 #: (design, data file) of the two SBCs, run into ``out/sbc/DESIGN``
 DESIGNS = (("correlated", "sbc_correlated.csv"), ("orthogonal", "sbc_orthogonal.csv"))
