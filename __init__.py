@@ -4,6 +4,7 @@
     post = bayesdl.fit(model, data={"x": x, "y": y}, guide="auto-mvn")
     post.summary(); post.predict({"x": x_new}); post.save("runs/line")
     bayesdl.load("runs/line")
+    bayesdl.sbc(model, data={"x": x, "y": y}, replications=100)   # simulation-based calibration
 
 :func:`fit` takes any Pyro model function or a registered model's name, :func:`load` reopens a
 run folder of the CLI or of Python; both return a :class:`Posterior`.
@@ -14,9 +15,11 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bayesdl.api import compare, fit, load, registry
+    from bayesdl.calibration import sbc
     from bayesdl.draws import DrawsPosterior
     from bayesdl.inference.errors import UserError
     from bayesdl.posterior import Posterior
+    from bayesdl.workflows.sbc_report import SBCResult
 
 __version__ = "0.1.0"
 
@@ -25,6 +28,7 @@ __version__ = "0.1.0"
 _LAZY = {"fit": "bayesdl.api", "load": "bayesdl.api", "registry": "bayesdl.api"}
 _LAZY.update(compare="bayesdl.api", DrawsPosterior="bayesdl.draws")
 _LAZY.update(Posterior="bayesdl.posterior", UserError="bayesdl.inference.errors")
+_LAZY.update(sbc="bayesdl.calibration", SBCResult="bayesdl.workflows.sbc_report")
 
 
 def __getattr__(name: str):
@@ -39,4 +43,14 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["DrawsPosterior", "Posterior", "UserError", "compare", "fit", "load", "registry"]
+__all__ = [
+    "DrawsPosterior",
+    "Posterior",
+    "SBCResult",
+    "UserError",
+    "compare",
+    "fit",
+    "load",
+    "registry",
+    "sbc",
+]

@@ -8,6 +8,7 @@ bayesdl predict DIR --input FILE
 bayesdl tour --out DIR
 bayesdl compare RUN_A RUN_B [--json FILE] [--out DIR]
 bayesdl gradient-variance MODEL [options]
+bayesdl sbc MODEL [options] --replications R --draws L --out DIR
 """
 
 from __future__ import annotations
@@ -232,6 +233,7 @@ TOUR_SECTIONS = [
     "bayesdl.workflows.tour_nuts",
     "bayesdl.workflows.tour_lecture",
     "bayesdl.workflows.tour_models",
+    "bayesdl.workflows.tour_sbc",
 ]
 
 
@@ -401,6 +403,42 @@ def cmd_gradient_variance(argv: list[str]) -> int:
     return 0
 
 
+def cmd_sbc(argv: list[str]) -> int:
+    if argv[:1] in (["-h"], ["--help"]):
+        print(
+            f"usage: {PROG} sbc MODEL [options] --out DIR; MODEL: FILE.py:function or a "
+            f"registered user model (--plugin FILE); {PROG} sbc MODEL --help lists the options"
+        )
+        return 0
+    workflow, rest = _model_and_rest(argv, "sbc")
+    from bayesdl.calibration import SBC_STEPS, SBCConfig, run_sbc
+    from bayesdl.workflows.options import add_options
+
+    p = fit_parser(workflow, f"{PROG} sbc {workflow.name}")
+    p.description = (
+        "simulation-based calibration: fit R data sets drawn from the model, rank the true "
+        "latents among L posterior draws, test the ranks for uniformity"
+    )
+    p.set_defaults(steps=SBC_STEPS)  # a fixed count per replication unless --steps says
+    add_options(p.add_argument_group("simulation-based calibration"), SBCConfig)
+    g = p.add_argument_group("run")
+    g.add_argument("--out", required=True, help="folder of sbc.json and sbc_ranks.png")
+    g.add_argument("--resume", action="store_true", help="continue the SBC in --out")
+    g.add_argument("--overwrite", action="store_true", help="replace an SBC already in --out")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(rest)
+    config = SBCConfig(args.replications, args.num_draws)
+    out, resume, overwrite, quiet = Path(args.out), args.resume, args.overwrite, args.quiet
+    for k in ("out", "resume", "overwrite", "quiet", "replications", "num_draws"):
+        delattr(args, k)
+    result = run_sbc(
+        workflow, args, config, out, overwrite=overwrite, resume=resume, progress=not quiet
+    )
+    print(result.table())
+    print(f"-> {out / 'sbc.json'}, {out / 'sbc_ranks.png'}")
+    return 130 if result.interrupted else 0
+
+
 COMMANDS = {
     "list": cmd_list,
     "fit": cmd_fit,
@@ -410,6 +448,7 @@ COMMANDS = {
     "tour": cmd_tour,
     "compare": cmd_compare,
     "gradient-variance": cmd_gradient_variance,
+    "sbc": cmd_sbc,
 }
 
 

@@ -38,6 +38,22 @@ def main() -> None:
     # the README's straight line: y = 1 + 2 x + N(0, 0.5^2)
     xs = np.linspace(-2, 2, 50)
     write_csv("line.csv", {"x": xs, "y": 1.0 + 2.0 * xs + 0.5 * rng.normal(size=50)})
+    sbc_designs(np.random.default_rng(1))
+
+
+def sbc_designs(rng: np.random.Generator, n: int = 20, rho: float = 0.95) -> None:
+    """``examples/sbc_regression.py`` 's two designs of 20 rows: columns correlated by
+    ``rho``, and orthogonal ones (each of sum of squares ``n``), with ``y = x (1, -1) + noise``."""
+    z = rng.normal(size=(n, 2))
+    designs = {
+        "sbc_correlated.csv": np.column_stack(
+            [z[:, 0], rho * z[:, 0] + np.sqrt(1 - rho**2) * z[:, 1]]
+        ),
+        "sbc_orthogonal.csv": np.linalg.qr(z)[0] * np.sqrt(n),
+    }
+    for name, x in designs.items():
+        y = x @ np.array([1.0, -1.0]) + 0.5 * rng.normal(size=n)
+        write_csv(name, {"x1": x[:, 0], "x2": x[:, 1], "y": y})
 
 
 if __name__ == "__main__":
