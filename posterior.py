@@ -19,6 +19,8 @@ from pyro import poutine
 from bayesdl.inference import checkpoint as ckpt
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.predictive import draw, observation_keys, predictive_inputs
+from bayesdl.inference.serial import serialised
+from bayesdl.workflows.inputs import model_errors, predict_inputs
 from bayesdl.workflows.run import (
     CHECKPOINT,
     METRICS,
@@ -36,6 +38,7 @@ from bayesdl.workflows.run import (
 QUANTILES = (0.05, 0.5, 0.95)
 
 
+@serialised  # one model runs at a time in this process (inference.serial)
 class Posterior:
     """The result of :func:`bayesdl.fit` or :func:`bayesdl.load`.
 
@@ -157,10 +160,9 @@ class Posterior:
         except the observations, which are drawn)."""
         _check_count(num_samples, "num_samples")
         problem = self._run.problem
-        if data is not None and not isinstance(data, dict):
-            raise UserError(f"data must be a dict of keyword arguments, got {type(data).__name__}")
-        inputs = predictive_inputs(problem.data, data or {}, self._observed_keys())
-        with problem.scope():
+        data = predict_inputs(problem.model, problem.data, data)  # one UserError per problem
+        inputs = predictive_inputs(problem.data, data, self._observed_keys())
+        with problem.scope(), model_errors("predict"):
             return draw(problem.model, self._posterior_guide(), inputs, num_samples, None)
 
     def _observed_keys(self) -> set[str]:
