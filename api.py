@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bayesdl.inference.errors import UserError
+from bayesdl.inference.serial import one_at_a_time
 from bayesdl.posterior import Posterior
 from bayesdl.workflows.run import Run, fit_run, load_run, read_config
 
@@ -47,6 +48,7 @@ def workflow_for(model: Any, data: Any = None, plugins: tuple[str, ...] = ()) ->
     return python_workflow(model, data)
 
 
+@one_at_a_time  # Pyro's handler stack is a process global: threads take turns
 def fit(
     model: Callable | str,
     data: dict[str, Any] | str | Path | None = None,
@@ -112,6 +114,7 @@ def fit(
     return Posterior(run)
 
 
+@one_at_a_time
 def load(
     run_dir: str | Path,
     model: Callable | None = None,
@@ -177,6 +180,7 @@ def load(
     return Posterior(Run(workflow, problem, result, summary, run_dir))
 
 
+@one_at_a_time
 def compare(
     a: Posterior | str | Path,
     b: Posterior | str | Path,

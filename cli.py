@@ -114,7 +114,16 @@ def cmd_fit(argv: list[str]) -> int:
     out, resume, overwrite, quiet = Path(args.out), args.resume, args.overwrite, args.quiet
     for k in ("out", "resume", "overwrite", "quiet"):
         delattr(args, k)
-    summary = run_fit(workflow, args, out, resume=resume, overwrite=overwrite, progress=not quiet)
+    try:
+        summary = run_fit(
+            workflow, args, out, resume=resume, overwrite=overwrite, progress=not quiet
+        )
+    except KeyboardInterrupt:  # outside the loop (start-up, data, NUTS, the summary)
+        from bayesdl.inference.signals import interrupted_line
+        from bayesdl.inference.train import CHECKPOINT
+
+        sys.stderr.write(f"{PROG}: {interrupted_line(out, CHECKPOINT)}\n")
+        return 130
     from bayesdl.inference import distributed
     from bayesdl.workflows.checks import verdict_line
 
@@ -253,8 +262,9 @@ def cmd_tour(argv: list[str]) -> int:
         "spin-wait against other jobs on a busy machine)",
     )
     args = p.parse_args(argv)
-    if args.threads < 1:
-        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    from bayesdl.inference.devices import check_threads
+
+    check_threads(args.threads)
     import torch
 
     from bayesdl.workflows import report

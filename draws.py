@@ -16,7 +16,6 @@ from typing import Any
 import torch
 from pyro import poutine
 
-from bayesdl.inference.errors import UserError
 from bayesdl.inference.mcmc import (
     MCMCResult,
     diagnostics,
@@ -25,6 +24,7 @@ from bayesdl.inference.mcmc import (
     with_deterministic,
 )
 from bayesdl.inference.predictive import observation_keys, predictive_inputs
+from bayesdl.inference.serial import serialised
 from bayesdl.posterior import (
     STAT_COLUMNS,
     Posterior,
@@ -32,6 +32,7 @@ from bayesdl.posterior import (
     arviz_posterior,
     summary_table,
 )
+from bayesdl.workflows.inputs import model_errors, predict_inputs
 from bayesdl.workflows.run import (
     METRICS,
     SUMMARY,
@@ -44,6 +45,7 @@ from bayesdl.workflows.run import (
 )
 
 
+@serialised  # one model runs at a time in this process (inference.serial)
 class DrawsPosterior(Posterior):
     """NUTS draws of a model's posterior (:func:`bayesdl.fit` with ``method="nuts"``, or
     :func:`bayesdl.load` of a NUTS run).
@@ -155,19 +157,19 @@ class DrawsPosterior(Posterior):
         ``Predictive(model, posterior_samples=...)``; a discrete site summed out by NUTS is
         drawn given each draw (right for new data points)."""
         _check_count(num_samples, "num_samples")
-        if data is not None and not isinstance(data, dict):
-            raise UserError(f"data must be a dict of keyword arguments, got {type(data).__name__}")
         problem = self._run.problem
+        data = predict_inputs(problem.model, problem.data, data)  # one UserError per problem
         observed = observation_keys(problem.model, problem.data)
-        inputs = predictive_inputs(problem.data, data or {}, observed)
-        with torch.no_grad(), poutine.block():
-            tr = poutine.trace(problem.model).get_trace(**inputs)
-        sites = [
-            n
-            for n, s in tr.nodes.items()
-            if s["type"] == "sample" and type(s["fn"]).__name__ != "_Subsample"
-        ]
-        return predictive(problem.model, self._pick(num_samples), inputs, sites)
+        inputs = predictive_inputs(problem.data, data, observed)
+        with model_errors("predict"):
+            with torch.no_grad(), poutine.block():
+                tr = poutine.trace(problem.model).get_trace(**inputs)
+            sites = [
+                n
+                for n, s in tr.nodes.items()
+                if s["type"] == "sample" and type(s["fn"]).__name__ != "_Subsample"
+            ]
+            return predictive(problem.model, self._pick(num_samples), inputs, sites)
 
     # -- saving
 

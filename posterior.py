@@ -26,6 +26,8 @@ from bayesdl.inference.moments import (
 )
 from bayesdl.inference.predictive import draw, observation_keys, predictive_inputs
 from bayesdl.inference.scoped_guide import ScopedGuide
+from bayesdl.inference.serial import serialised
+from bayesdl.workflows.inputs import model_errors, predict_inputs
 from bayesdl.workflows.run import (
     CHECKPOINT,
     METRICS,
@@ -40,6 +42,7 @@ from bayesdl.workflows.run import (
 )
 
 
+@serialised  # one model runs at a time in this process (inference.serial)
 class Posterior:
     """The result of :func:`bayesdl.fit` or :func:`bayesdl.load`.
 
@@ -210,10 +213,9 @@ class Posterior:
         except the observations, which are drawn)."""
         _check_count(num_samples, "num_samples")
         problem = self._run.problem
-        if data is not None and not isinstance(data, dict):
-            raise UserError(f"data must be a dict of keyword arguments, got {type(data).__name__}")
-        inputs = predictive_inputs(problem.data, data or {}, self._observed_keys())
-        with problem.scope():
+        data = predict_inputs(problem.model, problem.data, data)  # one UserError per problem
+        inputs = predictive_inputs(problem.data, data, self._observed_keys())
+        with problem.scope(), model_errors("predict"):
             try:
                 return draw(problem.model, self._posterior_guide(), inputs, num_samples, None)
             except Exception as e:  # noqa: BLE001 - the user's model may raise anything
@@ -223,6 +225,7 @@ class Posterior:
         """A user model's exception as one line naming its file and line (a UserError)."""
         explain = getattr(self._run.workflow, "explain", None)
         return e if isinstance(e, UserError) or explain is None else explain(e, doing)
+        # (a named model's exception goes on to model_errors)
 
     def _observed_keys(self) -> set[str]:
         """The training arguments the model observes, found once per posterior: finding them

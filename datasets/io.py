@@ -31,6 +31,28 @@ def check_finite(name: str, array: np.ndarray | torch.Tensor) -> None:
         raise UserError(f"{name} holds a NaN or infinite value (first at index [{where}])")
 
 
+def check_fits(what: str, a: np.ndarray, dtype: np.dtype | type, offset: int = 0) -> None:
+    """Refuse finite values of ``a`` beyond the range of the narrower floating ``dtype`` they
+    are about to be converted to (they would become infinite), saying which and how to fix
+    it; ``offset`` is the index of ``a[0]`` in the whole column."""
+    dtype = np.dtype(dtype)
+    if a.dtype.kind != "f" or dtype.kind != "f" or dtype.itemsize >= a.dtype.itemsize:
+        return
+    limit = float(np.finfo(dtype).max)
+    if not a.size or not np.abs(a).max() > limit:  # one pass; NaN and inf: check_finite's
+        return
+    big = np.isfinite(a) & (np.abs(a) > limit)
+    if not big.any():
+        return
+    index = np.argwhere(big)[0]
+    where = ", ".join(str(int(i) + (offset if j == 0 else 0)) for j, i in enumerate(index))
+    raise UserError(
+        f"{what} holds {a[tuple(index)]:g} (index [{where}]), beyond the range of {dtype} "
+        f"(+-{limit:.4g}) in which it is computed: rescale the data, or compute in float64 "
+        "where supported (from Python: torch.set_default_dtype(torch.float64) before fitting)"
+    )
+
+
 def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
     """Arrays of a ``.npz`` (by name), or one table of a ``.csv``/``.txt``/``.npy``
     (a ``.csv`` with a header gives one array per column plus ``table``).
@@ -144,11 +166,16 @@ def _read_table(
     start, first = _first_line(path)
     if first is None:
         raise UserError(f"data file {path} is empty")
-    cells = [c.strip() for c in first.split(delimiter)]
+    cells = _header_cells(first, delimiter)
     names = cells if any(c and not _is_number(c) for c in cells) else None
     if names is not None:
         seen: set[str] = set()
-        for name in names:
+        for j, name in enumerate(names):
+            if not name:
+                raise UserError(
+                    f"data file {path}: column {j} has no name in the header (R's write.csv "
+                    "puts its row names there: write it with row.names = FALSE)"
+                )
             if name in seen:
                 raise UserError(
                     f"data file {path}: column {name!r} appears twice in the header; "
@@ -160,6 +187,8 @@ def _read_table(
     import pandas as pd  # the C reader: imported here, only when a table is read
 
     parts: list[list[np.ndarray]] = []
+    labels = names or [str(j) for j in range(width)]
+    rows = 0  # rows read before this chunk
     try:
         reader = pd.read_csv(
             path,
@@ -182,7 +211,9 @@ def _read_table(
                 if not parts:
                     parts = [[] for _ in range(width)]
                 for j in range(width):
-                    parts[j].append(_chunk_column(chunk.iloc[:, j], float_dtype))
+                    what = f"data file {path}: column {labels[j]!r}"
+                    parts[j].append(_chunk_column(chunk.iloc[:, j], float_dtype, what, rows))
+                rows += len(chunk)
                 del chunk
     except pd.errors.EmptyDataError:
         parts = []
@@ -193,7 +224,6 @@ def _read_table(
         if names is not None:
             raise UserError(f"data file {path} has a header but no rows")
         raise UserError(f"data file {path} is empty")
-    labels = names or [str(j) for j in range(width)]
     columns = []
     for j, name in enumerate(labels):
         what = f"data file {path}: column {name!r}"
@@ -206,10 +236,12 @@ def _read_table(
     return names, columns
 
 
-def _chunk_column(s, float_dtype: np.dtype) -> np.ndarray:
-    """One column of one block of rows as numpy: floats narrowed here, block by block."""
+def _chunk_column(s, float_dtype: np.dtype, what: str, offset: int) -> np.ndarray:
+    """One column of one block of rows as numpy: floats narrowed here, block by block (a
+    value beyond the narrower dtype's range refused, see :func:`check_fits`)."""
     a = s.to_numpy()
     if a.dtype.kind == "f" and a.dtype != float_dtype:
+        check_fits(what, a, float_dtype, offset)
         return a.astype(float_dtype)
     if a.dtype.kind == "u" and (not a.size or a.max() <= _INT64.max):
         return a.astype(np.int64)
@@ -288,6 +320,14 @@ def _as_table(columns: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
     for j, c in enumerate(columns):
         table[:, j] = c
     return table, [table[:, j] if c.dtype == dtype else c for j, c in enumerate(columns)]
+
+
+def _header_cells(line: str, delimiter: str) -> list[str]:
+    """The cells of a first line, read as pandas' reader reads fields: ``"x","y"`` (quoted, as
+    R's ``write.csv`` writes a header) is ``x``, ``y``; spaces around a cell are dropped."""
+    import csv
+
+    return [c.strip() for c in next(csv.reader([line], delimiter=delimiter))]
 
 
 def _is_number(s: str) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from bayesdl.inference.errors import UserError
@@ -24,3 +26,11 @@ def resolve_device(name: str = "cpu") -> torch.device:
             raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
         return dev
     raise UserError(f"unknown device {name!r}; choose cpu, cuda or auto")
+
+
+def check_threads(n: int, flag: str = "--threads") -> None:
+    """Refuse a number of torch threads below 1 or above this machine's CPUs (torch accepts
+    100000 and then crashes: a segmentation fault in its thread pool, measured)."""
+    cpus = os.cpu_count() or 1
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= cpus:
+        raise UserError(f"{flag} must be between 1 and {cpus} (this machine's CPUs), got {n!r}")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -33,11 +32,14 @@ from bayesdl.inference import distributed
 from bayesdl.inference.batching import DataSubsample, EpochBatcher
 from bayesdl.inference.compiled import auto_pays_off
 from bayesdl.inference.convergence import AUTO, StepPlan, steps_or_auto
-from bayesdl.inference.devices import resolve_device
+from bayesdl.inference.devices import check_threads, resolve_device
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.estimators import make_estimator
+from bayesdl.inference.failures import step_failure
 from bayesdl.inference.guide_moments import IterateAverage, TailAverage
 from bayesdl.inference.schedules import LR_SCHEDULES, KLScale, kl_weight
+from bayesdl.inference.serial import one_at_a_time
+from bayesdl.inference.signals import Interrupted, StopFlag
 from bayesdl.inference.where import warn_at
 
 CHECKPOINT = "checkpoint.pt"
@@ -161,8 +163,8 @@ class FitConfig:
             raise UserError(f"--compile must be one of {', '.join(COMPILE_MODES)}")
         if self.log_every < 1 or self.checkpoint_every < 1:
             raise UserError("--log-every and --checkpoint-every must be >= 1")
-        if self.threads is not None and self.threads < 1:
-            raise UserError(f"--threads must be >= 1, got {self.threads}")
+        if self.threads is not None:
+            check_threads(self.threads)
         for name in ("lr_warmup", "kl_warmup", "kl_warmup_start"):
             if getattr(self, name) < 0:
                 flag = "--" + name.replace("_", "-")
@@ -209,38 +211,6 @@ class FitResult:
         with pyro.get_param_store().scope(self.params):
             store = pyro.get_param_store()
             return {name: store[name].detach() for name in list(store.keys())}
-
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived; a checkpoint was saved at ``step``."""
-
-    def __init__(self, step: int, path: Path | None):
-        super().__init__(f"interrupted at step {step}")
-        self.step, self.path = step, path
-
-
-class _StopFlag:
-    """Turns SIGINT/SIGTERM into a flag the loop reads between steps."""
-
-    def __init__(self) -> None:
-        self.raised: int | None = None
-        self._old: dict = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum, frame):  # noqa: ARG002
-        self.raised = signum
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        return False
 
 
 def _to_device(data: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
@@ -638,6 +608,7 @@ class Trainer:
             ckpt.set_rng_state(saved["rng"])
 
 
+@one_at_a_time  # Pyro's handler stack is a process global (inference.serial)
 def fit(
     model: Callable,
     guide: Callable,
@@ -695,39 +666,41 @@ def fit(
         state = trainer.init(data)
         if saved is not None:
             trainer.load(state, saved)
-        if config.compile == "true":
-            trainer.compile(state)
         if ddp is not None and not ddp.is_main:
             out, progress = None, False  # rank 0 alone shows progress, writes files
-        result = _run(trainer, state, out, progress, stop_at_step)
+        kept = (saved["step"], out / CHECKPOINT) if saved is not None and out is not None else None
+        result = _run(trainer, state, out, progress, stop_at_step, kept)
     result.params = store_state
     return result
 
 
 def _run(
-    trainer: Trainer, state: TrainState, out: Path | None, progress: bool, stop_at_step
+    trainer: Trainer,
+    state: TrainState,
+    out: Path | None,
+    progress: bool,
+    stop_at_step,
+    kept: tuple[int, Path] | None = None,
 ) -> FitResult:
     """The loop: :meth:`Trainer.update` until ``config.steps``, logging every ``log_every``
     and checkpointing every ``checkpoint_every`` steps; SIGINT/SIGTERM save and raise
-    :class:`Interrupted`."""
+    :class:`Interrupted` (also while the step is being compiled); an exception of the model or
+    guide is one :class:`UserError` (:func:`~bayesdl.inference.failures.step_failure`) that
+    names the checkpoint kept (``kept``: that of a resumed run)."""
     config, plan = trainer.config, trainer.plan
-    metrics_path = out / METRICS if out is not None else None
     if out is not None:
         try:
             out.mkdir(parents=True, exist_ok=True)
-            _truncate_metrics(metrics_path, state.step)
+            _truncate_metrics(out / METRICS, state.step)
         except OSError as e:
-            raise UserError(f"cannot write {metrics_path}: {e.strerror or e}") from None
+            raise UserError(f"cannot write {out / METRICS}: {e.strerror or e}") from None
+    saved = [kept]  # the step and path of the last checkpoint on disk
 
     def save(step_state: TrainState) -> None:
         if out is not None:
             ckpt.save(out / CHECKPOINT, trainer.checkpoint_state(step_state))
+            saved[0] = (step_state.step, out / CHECKPOINT)
 
-    wall0 = time.perf_counter()
-    # steps per second are counted from the moment the step is compiled (from the start when
-    # eager); --compile auto times AUTO_PROBE eager steps first
-    rate_t0, rate_step0 = wall0, state.step
-    probe_step = state.step + AUTO_PROBE if config.compile == "auto" else None
     bar = tqdm(
         total=plan.total,
         initial=state.step,
@@ -737,50 +710,37 @@ def _run(
         dynamic_ncols=True,
         leave=False,
     )
-    interrupted = False
     # argument checks ran on the first pass; in the loop they would sync with the device at
     # every distribution (NaN is caught at the next log point instead)
     try:
-        with _StopFlag() as stop, pyro.validation_enabled(config.check_args):
-            while state.step < plan.total:
-                if state.step == probe_step:
-                    probe_step = None
-                    _sync(trainer.device)
-                    per_step = (time.perf_counter() - rate_t0) / AUTO_PROBE
-                    if auto_pays_off(plan.total - state.step, per_step) and trainer.compile(state):
-                        rate_t0, rate_step0 = time.perf_counter(), state.step
-                trainer.update(state)
-                done = state.step
-                if done % config.log_every == 0 or done == plan.total:
-                    row = trainer.log(state, time.perf_counter() - wall0)
-                    if metrics_path is not None:
-                        _append_metrics(metrics_path, row)
-                    bar.set_postfix(elbo=f"{row['elbo']:.4g}")
-                    plan.observe(state.history)  # --steps auto: ends the plan once flat
-                    bar.total = plan.total
-                    trainer.recheck(state)
-                if done % config.checkpoint_every == 0 and done != plan.total:
-                    save(state)
-                bar.update(1)
-                if stop.raised is not None or (stop_at_step is not None and done == stop_at_step):
-                    interrupted = done < plan.total
-                    break
+        with StopFlag() as stop, pyro.validation_enabled(config.check_args):
+            interrupted = config.compile == "true" and _capture(trainer, state, stop)
+            wall0 = time.perf_counter()
+            if not interrupted:
+                interrupted, rate_t0, rate_step0 = _loop(
+                    trainer, state, stop, bar, save, out, stop_at_step, wall0
+                )
+            if not interrupted and trainer.tail is not None and state.step >= plan.total:
+                trainer.tail.apply()  # --steps auto: the mean of the tail's iterates
+            _sync(trainer.device)
+            now = time.perf_counter()
+            save(state)  # under the flag: a signal now does not tear the final checkpoint
+    except (UserError, Interrupted):
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's model and guide may raise anything
+        if distributed.is_peer_failure(e):
+            raise
+        raise step_failure(e, state.step, saved[0], out is not None) from e
     finally:
         bar.close()
-    if not interrupted and trainer.tail is not None and state.step >= plan.total:
-        trainer.tail.apply()  # --steps auto: the mean of the tail's iterates
-    _sync(trainer.device)
-    now = time.perf_counter()
-    wall = now - wall0
-    rate = (state.step - rate_step0) / (now - rate_t0) if state.step > rate_step0 else float("nan")
-    save(state)
     if interrupted:
         raise Interrupted(state.step, out / CHECKPOINT if out is not None else None)
+    rate = (state.step - rate_step0) / (now - rate_t0) if state.step > rate_step0 else float("nan")
     history = state.history
     return FitResult(
         steps=state.step,
         final_elbo=history[-1]["elbo"] if history else float("nan"),
-        wall_seconds=wall,
+        wall_seconds=now - wall0,
         device=str(trainer.device),
         history=history,
         convergence=plan.verdict(history),
@@ -788,6 +748,55 @@ def _run(
         compile_seconds=trainer.compiled.compile_seconds if trainer.compiled is not None else 0.0,
         steps_per_second=rate,
     )
+
+
+def _capture(trainer: Trainer, state: TrainState, stop: StopFlag) -> bool:
+    """Compile the step (:meth:`Trainer.compile`); a signal during the capture, which can take
+    a minute, stops it at once (the step's state is untouched: the last whole step is saved).
+    Returns whether it was interrupted."""
+    try:
+        with stop.immediate():
+            trainer.compile(state)
+    except KeyboardInterrupt:
+        trainer.compiled = None
+        return True
+    return False
+
+
+def _loop(trainer, state, stop, bar, save, out, stop_at_step, wall0) -> tuple[bool, float, int]:
+    """:func:`_run`'s steps; returns whether a signal (or ``stop_at_step``) ended them early,
+    and the time and step from which steps per second are counted."""
+    config, plan = trainer.config, trainer.plan
+    # steps per second are counted from the moment the step is compiled (from the start when
+    # eager); --compile auto times AUTO_PROBE eager steps first
+    rate_t0, rate_step0 = wall0, state.step
+    probe_step = state.step + AUTO_PROBE if config.compile == "auto" else None
+    while state.step < plan.total:
+        if state.step == probe_step:
+            probe_step = None
+            _sync(trainer.device)
+            per_step = (time.perf_counter() - rate_t0) / AUTO_PROBE
+            if auto_pays_off(plan.total - state.step, per_step):
+                if _capture(trainer, state, stop):
+                    return True, rate_t0, rate_step0
+                if trainer.compiled is not None:
+                    rate_t0, rate_step0 = time.perf_counter(), state.step
+        trainer.update(state)
+        done = state.step
+        if done % config.log_every == 0 or done == plan.total:
+            row = trainer.log(state, time.perf_counter() - wall0)
+            if out is not None:
+                _append_metrics(out / METRICS, row)
+            bar.set_postfix(elbo=f"{row['elbo']:.4g}")
+            plan.observe(state.history)  # --steps auto: ends the plan once flat
+            bar.total = plan.total
+            trainer.recheck(state)
+        if done % config.checkpoint_every == 0 and done != plan.total:
+            save(state)
+        bar.update(1)
+        if stop.raised is not None or (stop_at_step is not None and done == stop_at_step):
+            return done < plan.total, rate_t0, rate_step0
+    return False, rate_t0, rate_step0
 
 
 def _sync(device: torch.device) -> None:
@@ -822,6 +831,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
+@one_at_a_time
 def restore(
     model: Callable,
     guide: Callable,

@@ -583,7 +583,7 @@ def test_ctrl_c_outside_the_training_loop_is_one_line(tmp_path, capsys, monkeypa
     capsys.readouterr()
     assert cli.main(["fit", *COIN, "--out", str(tmp_path / "r")]) == 130
     err = capsys.readouterr().err
-    assert err.strip() == "bayesdl: interrupted"
+    assert err.strip() == "bayesdl: interrupted; nothing was saved"
 
 
 def _model(x):

@@ -499,6 +499,13 @@ class BNN(Workflow):
 
     # -- reports -------------------------------------------------------------------------------
 
+    def record(self) -> dict[str, Any]:
+        """``config.json``'s checksums: the data file's and the ``--net`` file's (``--resume``
+        refuses a changed network file)."""
+        from bayesdl.workflows.user_model import run_file_records
+
+        return {**super().record(), **run_file_records(self.args)}
+
     def summarize(self, problem: Problem) -> dict[str, Any]:
         a = self.args
         split = problem.extra["split"]

@@ -219,6 +219,7 @@ def check_resume(out: Path, record: dict) -> None:
     )
     if old.get("data_sha256") != record.get("data_sha256"):
         changed.append("data (the file's contents changed)")
+    changed += _changed_code(old, record)
     if changed:
         shown = ", ".join(
             f"--{k.replace('_', '-')} {old_args.get(k)!r} -> {new_args.get(k)!r}"
@@ -228,8 +229,24 @@ def check_resume(out: Path, record: dict) -> None:
         )
         raise UserError(
             f"--resume with other settings than the run in {out} was made with ({shown}); "
-            "resume with the same options, or fit into a new --out"
+            "resume with the same options, data and code, or fit into a new --out"
         )
+
+
+def _changed_code(old: dict, record: dict) -> list[str]:
+    """The code files of ``record`` (``model_file``, ``guide_file``, ``net_file``: each
+    ``{"path", "sha256"}``) whose sha256 is not the one the run recorded: a checkpoint of other
+    code. A run of an older bayesdl that recorded no sha256 cannot be checked and passes."""
+    out = []
+    for key, new in record.items():
+        if not (isinstance(new, dict) and "sha256" in new):
+            continue
+        before = old.get(key)
+        recorded = before.get("sha256") if isinstance(before, dict) else None
+        if recorded is not None and recorded != new["sha256"]:
+            what = key.replace("_", " ")
+            out.append(f"the {what} {new.get('path')} changed since the run began (its sha256)")
+    return out
 
 
 def fit_problem(

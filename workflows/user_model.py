@@ -48,7 +48,7 @@ from pyro.infer.autoguide.initialization import (
 )
 from pyro.poutine.messenger import Messenger
 
-from bayesdl.datasets.io import load_arrays
+from bayesdl.datasets.io import check_fits, load_arrays
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.estimators import make_estimator, marked_for_enumeration
 from bayesdl.inference.predictive import (
@@ -61,6 +61,7 @@ from bayesdl.inference.predictive import (
 from bayesdl.inference.where import definition, warn_at
 from bayesdl.workflows.base import Problem, Workflow
 from bayesdl.workflows.default_guide import AUTO_GUIDE, AUTO_MVN_MAX_DIM, resolve_guide
+from bayesdl.workflows.inputs import check_like_training, numeric_array, real_tensor
 from bayesdl.workflows.options import add_options
 
 #: ``--guide`` names -> Pyro's autoguide classes
@@ -84,33 +85,48 @@ PREDICT_SAMPLES = 1000
 # ----------------------------------------------------------------------------- user files
 
 
+#: the user files imported in this process: absolute path -> (sha256 of the source, module)
+_IMPORTED: dict[Path, tuple[str, ModuleType]] = {}
+
+
 def load_module(path: str | Path) -> ModuleType:
-    """Import a Python file by its path (once per path); any failure is a :class:`UserError`
-    naming the file and the line."""
+    """Import a Python file by its path, again whenever its contents changed (the cache is
+    keyed by path and sha256, so a file edited in a running session is re-read; an unchanged
+    one is imported once, and its ``@register`` classes register once). The bytes that were
+    hashed are the bytes executed, and no ``__pycache__`` is written next to the file. Any
+    failure is a :class:`UserError` naming the file and the line."""
     path = Path(path).expanduser()
     if not path.exists():
         raise UserError(f"model file {path} does not exist")
     if path.is_dir() or path.suffix != ".py":
         raise UserError(f"model file {path} is not a Python file (.py)")
     full = path.resolve()
+    try:
+        source = full.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    digest = hashlib.sha256(source).hexdigest()
+    cached = _IMPORTED.get(full)
+    if cached is not None and cached[0] == digest:
+        return cached[1]
     key = f"_bayesdl_user_{full.stem}_{hashlib.sha1(str(full).encode()).hexdigest()[:10]}"
-    if key in sys.modules:
-        return sys.modules[key]
     spec = importlib.util.spec_from_file_location(key, full)
     module = importlib.util.module_from_spec(spec)
+    previous = sys.modules.get(key)
     sys.modules[key] = module
     if str(full.parent) not in sys.path:
         sys.path.append(str(full.parent))  # helpers next to the file import; ours come first
     try:
-        spec.loader.exec_module(module)
-    except UserError:
-        del sys.modules[key]
-        raise
+        exec(compile(source, str(full), "exec", dont_inherit=True), module.__dict__)
     except BaseException as e:  # noqa: BLE001 - SyntaxError, ImportError, anything it raises
-        del sys.modules[key]
-        if isinstance(e, KeyboardInterrupt):
+        if previous is None:
+            del sys.modules[key]
+        else:
+            sys.modules[key] = previous
+        if isinstance(e, UserError | KeyboardInterrupt):
             raise
         raise UserError(f"cannot import {path}: {_describe(e, full)}") from None
+    _IMPORTED[full] = (digest, module)
     return module
 
 
@@ -218,12 +234,18 @@ def python_workflow(fn: Callable, data: dict[str, Any] | None) -> type:
 
 def python_data(data: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments given from Python: numpy arrays become tensors (floating ->
-    the default float dtype, integers -> int64), tensors and other values pass unchanged."""
+    the default float dtype, integers -> int64; object arrays of numbers converted, complex
+    and non-numeric ones refused: :mod:`bayesdl.workflows.inputs`), complex tensors are
+    refused, other tensors and values pass unchanged."""
     out = {}
     for k, v in data.items():
         if not isinstance(k, str) or not k.isidentifier():
             raise UserError(f"data keys must be argument names, got {k!r}")
-        out[k] = _tensor(v) if isinstance(v, np.ndarray) else v
+        if isinstance(v, np.ndarray):
+            v = _tensor(numeric_array(f"data[{k!r}]", v), f"data[{k!r}]")
+        elif torch.is_tensor(v):
+            v = real_tensor(f"data[{k!r}]", v)
+        out[k] = v
     return out
 
 
@@ -305,15 +327,18 @@ def model_file_record(path: str | Path) -> dict[str, str | None]:
 
 def run_file_records(args: argparse.Namespace) -> dict[str, dict]:
     """The records of the user's code files a run imports, for ``config.json``'s top level:
-    ``{"model_file": ..., "guide_file": ...}`` (each as :func:`model_file_record`; absent when
-    the run has no such file). Call it after ``workflow.build()``, which makes a guide file's
-    path absolute."""
+    ``{"model_file": ..., "guide_file": ..., "net_file": ...}`` (each as
+    :func:`model_file_record`; absent when the run has no such file). Call it after
+    ``workflow.build()``, which makes a guide file's path absolute."""
     out: dict[str, dict] = {}
     if getattr(args, "model_file", None):
         out["model_file"] = model_file_record(args.model_file)
     guide = getattr(args, "guide", None)
     if isinstance(guide, str) and is_file_spec(guide) and ":" in guide:
         out["guide_file"] = model_file_record(guide.rpartition(":")[0])
+    net = getattr(args, "net", None)  # bnn --net FILE.py:make_net
+    if isinstance(net, str) and is_file_spec(net) and ":" in net:
+        out["net_file"] = model_file_record(net.rpartition(":")[0])
     return out
 
 
@@ -354,9 +379,10 @@ def _check_code_file(cfg_path: Path, record: Any, path: str, what: str) -> None:
 # ----------------------------------------------------------------------------- data
 
 
-def _tensor(a: np.ndarray) -> torch.Tensor:
+def _tensor(a: np.ndarray, what: str = "an array") -> torch.Tensor:
     """``bool`` stays, integers become ``int64``, the rest the default float dtype; shared with
-    the array (no copy) when it already has that dtype, like ``torch.from_numpy``."""
+    the array (no copy) when it already has that dtype, like ``torch.from_numpy``. A value
+    beyond that float dtype's range is refused (:func:`~bayesdl.datasets.io.check_fits`)."""
     kind = a.dtype.kind
     if kind == "b":
         target = np.dtype(np.bool_)
@@ -367,6 +393,7 @@ def _tensor(a: np.ndarray) -> torch.Tensor:
         if default not in _NUMPY_FLOATS:
             return torch.as_tensor(a, dtype=default)
         target = _NUMPY_FLOATS[default]
+        check_fits(what, a, target)
     if a.dtype != target:  # also a non-native byte order
         a = a.astype(target)
     elif not a.flags.writeable:
@@ -411,7 +438,7 @@ def read_data(
                     f"data file {path}: {xk} has shape {x.shape} and {yk} {y.shape}; "
                     f"they need the same number of rows"
                 )
-        return {k: _tensor(v) for k, v in arrays.items()}
+        return {k: _tensor(v, f"data file {path}: array {k!r}") for k, v in arrays.items()}
     default = _NUMPY_FLOATS.get(torch.get_default_dtype(), np.dtype(np.float64))
     if suffix in TABLE_DELIMITERS:
         names, cols = load_columns(path, default)
@@ -439,12 +466,13 @@ def read_data(
                 f"data file {path} has no header: name its columns in a first row, "
                 "or pick them with --x-cols/--y-col (0-based indices)"
             )
-        return {k: _tensor(v) for k, v in columns.items()}
+        return {k: _tensor(v, f"data file {path}: column {k!r}") for k, v in columns.items()}
     out: dict[str, torch.Tensor] = {}
     names = list(columns) or [str(j) for j in range(len(cols))]
     if y_col:
         try:
-            out["y"] = _tensor(np.ascontiguousarray(column(y_col)))
+            y = np.ascontiguousarray(column(y_col))
+            out["y"] = _tensor(y, f"data file {path}: column {y_col!r}")
         except UserError:
             if require_y:
                 raise
@@ -457,6 +485,7 @@ def read_data(
     picked = [column(c) for c in xs]
     x = np.empty((len(picked[0]), len(picked)), dtype=default)
     for j, c in enumerate(picked):
+        check_fits(f"data file {path}: column {xs[j]!r}", c, default)
         x[:, j] = c
     out["x"] = _tensor(x)
     return out
@@ -609,14 +638,17 @@ class UserModel(Workflow):
     @classmethod
     def source(cls) -> str:
         """The model's file (for messages): the file it was loaded from, a plugin's file, or
-        where the function given from Python is defined (never bayesdl's)."""
+        where the function given from Python is defined (a script's ``__main__`` included,
+        never bayesdl's)."""
         if cls.model_file:
             return cls.model_file
         module = getattr(sys.modules.get(cls.__module__), "__file__", None)
         if module and Path(module).resolve() != Path(__file__).resolve():  # a plugin's class
             return module
         place = definition(cls.model_fn)
-        return place[0] if place else f"{cls.model_function or 'the model'} given from Python"
+        if place and Path(place[0]).is_file():
+            return place[0]
+        return f"{cls.model_function or 'the model'} given from Python"
 
     @classmethod
     def where(cls) -> str:
@@ -967,6 +999,9 @@ class UserModel(Workflow):
             )
         inputs = predictive_inputs(problem.data, new, observed)
         check_arguments(model, inputs, self.where(), f"the inputs {path}")
+        check_like_training(inputs, problem.data, f"predict on {path}")
+        device = next((v.device for v in problem.data.values() if torch.is_tensor(v)), None)
+        inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
         last = _LastSite()
         try:
             with torch.no_grad(), last:

@@ -415,15 +415,16 @@ import torch
 import bayesdl
 
 
-def model(x, y=None):
+def model(x, y=None, noise="1.0"):
     w = pyro.sample("w", dist.Normal(0.0, 1.0))
     with pyro.plate("data", len(x)):
-        pyro.sample("y", dist.Normal(w * x, 1.0), obs=y)
+        pyro.sample("y", dist.Normal(w * x, float(noise)), obs=y)
 
 
 post = bayesdl.fit(model, {"x": torch.randn(10), "y": torch.randn(10)}, steps=5, progress=False)
 for call in (lambda: bayesdl.fit(model, {"y": torch.randn(10)}),
-             lambda: post.predict({"x": torch.randn(2, 2, 3)})):
+             lambda: post.predict({"x": torch.randn(2, 2, 3)}),
+             lambda: post.predict({"x": torch.randn(3), "noise": "wide"})):
     try:
         call()
     except bayesdl.UserError as e:
@@ -437,7 +438,8 @@ def test_errors_name_the_line_of_a_model_in_main(tmp_path):
     p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                        cwd=tmp_path, timeout=300)  # fmt: skip
     lines = p.stdout.strip().splitlines()
-    assert p.returncode == 0 and len(lines) == 2, p.stdout + p.stderr
+    assert p.returncode == 0 and len(lines) == 3, p.stdout + p.stderr
     assert f"model() at {script}:8 needs the argument 'x'" in lines[0]
-    assert lines[1].startswith(f"model() at {script}:8 in predict:") and "line 11" in lines[1]
+    assert lines[1].startswith("predict: x has shape (2, 2, 3), but the model was fitted with x")
+    assert lines[2].startswith(f"model() at {script}:8 in predict:") and "line 11" in lines[2]
     assert "user_model.py" not in p.stdout
