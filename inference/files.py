@@ -270,7 +270,7 @@ def load_npz(
             raise UserError(f"{what} {path} holds arrays too large for this machine") from None
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
             raise UserError(f"cannot read {what} {path}: {_first(e)}") from None
-        except NotImplementedError as e:  # a compression zipfile does not support
+        except NotImplementedError as e:  # a compression method zipfile does not know
             raise UserError(f"cannot read {what} {path}: {_first(e)}") from None
 
 
@@ -454,14 +454,14 @@ def append_text(path: str | Path, text: str) -> None:
         os.close(fd)
 
 
-def remove(path: str | Path, what: str = "file") -> None:
+def remove(path: str | Path) -> None:
     """Remove the file or link ``path`` (never what a link points to); missing is fine."""
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
     except OSError as e:
-        raise UserError(f"cannot remove {what} {path}: {_why(e)}") from None
+        raise UserError(f"cannot remove {path}: {_why(e)}") from None
 
 
 def remove_temporaries(folder: str | Path, names: Iterable[str]) -> None:

@@ -50,3 +50,12 @@ def run_cli(*args: str, timeout: float = 600, check: bool = False) -> subprocess
 def cli():
     """The :func:`run_cli` helper as a fixture."""
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def run_templates(tmp_path_factory):
+    """Template runs fitted once per test process as the user (``folder_kit``): coin, coin2,
+    a file model, the same by NUTS, ``bnn --net``. Tests tamper with copies only."""
+    from folder_kit import make_templates
+
+    return make_templates(tmp_path_factory.mktemp("run-templates"))

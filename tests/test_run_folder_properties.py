@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from folder_kit import EVIL, copy, make_templates, tree
+from folder_kit import EVIL, copy, tree
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -50,9 +50,10 @@ COMMANDS = ["evaluate", "predict", "load", "resume"]
 TEMPLATES = ("coin", "user", "nuts")
 
 
-@pytest.fixture(scope="module")
-def t(tmp_path_factory) -> dict[str, Path]:
-    return make_templates(tmp_path_factory.mktemp("templates"), TEMPLATES)
+@pytest.fixture
+def t(run_templates) -> dict[str, Path]:
+    """The template runs (``conftest.run_templates``)."""
+    return run_templates
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,6 @@ from folder_kit import (
     fifo,
     link,
     main,
-    make_templates,
     name_model_file,
     plant,
     real,
@@ -33,9 +32,10 @@ import bayesdl
 from bayesdl.workflows import trust
 
 
-@pytest.fixture(scope="module")
-def t(tmp_path_factory) -> dict[str, Path]:
-    return make_templates(tmp_path_factory.mktemp("templates"))
+@pytest.fixture
+def t(run_templates) -> dict[str, Path]:
+    """The template runs (``conftest.run_templates``)."""
+    return run_templates
 
 
 def gamma_poisson(counts):

@@ -20,7 +20,6 @@ from folder_kit import (
     edit_config,
     fifo,
     link,
-    make_templates,
     real_refused,
     refused,
 )
@@ -29,9 +28,10 @@ import bayesdl
 from bayesdl.inference import files
 
 
-@pytest.fixture(scope="module")
-def t(tmp_path_factory) -> dict[str, Path]:
-    return make_templates(tmp_path_factory.mktemp("templates"))
+@pytest.fixture
+def t(run_templates) -> dict[str, Path]:
+    """The template runs (``conftest.run_templates``)."""
+    return run_templates
 
 
 def resume(t, run: Path) -> list:

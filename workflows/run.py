@@ -365,8 +365,11 @@ def claimed(out: Path, *, resume: bool, overwrite: bool, main: bool = True) -> I
                 prepare_out(out, resume=resume, overwrite=overwrite)
                 files.remove_temporaries(out, RUN_FILES)  # of a process killed mid-write
             if main and overwrite and not resume:
-                for name in RUN_FILES:
-                    files.remove(out / name, "--overwrite: the old")
+                try:
+                    for name in RUN_FILES:
+                        files.remove(out / name)
+                except UserError as e:
+                    raise UserError(f"--overwrite: {e}") from None
                 run_files.check_folder(out)
             yield
     except BaseException:
