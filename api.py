@@ -121,19 +121,29 @@ def load(
     guide: Callable | None = None,
     device: str | None = None,
     plugins: tuple[str, ...] | list[str] = (),
+    model_files: tuple[str, ...] | list[str] = (),
 ) -> Posterior:
     """Reopen a run folder made by ``bayesdl fit`` or :meth:`Posterior.save`.
 
     A model given from Python interactively is not recorded by file: pass it again as
-    ``model=`` (and a guide function likewise as ``guide=``). Loading never runs code from the
-    folder: only the model file the run records is imported (with its checksum checked).
+    ``model=`` (and a guide function likewise as ``guide=``). Loading never runs code because
+    the folder names it: a model, guide or network file the run records is imported only if
+    you fitted that very file (bayesdl's per-user record of fitted code, checked by sha256) or
+    name it in ``model_files`` (:mod:`bayesdl.workflows.trust`); the folder's files are read
+    as regular files only, bounded and type-checked.
     """
-    import json
+    from bayesdl.workflows import trust
 
+    with trust.named(model_files):
+        return _load(Path(run_dir), model, guide, device, plugins)
+
+
+def _load(run_dir: Path, model, guide, device, plugins) -> Posterior:
+    from bayesdl.inference import files
+    from bayesdl.workflows.run_files import read_summary
     from bayesdl.workflows.user_model import python_workflow, run_registry
 
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
+    if not files.is_dir(run_dir, "run folder"):
         raise UserError(f"{run_dir} is not a run folder")
     cfg = read_config(run_dir)
     names = dict(registry(plugins))
@@ -161,19 +171,16 @@ def load(
             f"({cfg['args']['guide'][7:]}): pass it again, bayesdl.load(dir, guide=fn)"
         )
     workflow, problem = load_run(run_dir, names, device, overrides)
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        summary = {"model": cfg["model"]}
+    summary = read_summary(run_dir) or {"model": cfg["model"]}
     from bayesdl.inference import checkpoint as ckpt
     from bayesdl.inference.train import CHECKPOINT, FitResult
 
     saved = ckpt.load(run_dir / CHECKPOINT)
     result = FitResult(
         steps=int(saved.get("step", 0)),
-        final_elbo=summary.get("final_elbo") or float("nan"),
+        final_elbo=float(summary.get("final_elbo") or float("nan")),
         wall_seconds=float(summary.get("wall_seconds") or 0.0),
-        device=str(summary.get("device", "cpu")),
+        device=str(summary.get("device") or "cpu"),
         history=list(saved.get("history") or []),
         params=problem.params,
     )
@@ -189,12 +196,14 @@ def compare(
     figure: str | Path | None = None,
     seed: int = 0,
     plugins: tuple[str, ...] | list[str] = (),
+    model_files: tuple[str, ...] | list[str] = (),
 ):
     """Compare posterior ``a`` against the reference ``b`` (each a :class:`Posterior` or a
     run folder), per element of every latent site: the difference of means in units of b's
     sd and the ratio of sds, flagged past 0.3 sd or outside [0.7, 1.3]
     (:mod:`bayesdl.workflows.compare`). ``num_samples`` draws of a guide (all of a NUTS
-    run's); ``figure``: a PNG of the overlaid marginals of the first sites.
+    run's); ``figure``: a PNG of the overlaid marginals of the first sites; ``model_files``:
+    code files the runs need, named again (see :func:`load`).
 
     Returns a :class:`~bayesdl.workflows.compare.Comparison` (``print`` it for the table;
     ``.to_json()``, ``.flagged``, ``.rows``).
@@ -208,7 +217,7 @@ def compare(
         if isinstance(x, Posterior):
             return x, str(x.run_dir or type(x).__name__)
         if isinstance(x, str | Path):
-            return load(x, plugins=plugins), str(x)
+            return load(x, plugins=plugins, model_files=model_files), str(x)
         raise UserError(f"compare takes a Posterior or a run folder, got {type(x).__name__}")
 
     draws, names = [], []

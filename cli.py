@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shlex
 import sys
 import time
@@ -53,6 +54,23 @@ def _run_registry(run: str, plugins: list[str] = ()) -> dict:
 
 
 _PLUGIN_HELP = "the plugin file of the run's model (a run folder's plugins are not imported)"
+_CODE_HELP = (
+    "a code file the run needs (its model, guide or --net file), named again: imported "
+    "although you did not fit it yourself (repeatable; a run folder's code is never imported "
+    "because the folder names it)"
+)
+
+
+def _code_options(p: Parser) -> None:
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE", help=_PLUGIN_HELP)
+    p.add_argument("--model-file", action="append", default=[], metavar="FILE", help=_CODE_HELP)
+
+
+def _named(args):
+    """The code files the user names for this command (``--model-file``)."""
+    from bayesdl.workflows import trust
+
+    return trust.named(args.model_file)
 
 
 def _seed_option(p: Parser) -> None:
@@ -163,7 +181,7 @@ def cmd_evaluate(argv: list[str]) -> int:
     p = Parser(prog=f"{PROG} evaluate", description="held-out metrics of a fitted run")
     p.add_argument("run", help="run folder made by `bayesdl fit`")
     p.add_argument("--device", default=None, help="cpu | cuda | auto (default: the run's)")
-    p.add_argument("--plugin", action="append", default=[], metavar="FILE", help=_PLUGIN_HELP)
+    _code_options(p)
     p.add_argument(
         "--iw-samples",
         type=int,
@@ -183,9 +201,9 @@ def cmd_evaluate(argv: list[str]) -> int:
     overrides = {"iw_samples": args.iw_samples} if args.iw_samples is not None else {}
     if args.samples is not None:
         overrides["samples"] = args.samples
-    result = evaluate_run(
-        Path(args.run), _run_registry(args.run, args.plugin), args.device, overrides, args.seed
-    )
+    with _named(args):
+        registry = _run_registry(args.run, args.plugin)
+        result = evaluate_run(Path(args.run), registry, args.device, overrides, args.seed)
     print(f"evaluation of {args.run}:")
     _print_table(result)
     print(f"-> {Path(args.run) / 'evaluation.json'}")
@@ -197,16 +215,21 @@ def cmd_predict(argv: list[str]) -> int:
     p.add_argument("run", help="run folder made by `bayesdl fit`")
     p.add_argument("--input", required=True, help="inputs (.npz with `x`, .csv or .npy)")
     p.add_argument("--output", help="write predictions here as JSON (default: print)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     p.add_argument("--device", default=None, help="cpu | cuda | auto (default: the run's)")
-    p.add_argument("--plugin", action="append", default=[], metavar="FILE", help=_PLUGIN_HELP)
+    _code_options(p)
     _seed_option(p)
     args = p.parse_args(argv)
-    from bayesdl.workflows.run import predict_run, write_json
+    from bayesdl.workflows import outputs
+    from bayesdl.workflows.run import json_text, predict_run
 
-    registry = _run_registry(args.run, args.plugin)
-    result = predict_run(Path(args.run), registry, Path(args.input), args.device, args.seed)
+    if args.output:  # before any work
+        outputs.check_file(args.output, args.overwrite, "--output")
+    with _named(args):
+        registry = _run_registry(args.run, args.plugin)
+        result = predict_run(Path(args.run), registry, Path(args.input), args.device, args.seed)
     if args.output:
-        write_json(Path(args.output), result)
+        outputs.write(args.output, json_text(result), overwrite=args.overwrite, flag="--output")
         print(f"predictions -> {args.output}")
     else:
         print(json.dumps(result, indent=1))
@@ -217,19 +240,24 @@ def cmd_sample(argv: list[str]) -> int:
     p = Parser(prog=f"{PROG} sample", description="draw from a fitted generative model")
     p.add_argument("run", help="run folder made by `bayesdl fit`")
     p.add_argument("--out", default=None, help="folder for the images (default: the run folder)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="write into an --out folder that holds files"
+    )
     p.add_argument("--device", default=None, help="cpu | cuda | auto (default: the run's)")
-    p.add_argument("--plugin", action="append", default=[], metavar="FILE", help=_PLUGIN_HELP)
+    _code_options(p)
     _seed_option(p)
     args = p.parse_args(argv)
     from bayesdl.workflows.run import sample_run
 
-    result = sample_run(
-        Path(args.run),
-        _run_registry(args.run, args.plugin),
-        None if args.out is None else Path(args.out),
-        args.device,
-        args.seed,
-    )
+    with _named(args):
+        result = sample_run(
+            Path(args.run),
+            _run_registry(args.run, args.plugin),
+            None if args.out is None else Path(args.out),
+            args.device,
+            args.seed,
+            overwrite=args.overwrite,
+        )
     print(f"samples of {args.run}:")
     _print_table(result)
     return 0
@@ -267,8 +295,8 @@ def cmd_tour(argv: list[str]) -> int:
     check_threads(args.threads)
     import torch
 
-    from bayesdl.workflows import report
-    from bayesdl.workflows.run import run_fit, write_text
+    from bayesdl.workflows import outputs, report
+    from bayesdl.workflows.run import run_fit
 
     torch.set_num_threads(args.threads)
 
@@ -283,6 +311,9 @@ def cmd_tour(argv: list[str]) -> int:
             _lookup(n)  # the "unknown model" error
             raise UserError(f"tour fits registered models only, not {n!r}: use `fit {n}`")
     out = Path(args.out)
+    index = out / "index.html"
+    outputs.check_file(index, args.overwrite, "--out")  # before anything is fitted
+    outputs.check_no_links(out)
     planned = []  # (name, workflow, argv, options, run folder) of every run, checked up front
     for name in names:
         workflow = registry[name]
@@ -297,7 +328,7 @@ def cmd_tour(argv: list[str]) -> int:
 
         for *_, run_dir in planned:
             if run_dir.exists() and (
-                not run_dir.is_dir() or any((run_dir / f).exists() for f in RUN_FILES)
+                not run_dir.is_dir() or any(os.path.lexists(run_dir / f) for f in RUN_FILES)
             ):
                 raise UserError(
                     f"tour: {run_dir} already holds a run; choose another --out, or add "
@@ -338,7 +369,7 @@ def cmd_tour(argv: list[str]) -> int:
         sections += module.sections(out, overwrite=args.overwrite, progress=not args.quiet)
     elapsed = time.perf_counter() - t0
     header = f"Every registered model fitted with quick defaults; {elapsed:.0f} s in all."
-    write_text(out / "index.html", report.page(sections, header))
+    outputs.write(index, report.page(sections, header), overwrite=args.overwrite, flag="--out")
     print(f"tour: {len(names)} models -> {out / 'index.html'}")
     return 0
 
@@ -355,29 +386,44 @@ def cmd_compare(argv: list[str]) -> int:
     p.add_argument("--json", metavar="FILE", help="also write {site: {mean_diff_sd, ...}} here")
     p.add_argument("--out", default=".", help="folder of compare.png (default: here)")
     p.add_argument("--samples", type=int, default=2000, help="draws of a VI run (default 2000)")
-    p.add_argument("--plugin", action="append", default=[], metavar="FILE", help=_PLUGIN_HELP)
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing compare.png or --json file"
+    )
+    _code_options(p)
     _seed_option(p)
     args = p.parse_args(argv)
     from bayesdl.api import compare
+    from bayesdl.inference import files
+    from bayesdl.workflows import outputs
     from bayesdl.workflows.compare import FIGURE
-    from bayesdl.workflows.run import write_json
+    from bayesdl.workflows.run import json_text
 
     if args.samples < 2:
         raise UserError("--samples must be >= 2")
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
+    if files.entry(out, "--out") is not None and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder")
+    outputs.check_file(out / FIGURE, args.overwrite, "--out")  # before any work
+    if args.json:
+        outputs.check_file(args.json, args.overwrite, "--json")
     result = compare(
-        args.run_a, args.run_b, num_samples=args.samples, seed=args.seed or 0, plugins=args.plugin
+        args.run_a,
+        args.run_b,
+        num_samples=args.samples,
+        seed=args.seed or 0,
+        plugins=args.plugin,
+        model_files=args.model_file,
     )
     print(result.table())
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot make {out}: {e.strerror or e}") from None
-    print(f"figure -> {result.figure(out / FIGURE)}")
+    with outputs.not_busy(out):
+        print(f"figure -> {result.figure(out / FIGURE, overwrite=args.overwrite)}")
     if args.json:
-        write_json(Path(args.json), result.to_json())
+        text = json_text(result.to_json())
+        outputs.write(args.json, text, overwrite=args.overwrite, flag="--json")
         print(f"json -> {args.json}")
     return 0
 

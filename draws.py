@@ -36,8 +36,8 @@ from bayesdl.workflows.inputs import model_errors, predict_inputs
 from bayesdl.workflows.run import (
     METRICS,
     SUMMARY,
+    claimed,
     folder_record,
-    locked,
     prepare_out,
     write_json,
     write_record,
@@ -181,13 +181,13 @@ class DrawsPosterior(Posterior):
         out = Path(run_dir)
         if self._run.out is not None and out.resolve() == Path(self._run.out).resolve():
             return out
-        prepare_out(out, resume=False, overwrite=overwrite)
+        prepare_out(out, resume=False, overwrite=overwrite, make=False)
         workflow = self._run.workflow
         record, arrays = folder_record(workflow)
         args = record["args"] = dict(record["args"])
         if not isinstance(args.get("guide"), str):
             args["guide"] = None  # NUTS used none
-        with locked(out):
+        with claimed(out, resume=False, overwrite=overwrite):  # made, locked, emptied
             save_draws(out / DRAWS, self.result.draws)
             write_record(out, record, arrays)
             write_json(out / SUMMARY, self._run.summary)

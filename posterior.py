@@ -33,12 +33,13 @@ from bayesdl.workflows.run import (
     METRICS,
     SUMMARY,
     Run,
+    claimed,
     folder_record,
-    locked,
     model_params,
     prepare_out,
     write_json,
     write_record,
+    write_text,
 )
 
 
@@ -255,14 +256,14 @@ class Posterior:
         out = Path(run_dir)
         if self._run.out is not None and out.resolve() == Path(self._run.out).resolve():
             return out  # fitted into this folder: already saved
-        prepare_out(out, resume=False, overwrite=overwrite)
+        prepare_out(out, resume=False, overwrite=overwrite, make=False)
         problem, workflow = self._run.problem, self._run.workflow
         record, arrays = folder_record(workflow)
         args = record["args"] = dict(record["args"])
         guide = args.get("guide")
         if not isinstance(guide, str):
             args["guide"] = _guide_spec(guide)
-        with locked(out):
+        with claimed(out, resume=False, overwrite=overwrite):  # made, locked, emptied
             with problem.scope():
                 state = {
                     "format": 1,
@@ -275,7 +276,7 @@ class Posterior:
                 ckpt.save(out / CHECKPOINT, state)
             write_record(out, record, arrays)
             write_json(out / SUMMARY, self._run.summary)
-            (out / METRICS).write_text("".join(_json_line(r) for r in self.history))
+            write_text(out / METRICS, "".join(_json_line(r) for r in self.history))
         return out
 
     def to_arviz(self, num_samples: int = 1000):
@@ -286,9 +287,10 @@ class Posterior:
 
     def __repr__(self) -> str:
         s = self._run.summary
+        elbo = s.get("final_elbo")
         head = (
             f"Posterior of {s.get('model')} (guide {s.get('guide')}, {s.get('steps')} steps, "
-            f"final ELBO {s.get('final_elbo', float('nan')):.4g})"
+            f"final ELBO {float('nan') if elbo is None else float(elbo):.4g})"
         )
         if s.get("checks"):
             from bayesdl.workflows.checks import verdict_line

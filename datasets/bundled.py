@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from bayesdl.datasets.io import check_finite, load_arrays
+from bayesdl.inference import files
 from bayesdl.inference.errors import UserError
 
 MNIST_FILES = {
@@ -89,7 +90,7 @@ def mnist_dir(data_dir: str | Path | None) -> Path:
 def _read_idx(path: Path, sha256: str, magic: int) -> np.ndarray:
     if not path.exists():
         raise UserError(f"MNIST file {path} is missing")
-    raw = path.read_bytes()
+    raw = files.read_bytes(path, "MNIST file", 256 * files.MB, follow=True)
     digest = hashlib.sha256(raw).hexdigest()
     if digest != sha256:
         raise UserError(

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bayesdl.inference import files
 from bayesdl.inference.errors import UserError
 
 TABLE_DELIMITERS = {".csv": ",", ".txt": ",", ".tsv": "\t"}
@@ -64,10 +65,10 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
     if suffix not in (".npz", ".npy", *TABLE_DELIMITERS):
         raise UserError(f"data file {path}: unknown format {suffix!r} (use .npz, .npy or .csv)")
     with _read_errors(path):
-        if suffix == ".npz":
-            arrays = _load_npz(path)
+        if suffix == ".npz":  # headers checked against sizes first, nothing unpickled
+            arrays = files.load_npz(path, "data file", follow=True)
         elif suffix == ".npy":
-            arrays = {"table": np.load(path, allow_pickle=False)}
+            arrays = {"table": files.load_npy(path, "data file", follow=True)}
         else:
             names, columns = _read_table(path, TABLE_DELIMITERS[suffix], np.float64)
             table, columns = _as_table(columns)
@@ -99,11 +100,13 @@ def load_columns(
 
 
 def _existing(path: str | Path) -> Path:
+    """A regular file (through links): not missing, a folder, a pipe, a device or a loop."""
     path = Path(path)
-    if not path.exists():
+    if files.entry(path, "data file") is None:
         raise UserError(f"data file {path} does not exist")
     if path.is_dir():
         raise UserError(f"data file {path} is a directory")
+    files.check_regular(path, "data file")
     return path
 
 
@@ -121,21 +124,6 @@ class _read_errors:
             return False
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"cannot read data file {self.path}: {msg}") from None
-
-
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    arrays = {}
-    with np.load(path, allow_pickle=False) as f:
-        for name in f.files:
-            try:
-                arrays[name] = f[name]
-            except ValueError as e:
-                if "allow_pickle" not in str(e):
-                    raise
-                raise UserError(
-                    f"data file {path}: array {name!r} holds Python objects; save numbers only"
-                ) from None
-    return arrays
 
 
 def _check_array(what: str, a: np.ndarray) -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from pyro.poutine.messenger import Messenger
 
+from bayesdl.inference.errors import UserError
+
 
 class DataSubsample(Messenger):
     """Supply the current minibatch indices to every plate named ``name``."""
@@ -58,8 +60,18 @@ class EpochBatcher:
         return {"perm": self._perm, "pos": self._pos}
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue the epoch a checkpoint was taken in."""
-        self._perm = None if state["perm"] is None else state["perm"].to(self.device)
+        """Continue the epoch a checkpoint was taken in (a permutation of this data's size)."""
+        perm = state["perm"]
+        if perm is not None and not (
+            perm.dtype == torch.int64
+            and perm.shape == (self.size,)
+            and torch.equal(perm.sort().values, torch.arange(self.size))
+        ):
+            raise UserError(
+                f"the checkpoint's minibatch order is not a permutation of the {self.size} "
+                "data points: was it made with other data?"
+            )
+        self._perm = None if perm is None else perm.to(self.device)
         self._pos = state["pos"]
 
     def next(self) -> torch.Tensor:

@@ -1,24 +1,28 @@
 """Atomic checkpoints: parameters, optimizer state, RNG states and step in one file.
 
-Written to ``path.tmp`` and renamed over ``path`` (``os.replace`` is atomic on POSIX), so a
-crash mid-write leaves the previous checkpoint intact.
+Written to a fresh temporary file of a random name next to ``path`` and renamed over it
+(:func:`bayesdl.inference.files.write_with`: never through a link), so a crash mid-write leaves
+the previous checkpoint intact.
 
 A checkpoint holds tensors and plain data only (dicts, lists, tuples, strings, numbers, None)
 and is read with ``torch.load(..., weights_only=True)``: loading a run folder never unpickles
-Python objects, so a crafted ``checkpoint.pt`` cannot run code. What is not plain data is
-converted here: numpy's RNG state becomes a tensor and numbers, and the constraints of Pyro's
-parameter store become names (``"positive"``) or descriptions of their class and attributes
-(``interval(lo, hi)``, ``independent(base, n)``, ...).
+Python objects, so a crafted ``checkpoint.pt`` cannot run code. Before that it must be a
+regular file (not a link, a pipe or a device) whose records are stored uncompressed, as
+``torch.save`` writes them (reading it takes no more memory than its size) and whose pickled
+part is at most 64 MB; after it, :mod:`bayesdl.inference.checkpoint_check` checks its
+entries. What is not plain data is converted here: numpy's RNG state becomes a tensor and
+numbers, and the constraints of Pyro's parameter store become names (``"positive"``) or
+descriptions of their class and attributes (``interval(lo, hi)``, ``independent(base, n)``,
+...).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import pickle
 import random
 import sys
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,7 @@ import torch
 from torch.distributions import constraints as torch_constraints
 from torch.distributions import transform_to
 
+from bayesdl.inference import checkpoint_check, files
 from bayesdl.inference.errors import UserError
 
 #: what :func:`save` writes into ``state["format"]``; checkpoints of format 1 were pickles
@@ -58,7 +63,7 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    """Restore what :func:`rng_state` saved."""
+    """Restore what :func:`rng_state` saved (checkpoints' states are checked by :func:`load`)."""
     torch.set_rng_state(state["torch"])
     version, internal, gauss_next = state["python"]
     random.setstate((int(version), tuple(int(i) for i in internal), gauss_next))
@@ -73,18 +78,10 @@ def save(path: Path, state: dict) -> None:
     """Write ``state`` (tensors and plain data, see the module's docstring) to ``path``
     atomically."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        # a file object of Python's: a failed write is an OSError (torch's own is a RuntimeError)
-        with open(tmp, "wb") as f:
-            torch.save({**state, "format": FORMAT}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
+    # a file object of Python's: a failed write is an OSError (torch's own is a RuntimeError)
+    files.write_with(
+        path, lambda f: torch.save({**state, "format": FORMAT}, f), sync=True, what="checkpoint"
+    )
 
 
 def _older(path: Path) -> UserError:
@@ -96,24 +93,54 @@ def _older(path: Path) -> UserError:
     )
 
 
-def load(path: Path) -> dict:
+def load(path: Path, *, resume: bool = False) -> dict:
     """Read a checkpoint (tensors and plain data only, nothing is unpickled), with a clear
-    error when it is missing, unreadable or of an older format."""
+    error when it is missing, unreadable, of an older format or holds entries a fit does not
+    write (``resume``: also when it lacks what ``--resume`` needs)."""
     path = Path(path)
-    if not path.exists():
+    if files.entry(path, "checkpoint") is None:
         raise UserError(f"no checkpoint at {path}")
-    try:
-        with warnings.catch_warnings():  # torch's notes on a foreign pickle's protocol
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # a Python object: an older checkpoint, or a crafted one
-        raise _older(path) from None
-    except Exception as e:  # noqa: BLE001 - a truncated or foreign file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot read checkpoint {path}: {first}") from None
+    with files.open_regular(path, "checkpoint", follow=False) as f:
+        _check_records(f, path)
+        f.seek(0)
+        try:
+            with warnings.catch_warnings():  # torch's notes on a foreign pickle's protocol
+                warnings.simplefilter("ignore")
+                state = torch.load(f, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:  # a Python object: an older checkpoint, or a crafted one
+            raise _older(path) from None
+        except Exception as e:  # noqa: BLE001 - a truncated or foreign file
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"cannot read checkpoint {path}: {first}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise _older(path)
+    checkpoint_check.check(state, path, resume=resume)
     return state
+
+
+def _check_records(f, path: Path) -> None:
+    """A zip checkpoint (torch's format) must store its records uncompressed, as torch.save
+    does, and its pickle within :data:`~bayesdl.inference.files.PICKLE_LIMIT`: what torch then
+    allocates is bounded by the file's own size. (Other files are torch's legacy format.)"""
+    if not zipfile.is_zipfile(f):
+        return
+    f.seek(0)
+    try:
+        with zipfile.ZipFile(f) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise UserError(f"cannot read checkpoint {path}: {e}") from None
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise UserError(
+                f"checkpoint {path}: record {info.filename!r} is compressed, which torch.save "
+                "never does; the file was not written by bayesdl"
+            )
+        if info.filename.endswith(".pkl") and info.file_size > files.PICKLE_LIMIT:
+            raise UserError(
+                f"checkpoint {path}: its pickled part is {info.file_size / files.MB:.0f} MB, "
+                f"more than the {files.PICKLE_LIMIT // files.MB} MB bayesdl reads"
+            )
 
 
 # ----------------------------------------------------------------------------- constraints
@@ -225,12 +252,16 @@ def load_param_store_state(state: dict, device: torch.device) -> None:
             else:
                 try:
                     constraint = decode_constraint(state["constraints"][name], device)
-                except (ValueError, KeyError, TypeError, AttributeError) as e:
+                    constrained = transform_to(constraint)(value)
+                except Exception as e:  # noqa: BLE001 - a constraint the value does not fit
                     raise UserError(
                         f"checkpoint parameter {name}: cannot restore its constraint ({e}); "
                         "load it where the model creates this parameter"
                     ) from None
-                store.setdefault(name, transform_to(constraint)(value), constraint)
+                store.setdefault(name, constrained, constraint)
+
+
+load_optimizer_state = checkpoint_check.load_optimizer_state
 
 
 def module_states(modules) -> list[dict | None]:

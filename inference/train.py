@@ -28,7 +28,7 @@ from pyro import poutine
 from tqdm.auto import tqdm
 
 from bayesdl.inference import checkpoint as ckpt
-from bayesdl.inference import distributed
+from bayesdl.inference import distributed, files
 from bayesdl.inference.batching import DataSubsample, EpochBatcher
 from bayesdl.inference.compiled import auto_pays_off
 from bayesdl.inference.convergence import AUTO, StepPlan, steps_or_auto
@@ -584,7 +584,7 @@ class Trainer:
         open log window and this epoch's data."""
         ckpt.load_module_states((self.model, self.guide), saved.get("modules"))
         ckpt.load_param_store_state(saved["param_store"], self.device)
-        self.optimizer.load_state_dict(saved["optimizer"])
+        ckpt.load_optimizer_state(self.optimizer, saved["optimizer"])
         if self.batcher is not None and saved.get("batcher") is not None:
             self.batcher.load_state_dict(saved["batcher"])
         ckpt.set_rng_state(saved["rng"])
@@ -648,7 +648,8 @@ def fit(
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is None:
         raise UserError("--resume needs --out DIR holding the checkpoint")
-    saved = ckpt.load(out / CHECKPOINT) if resume and (ddp is None or ddp.is_main) else None
+    main = ddp is None or ddp.is_main
+    saved = ckpt.load(out / CHECKPOINT, resume=True) if resume and main else None
     if resume and ddp is not None:
         saved = ddp.broadcast(saved)  # only rank 0 reads the file
     if saved is not None and config.steps != AUTO and saved["step"] > config.steps:
@@ -806,29 +807,28 @@ def _sync(device: torch.device) -> None:
 
 
 def _append_metrics(path: Path, row: dict) -> None:
-    """One row more in ``metrics.jsonl``; a failed write (a read-only folder, a full disk) is
-    a :class:`UserError` naming the file."""
-    try:
-        with open(path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    """One row more in ``metrics.jsonl`` (never through a link); a failed write (a read-only
+    folder, a full disk) is a :class:`UserError` naming the file."""
+    files.append_text(path, json.dumps(row) + "\n")
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
     """Keep only metric rows up to ``step`` (a resumed run rewrites what came after); a torn
-    last line (a kill mid-write) is dropped."""
-    if not path.exists():
+    last line (a kill mid-write) is dropped. The file must be a regular file in the folder
+    (not a link, a pipe or a device), within :data:`~bayesdl.inference.files.METRICS_LIMIT`."""
+    if files.entry(path, "metrics") is None:
         return
     keep = []
-    for line in path.read_text(errors="replace").splitlines():
+    for line in files.read_lines(path, "metrics"):
+        if len(line) > 1 << 16 or not line.startswith("{"):
+            continue  # not a row bayesdl writes
         try:
-            row = json.loads(line)
-        except ValueError:
+            row = files.parse_json(line, str(path))
+        except UserError:
             continue
         if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
             keep.append(line)
-    path.write_text("".join(line + "\n" for line in keep))
+    files.write_text(path, "".join(line + "\n" for line in keep))
 
 
 @one_at_a_time
@@ -844,6 +844,8 @@ def restore(
     Returns the device and that store's state (use it with ``param_store.scope(state)``)."""
     dev = resolve_device(device)
     saved = ckpt.load(checkpoint_path)
+    if "param_store" not in saved:
+        raise UserError(f"checkpoint {checkpoint_path} holds no parameters ('param_store')")
     with pyro.get_param_store().scope() as store_state:
         for m in (model, guide):
             if isinstance(m, torch.nn.Module):

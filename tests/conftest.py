@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pyro
@@ -17,6 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # (measured: a 500-step linreg fit took 2.5 s with 1 thread, 28 s with the default under load).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
+# bayesdl's per-user record of fitted code (workflows/trust.py) goes to a folder of this test
+# session, inherited by the commands the tests start, never to the user's own ~/.local/state
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="bayesdl-test-state-")
 
 
 @pytest.fixture(autouse=True)
@@ -46,3 +50,12 @@ def run_cli(*args: str, timeout: float = 600, check: bool = False) -> subprocess
 def cli():
     """The :func:`run_cli` helper as a fixture."""
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def run_templates(tmp_path_factory):
+    """Template runs fitted once per test process as the user (``folder_kit``): coin, coin2,
+    a file model, the same by NUTS, ``bnn --net``. Tests tamper with copies only."""
+    from folder_kit import make_templates
+
+    return make_templates(tmp_path_factory.mktemp("run-templates"))

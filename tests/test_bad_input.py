@@ -289,35 +289,45 @@ def test_predict_output_into_a_missing_folder_or_under_a_file(run, tmp_path, cap
     assert "cannot write" in line
 
 
-def test_predict_output_to_a_device_writes_into_it(run, tmp_path, capsys):
+def test_predict_output_to_a_device_is_refused(run, tmp_path, capsys):
+    # bayesdl writes regular files only (leave out --output to print the predictions)
     np.savez(tmp_path / "in.npz", flips=np.array([1, 0]))
     before = os.stat(os.devnull)
-    assert (
-        cli.main(["predict", str(run), "--input", str(tmp_path / "in.npz"), "--output", os.devnull])
-        == 0
-    )
+    argv = ["predict", run, "--input", tmp_path / "in.npz", "--output", os.devnull]
+    line = main_error(capsys, *argv, "--overwrite")
+    assert os.devnull in line and "device" in line
     after = os.stat(os.devnull)
     assert stat.S_ISCHR(after.st_mode) and after.st_ino == before.st_ino  # not replaced
 
 
-def test_predict_output_through_a_link_replaces_its_target(run, tmp_path, capsys):
+def test_predict_output_through_a_link_is_refused(run, tmp_path, capsys):
     np.savez(tmp_path / "in.npz", flips=np.array([1, 0]))
     (tmp_path / "target.json").write_text("{}")
     (tmp_path / "link.json").symlink_to(tmp_path / "target.json")
     argv = ["predict", run, "--input", tmp_path / "in.npz", "--output", tmp_path / "link.json"]
-    assert cli.main([str(a) for a in argv]) == 0
+    for extra in ([], ["--overwrite"]):
+        assert "symbolic link" in main_error(capsys, *argv, *extra)
     assert (tmp_path / "link.json").is_symlink()
-    assert json.loads((tmp_path / "target.json").read_text()) != {}
+    assert (tmp_path / "target.json").read_text() == "{}"
 
 
 def test_a_run_folder_made_unwritable_mid_run_in_a_real_process(tmp_path):
-    # root writes through chmod: a directory where the checkpoint's temporary file goes fails
-    # for everyone, at the first checkpoint (step 10 of 20)
+    # root writes through chmod: a file size limit stops the first checkpoint (step 10 of 20,
+    # 18 kB) for everyone, after config.json and the first metrics rows were written
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
+
     out = tmp_path / "r"
-    out.mkdir()
-    (out / "checkpoint.pt.tmp").mkdir()
-    line = error_line(bayesdl("fit", *COIN, "--checkpoint-every", 10, "--out", out))
-    assert "checkpoint" in line and str(out) in line
+    p = subprocess.run(
+        [sys.executable, "-m", "bayesdl", "fit", *COIN, "--checkpoint-every", "10", "--out",
+         str(out)],
+        capture_output=True, text=True, env=ENV, timeout=600, preexec_fn=limit,
+    )  # fmt: skip
+    line = error_line(p)
+    assert "checkpoint" in line and str(out) in line and "too large" in line, line
+    assert not [n for n in os.listdir(out) if n.endswith(".tmp")]  # no temporary file left
 
 
 def test_a_failed_checkpoint_write_names_the_file(tmp_path, capsys, monkeypatch):
@@ -339,14 +349,14 @@ def test_a_failed_checkpoint_write_names_the_file(tmp_path, capsys, monkeypatch)
 
 
 def test_a_failed_metrics_write_names_the_file(tmp_path, capsys, monkeypatch):
-    real = open
+    real = os.open
 
-    def guarded(path, mode="r", *args, **kwargs):
-        if str(path).endswith("metrics.jsonl") and "a" in mode:
+    def guarded(path, flags, *args, **kwargs):
+        if str(path).endswith("metrics.jsonl") and flags & os.O_APPEND:
             raise PermissionError(13, "Permission denied", str(path))
-        return real(path, mode, *args, **kwargs)
+        return real(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(train, "open", guarded, raising=False)
+    monkeypatch.setattr(os, "open", guarded)
     out = tmp_path / "r"
     line = main_error(capsys, "fit", *COIN, "--log-every", 5, "--out", out)
     assert f"cannot write {out / 'metrics.jsonl'}" in line

@@ -248,8 +248,8 @@ def test_a_builtin_run_imports_nothing_config_json_names(run, tmp_path):
     assert not marker.exists()
 
 
-def test_a_user_model_run_imports_only_its_model_file(user_copy, tmp_path):
-    run, model, _ = user_copy
+def test_a_user_model_run_imports_only_its_model_file(user_run, tmp_path):
+    run = Path(shutil.copytree(user_run[0], tmp_path / "run"))  # the model file stays put
     marker = tmp_path / "marker"
     evil = tmp_path / "evil.py"
     evil.write_text(EVIL.format(marker=str(marker)))
@@ -257,7 +257,7 @@ def test_a_user_model_run_imports_only_its_model_file(user_copy, tmp_path):
     p = bayesdl("evaluate", run)
     assert p.returncode == 0, p.stderr
     assert not marker.exists()
-    assert p.stderr.strip() == ""  # the model file is unchanged: no warning
+    assert p.stderr.strip() == ""  # the model file is the one this user fitted: no warning
 
     # a model file named by a relative path (here: the evil file, next to the caller)
     def relative(cfg):
@@ -266,7 +266,7 @@ def test_a_user_model_run_imports_only_its_model_file(user_copy, tmp_path):
 
     edit_config(run, relative)
     err = one_error_line(bayesdl("evaluate", run, cwd=tmp_path))
-    assert "relative path" in err and "evil.py" in err
+    assert "relative path" in err and "evil.py" in err and "--model-file" in err
     assert not marker.exists()
 
 
@@ -298,28 +298,44 @@ def test_fit_records_the_model_files_sha256(user_run):
     assert cfg["model_file"]["sha256"] == hashlib.sha256(f.read_bytes()).hexdigest()
 
 
-def test_a_changed_model_file_warns_in_one_line_and_still_works(user_copy, tmp_path):
+def test_a_model_file_this_user_did_not_fit_is_imported_only_when_named(user_copy, tmp_path):
+    # config.json names a copy of the model file, at a path this user never fitted: refused,
+    # although its contents are the fitted ones (a checksum in the folder proves nothing)
     run, model, data = user_copy
-    model.write_text(model.read_text() + "\n# edited after the fit\n")
-    p = bayesdl("evaluate", run)
-    assert p.returncode == 0, p.stderr
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and str(model) in lines[0] and "changed" in lines[0], p.stderr
-    assert "Traceback" not in p.stderr
+    err = one_error_line(bayesdl("evaluate", run))
+    assert str(model) in err and "not fitted" in err and "--model-file" in err, err
+    # named again by the user: imported, silently (its sha256 is the one config.json records)
+    p = bayesdl("evaluate", run, "--model-file", model)
+    assert p.returncode == 0 and p.stderr.strip() == "", p.stderr
     assert (run / "evaluation.json").exists()
 
+    # changed since the fit: named again, it is loaded with a one-line warning
+    model.write_text(model.read_text() + "\n# edited after the fit\n")
     new = tmp_path / "new.npz"
     np.savez(new, counts=np.array([1, 2, 3]))
-    p = bayesdl("predict", run, "--input", new)
-    assert p.returncode == 0, p.stderr
-    assert len(p.stderr.strip().splitlines()) == 1
-
-    # a run made before the sha256 was recorded: one line that says so, and it works
-    edit_config(run, lambda cfg: cfg.pop("model_file", None))
-    p = bayesdl("evaluate", run)
+    p = bayesdl("predict", run, "--input", new, "--model-file", model)
     assert p.returncode == 0, p.stderr
     lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and str(model) in lines[0] and "sha256" in lines[0], p.stderr
+    assert len(lines) == 1 and str(model) in lines[0] and "not the one" in lines[0], p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_a_changed_model_file_of_ones_own_run_needs_naming_again(tmp_path):
+    model = tmp_path / "gp.py"
+    model.write_text(GAMMA_POISSON)
+    data = tmp_path / "counts.npz"
+    np.savez(data, counts=np.array([2, 3, 4, 1]))
+    out = tmp_path / "run"
+    p = bayesdl("fit", f"{model}:model", "--data", data, "--steps", 10, "--quiet", "--out", out)
+    assert p.returncode == 0, p.stderr
+    marker = tmp_path / "marker"
+    model.write_text(EVIL.format(marker=str(marker)) + GAMMA_POISSON)  # changed after the fit
+    err = one_error_line(bayesdl("evaluate", out))
+    assert "changed since you fitted it" in err and "--model-file" in err, err
+    assert not marker.exists()
+    p = bayesdl("evaluate", out, "--model-file", model)  # the user's own choice
+    assert p.returncode == 0, p.stderr
+    assert marker.exists()
 
 
 # ----------------------------------------------------------------------------- round trip

@@ -91,11 +91,15 @@ class Workflow:
 
     def record(self) -> dict[str, Any]:
         """Extra entries of ``config.json``: the sha256 of the data file the options name, so
-        that ``--resume`` refuses a run whose data changed."""
+        that ``--resume`` refuses a run whose data changed, and the path and sha256 of the
+        code files they name (``--net``, a guide file: :func:`trust.file_records`)."""
+        from bayesdl.workflows import trust
+
+        out = trust.file_records(self.args)
         path = getattr(self.args, "data", None)
         if isinstance(path, str) and Path(path).is_file():
-            return {"data_sha256": file_sha256(Path(path))}
-        return {}
+            out["data_sha256"] = file_sha256(Path(path))
+        return out
 
     def summarize(self, problem: Problem) -> dict[str, Any]:
         """Model-specific entries of ``summary.json`` (exact posterior, KL, predictives ...)."""
@@ -124,8 +128,10 @@ class Workflow:
 
 def file_sha256(path: Path) -> str:
     """The sha256 of a file, read in 1 MiB blocks."""
+    from bayesdl.inference import files
+
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with files.open_regular(path, "data file", follow=True) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()

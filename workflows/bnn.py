@@ -110,6 +110,7 @@ class BNNOptions(ImageDataOptions):
         default=None,
         metadata={
             "help": "FILE.py:make_net -- your nn.Module (make_net() returns it), made Bayesian",
+            "type": "code",
         },
     )
     likelihood: str = field(

@@ -85,8 +85,9 @@ class Comparison:
     def __str__(self) -> str:
         return self.table()
 
-    def figure(self, path: str | Path, max_panels: int = 6) -> Path:
-        """Overlaid marginal histograms of A and B for the first ``max_panels`` elements."""
+    def figure(self, path: str | Path, max_panels: int = 6, overwrite: bool = True) -> Path:
+        """Overlaid marginal histograms of A and B for the first ``max_panels`` elements
+        (an existing file at ``path`` is replaced only if ``overwrite``; never a link)."""
         from bayesdl.workflows.figures import plt, save
 
         path = Path(path)
@@ -112,7 +113,7 @@ class Comparison:
             )
             ax.set_yticks([])
         axes[0][0].legend(fontsize=7)
-        save(fig, path.parent, path.name)
+        save(fig, path.parent, path.name, replace=overwrite)
         return path
 
 

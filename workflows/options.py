@@ -44,7 +44,9 @@ __all__ = [
     "fit_parser",
     "flags",
     "namespace",
+    "option_specs",
     "optional_int",
+    "saved_value_error",
 ]
 
 
@@ -91,9 +93,17 @@ def absolute_path(s: str) -> str:
     return absolute(s)
 
 
+def absolute_spec(s: str) -> str:
+    """``FILE.py:function`` with its file made absolute (``--net``)."""
+    from bayesdl.workflows.user_model import absolute_spec as absolute
+
+    return absolute(s)
+
+
 #: converters that ``field(metadata={"type": NAME})`` can name (modules that cannot import
 #: this one, such as :mod:`bayesdl.inference.train`)
 CONVERTERS: dict[str, Callable[[str], Any]] = {
+    "code": absolute_spec,
     "compile_mode": compile_mode,
     "optional_int": optional_int,
     "path": absolute_path,
@@ -375,6 +385,47 @@ def _convert(s: _Spec, value: Any, model: str) -> Any:
     return out
 
 
+def option_specs(workflow: type) -> dict[str, _Spec]:
+    """Every option of ``fit MODEL`` declared by a dataclass (the guide, the engine's, the
+    sampler's, ``--plugin``, the model's own), by name."""
+    specs = {s.name: s for s in _specs(_Guide) + _specs(FitConfig, None, _engine_overrides())}
+    specs.update({s.name: s for s in _specs(_Plugin)})
+    if workflow.nuts:
+        specs.update({s.name: s for s in _specs(MCMCConfig)})
+    if getattr(workflow, "options", None) is not None:
+        specs.update({s.name: s for s in _specs(workflow.options)})
+    return specs
+
+
+def saved_value_error(s: _Spec, value: Any) -> str | None:
+    """Why ``value``, read from a run's ``config.json``, is not a value of option ``s`` (its
+    type, choices, converter), or ``None``. Strings are not converted (paths stay as saved)."""
+    if value is None:
+        return None if s.optional else "None"
+    if s.kind is bool:
+        ok = isinstance(value, bool)
+    elif s.kind is list:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    elif s.kind is str:
+        ok = isinstance(value, str)
+    elif isinstance(value, bool):
+        ok = False
+    elif isinstance(value, str):  # --steps auto; floats saved as "inf"
+        ok = s.kind is float and value in ("inf", "-inf")
+        if not ok and s.convert is not None:  # a word the converter keeps as it is
+            try:
+                ok = s.convert(value) == value
+            except (TypeError, ValueError, argparse.ArgumentTypeError):
+                ok = False
+    else:
+        ok = isinstance(value, int) if s.kind is int else isinstance(value, int | float)
+    if not ok:
+        return f"{value!r}, not {_kind_name(s)}"
+    if s.choices is not None and value not in s.choices:
+        return f"{value!r}, not one of {', '.join(map(str, s.choices))}"
+    return None
+
+
 def namespace(workflow: type, **kwargs: Any) -> argparse.Namespace:
     """What ``fit_parser(workflow).parse_args(argv)`` gives, from Python keywords: every
     option at the model's default, except those named, which are checked and converted as
@@ -388,12 +439,7 @@ def namespace(workflow: type, **kwargs: Any) -> argparse.Namespace:
             f"unknown option {unknown[0]!r} for model {workflow.name!r}; "
             f"options: {', '.join(sorted(known))}"
         )
-    specs = {s.name: s for s in _specs(_Guide) + _specs(FitConfig, None, _engine_overrides())}
-    specs.update({s.name: s for s in _specs(_Plugin)})
-    if workflow.nuts:
-        specs.update({s.name: s for s in _specs(MCMCConfig)})
-    if getattr(workflow, "options", None) is not None:
-        specs.update({s.name: s for s in _specs(workflow.options)})
+    specs = option_specs(workflow)
     for name, value in kwargs.items():
         if name == "guide" and not isinstance(value, str | os.PathLike) and callable(value):
             setattr(ns, name, value)  # a guide function, object or autoguide class from Python

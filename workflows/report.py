@@ -18,7 +18,11 @@ def _fmt(v: Any) -> str:
 
 
 def _img(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
+    """A figure the tour just wrote, embedded (a regular file, never through a link)."""
+    from bayesdl.inference import files
+
+    raw = files.read_bytes(path, "figure", files.FIGURE_LIMIT, follow=False)
+    data = base64.b64encode(raw).decode()
     return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
 
 

@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import errno
 import fcntl
-import json
 import math
 import os
 from collections.abc import Iterator
@@ -24,29 +23,32 @@ import numpy as np
 import pyro
 import torch
 
-from bayesdl.inference import distributed
+from bayesdl.inference import distributed, files
 from bayesdl.inference.convergence import warn_unconverged
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.moments import posterior_table
 from bayesdl.inference.train import (
     CHECKPOINT,
     MAX_SEED,
-    METRICS,
+    METRICS,  # noqa: F401  (sampling, posterior and draws take it from here)
     FitConfig,
     FitResult,
     fit,
     restore,
 )
+from bayesdl.workflows import outputs, run_files, trust
 from bayesdl.workflows.base import Problem, Workflow
 from bayesdl.workflows.checks import vi_checks
+from bayesdl.workflows.run_files import (
+    CONFIG,
+    DATA_FILE,
+    EVALUATION,
+    LOCK,
+    PROTOTYPE,
+    RUN_FILES,
+    SUMMARY,
+)
 
-CONFIG = "config.json"
-SUMMARY = "summary.json"
-EVALUATION = "evaluation.json"
-LOCK = ".bayesdl.lock"
-PROTOTYPE = "prototype.npz"
-#: what a run folder may hold before `fit` writes into it without --overwrite/--resume
-RUN_FILES = (CONFIG, SUMMARY, CHECKPOINT, METRICS, EVALUATION, "draws.npz", PROTOTYPE)
 #: options that may change when a run is resumed (they do not change the fit's result)
 RESUMABLE = {
     "steps",
@@ -80,35 +82,23 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
+def json_text(obj: Any) -> str:
+    """``obj`` as bayesdl's JSON files hold it (tensors as lists, infinities as strings)."""
+    import json
+
+    return json.dumps(_jsonable(obj), indent=2) + "\n"
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically (see :func:`write_text`)."""
-    write_text(path, json.dumps(_jsonable(obj), indent=2) + "\n")
+    write_text(path, json_text(obj))
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write a file atomically (a uniquely named temporary file, then rename); a path that is
-    not a regular file (``/dev/stdout``, a pipe) is written into, and a symbolic link's target
-    is replaced, never the link itself. A failure is a :class:`UserError` naming the file."""
-    path = Path(path)
-    try:
-        if path.is_dir():
-            raise UserError(f"cannot write {path}: it is a folder")
-        if path.exists() and not path.is_file():  # a device or a pipe: renaming would replace it
-            with open(path, "w") as f:
-                f.write(text)
-            return
-        if path.is_symlink():  # to a regular file: replace that file, not the link
-            path = path.resolve()
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        tmp.replace(path)
-    except OSError as e:
-        with contextlib.suppress(OSError):  # the folder is missing or not a folder
-            tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    """Write a file of a run folder atomically (:func:`bayesdl.inference.files.write_text`: a
+    fresh temporary file, then a rename): never through a symbolic link, never into a pipe or a
+    device (a UserError). A failure is a :class:`UserError` naming the file."""
+    files.write_text(path, text)
 
 
 def os_error(e: OSError, what: str) -> UserError:
@@ -130,12 +120,14 @@ def _busy(out: Path) -> UserError:
 @contextmanager
 def locked(out: Path) -> Iterator[None]:
     """Hold the run folder ``out`` for this process: a second writer gets a UserError."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(out / LOCK, flags, 0o644)
     except OSError as e:
-        raise UserError(f"cannot write into {out}: {e.strerror or e}") from None
+        raise UserError(f"cannot write into {out}: {files._why(e)} ({LOCK})") from None
     key = out.resolve()
     try:
+        files.check_plain(out / LOCK, "the lock")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -155,7 +147,7 @@ def _check_not_busy(out: Path) -> None:
     if not out.is_dir() or out.resolve() in _HELD:
         return
     try:
-        fd = os.open(out / LOCK, os.O_RDONLY)
+        fd = os.open(out / LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:  # no lock file (or an unreadable one, which locked() reports)
         return
     try:
@@ -169,11 +161,14 @@ def _check_not_busy(out: Path) -> None:
 
 def prepare_out(out: Path, *, resume: bool, overwrite: bool, make: bool = True) -> None:
     """Check the run folder ``out`` (and make it unless ``make`` is false), refusing to replace
-    anything in it without ``overwrite``."""
-    if out.exists() and not out.is_dir():
+    anything in it without ``overwrite`` (and any of its files that is a link or a special file
+    without ``overwrite``, which removes them)."""
+    if files.entry(out, "--out") is not None and not files.is_dir(out, "--out"):
         raise UserError(f"--out {out} is a file, not a folder")
     _check_not_busy(out)
-    existing = [n for n in RUN_FILES if (out / n).exists()]
+    if out.is_dir() and not overwrite:
+        run_files.check_folder(out)
+    existing = [n for n in RUN_FILES if files.entry(out / n) is not None]
     if resume and not (out / CHECKPOINT).exists():
         raise UserError(f"--resume: {out} holds no checkpoint to continue")
     if existing and not (resume or overwrite):
@@ -202,11 +197,10 @@ def prepare_out(out: Path, *, resume: bool, overwrite: bool, make: bool = True) 
 
 def check_resume(out: Path, record: dict) -> None:
     """Refuse to continue a run with other options or other data than it was started with."""
-    try:
-        old = json.loads((out / CONFIG).read_text())
-        old_args = old["args"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UserError(f"--resume: {out / CONFIG} is missing or unreadable") from None
+    if files.entry(out / CONFIG) is None:
+        raise UserError(f"--resume: {out / CONFIG} is missing")
+    old = read_config(out)
+    old_args = old["args"]
     if old.get("model") != record["model"]:
         raise UserError(
             f"--resume: {out} is a run of model {old.get('model')!r}, not {record['model']!r}"
@@ -300,10 +294,6 @@ def run_record(workflow: Workflow) -> dict[str, Any]:
     return record
 
 
-#: the data of a model fitted from Python (``bayesdl.fit(model, data={...})``), in its run folder
-DATA_FILE = "data.npz"
-
-
 def folder_record(workflow: Workflow) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """What a run folder records (:func:`run_record`), and the arrays of data given from
     Python, which the folder keeps as ``data.npz`` (its options then name that file; scalars
@@ -335,10 +325,12 @@ def folder_record(workflow: Workflow) -> tuple[dict[str, Any], dict[str, np.ndar
 
 
 def write_record(out: Path, record: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-    """``config.json`` (and ``data.npz`` for data given from Python) of :func:`folder_record`."""
+    """``config.json`` (and ``data.npz`` for data given from Python) of :func:`folder_record`;
+    the code files it names join this user's record of fitted code (:func:`trust.remember`)."""
     if record.get("data_in_run"):
-        np.savez(out / DATA_FILE, **arrays)
+        files.write_with(out / DATA_FILE, lambda f: np.savez(f, **arrays))
     write_json(out / CONFIG, record)
+    trust.remember(record)
 
 
 def fit_run(
@@ -391,14 +383,14 @@ def claimed(out: Path, *, resume: bool, overwrite: bool, main: bool = True) -> I
         with locked(out) if main else _nothing():
             if main:
                 prepare_out(out, resume=resume, overwrite=overwrite)
+                files.remove_temporaries(out, RUN_FILES)  # of a process killed mid-write
             if main and overwrite and not resume:
-                for name in RUN_FILES:
-                    try:
-                        (out / name).unlink(missing_ok=True)
-                    except OSError as e:
-                        raise UserError(
-                            f"--overwrite: cannot remove {out / name}: {e.strerror or e}"
-                        ) from None
+                try:
+                    for name in RUN_FILES:
+                        files.remove(out / name)
+                except UserError as e:
+                    raise UserError(f"--overwrite: {e}") from None
+                run_files.check_folder(out)
             yield
     except BaseException:
         if main and created:  # a folder this call made and left empty: remove it again
@@ -421,6 +413,7 @@ def _fit_locked(
     record, arrays = folder_record(workflow)
     if resume and main:
         check_resume(out, record)
+        run_files.check_args(type(workflow), read_config(out), out / CONFIG)
     if main:
         write_record(out, record, arrays)
     result = fit_problem(problem, config, out, resume=resume, progress=progress)
@@ -428,7 +421,7 @@ def _fit_locked(
     if main:
         few = workflow.prototype(problem)
         if few:  # `predict` then never re-reads the training data
-            np.savez(out / PROTOTYPE, **few)
+            files.write_with(out / PROTOTYPE, lambda f: np.savez(f, **few))
         with problem.scope():
             summary["figures"] = workflow.figures(problem, out)
         write_json(out / SUMMARY, summary)
@@ -530,21 +523,8 @@ def _on(data: dict[str, Any], device: str) -> dict[str, Any]:
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
-    """``config.json`` of a run folder, checked: a dict with a model name and its options."""
-    path = Path(run_dir) / CONFIG
-    try:
-        cfg = json.loads(path.read_text())
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
-    except ValueError as e:
-        raise UserError(f"{path} is not valid JSON ({e})") from None
-    if (
-        not isinstance(cfg, dict)
-        or not isinstance(cfg.get("model"), str)
-        or not isinstance(cfg.get("args"), dict)
-    ):
-        raise UserError(f'{path} is not a bayesdl run config (needs "model" and "args")')
-    return cfg
+    """``config.json`` of a run folder, checked (:func:`run_files.read_config`)."""
+    return run_files.read_config(run_dir)
 
 
 def load_run(
@@ -564,9 +544,12 @@ def load_run(
     model whose parameters depend on the data size falls back to the whole data.
     """
     run_dir = Path(run_dir)
-    if run_dir.is_dir() and not (run_dir / CHECKPOINT).exists():
-        raise UserError(f"{run_dir} holds no fitted run (no {CONFIG} or {CHECKPOINT})")
-    if prototype and (run_dir / PROTOTYPE).is_file():
+    if files.is_dir(run_dir, "run folder"):
+        run_files.check_folder(run_dir)
+        if files.entry(run_dir / CHECKPOINT) is None:
+            raise UserError(f"{run_dir} holds no fitted run (no {CONFIG} or {CHECKPOINT})")
+    if prototype and files.entry(run_dir / PROTOTYPE) is not None:
+        files.load_npz(run_dir / PROTOTYPE, "the saved rows", follow=False, stored=True)
         few = {**(overrides or {}), "data": str(run_dir / PROTOTYPE)}
         try:
             return load_run(run_dir, registry, device, few)
@@ -589,9 +572,10 @@ def load_workflow(
     """A run's workflow and problem rebuilt from its ``config.json``, nothing restored (see
     :func:`load_run`; a NUTS run's draws: :mod:`bayesdl.workflows.sampling`)."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
+    if not files.is_dir(run_dir, "run folder"):
         raise UserError(f"{run_dir} is not a run folder")
-    if not (run_dir / CONFIG).exists():
+    run_files.check_folder(run_dir)
+    if files.entry(run_dir / CONFIG) is None:
         raise UserError(f"{run_dir} holds no fitted run (no {CONFIG})")
     cfg = read_config(run_dir)
     if cfg["model"] not in registry and cfg["model"].startswith("python:"):
@@ -604,6 +588,7 @@ def load_workflow(
             f"{run_dir} was made by model {cfg['model']!r}, which is not registered here "
             "(a --plugin file missing?)"
         )
+    run_files.check_args(registry[cfg["model"]], cfg, run_dir / CONFIG)
     saved = {k: float(v) if v in ("inf", "-inf") else v for k, v in cfg["args"].items()}
     # options added since the run was made take their defaults
     args = argparse.Namespace(**{**registry[cfg["model"]].option_defaults(), **saved})
@@ -616,9 +601,10 @@ def load_workflow(
             option = "--" + key.replace("_", "-")
             raise UserError(f"model {cfg['model']!r} has no option {option}")
         setattr(args, key, value)
-    workflow = registry[cfg["model"]](args)
-    workflow.run_dir = run_dir
-    return workflow, build(workflow)
+    with trust.folder_code(run_dir / CONFIG, cfg):  # imports only code the user fitted or names
+        workflow = registry[cfg["model"]](args)
+        workflow.run_dir = run_dir
+        return workflow, build(workflow)
 
 
 def evaluate_run(
@@ -635,7 +621,7 @@ def evaluate_run(
         return sampling.evaluate_draws_run(Path(run_dir), registry, device, seed)
     workflow, problem = load_run(run_dir, registry, device, overrides)
     target = Path(run_dir) / EVALUATION
-    if not _writable(Path(run_dir)) or (target.exists() and not os.access(target, os.W_OK)):
+    if not _writable(Path(run_dir)) or (target.is_file() and not os.access(target, os.W_OK)):
         raise UserError(f"cannot write {target}: the run folder is read-only (evaluate a copy)")
     _seed(workflow, seed)
     with problem.scope():
@@ -643,7 +629,8 @@ def evaluate_run(
             result = workflow.evaluate(problem, Path(run_dir))
         except OSError as e:
             raise os_error(e, "the evaluation") from None
-    write_json(target, result)
+    with outputs.not_busy(run_dir):  # a fit into the folder meanwhile: refused, not mixed
+        write_json(target, result)
     return result
 
 
@@ -680,11 +667,15 @@ def sample_run(
     out: Path | None = None,
     device: str | None = None,
     seed: int | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Draw from a fitted generative model into ``out`` (default: the run folder)."""
+    """Draw from a fitted generative model into ``out`` (default: the run folder, whose
+    sample files are replaced; another folder must be new or empty unless ``overwrite``)."""
+    if out is not None and Path(out).resolve() != Path(run_dir).resolve():
+        outputs.check_folder(out, overwrite)
     workflow, problem = load_run(run_dir, registry, device)
     out = Path(run_dir) if out is None else Path(out)
-    if out.exists() and not out.is_dir():
+    if files.entry(out, "--out") is not None and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -693,7 +684,7 @@ def sample_run(
     if not _writable(out):
         raise UserError(f"cannot write into {out} (read-only): choose another --out")
     _seed(workflow, seed)
-    with problem.scope():
+    with problem.scope(), outputs.not_busy(out):
         try:
             return workflow.sample(problem, out)
         except OSError as e:

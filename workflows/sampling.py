@@ -12,7 +12,6 @@ draws, divergences, acceptance rate, step size, seconds) and ``nuts_draws.png``;
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bayesdl.inference import files
 from bayesdl.inference.convergence import warn_unconverged
 from bayesdl.inference.devices import resolve_device
 from bayesdl.inference.errors import UserError
@@ -37,6 +37,7 @@ from bayesdl.inference.mcmc import (
     with_deterministic,
 )
 from bayesdl.inference.predictive import mean_std
+from bayesdl.workflows import outputs, run_files
 from bayesdl.workflows.base import Problem, Workflow
 from bayesdl.workflows.checks import nuts_checks
 from bayesdl.workflows.run import (
@@ -58,7 +59,7 @@ from bayesdl.workflows.run import (
     write_text,
 )
 
-DRAWS = "draws.npz"
+DRAWS = run_files.DRAWS
 FIGURE = "nuts_draws.png"
 #: sites of more elements are left out of summary.json (as for VI runs)
 MAX_ELEMENTS = 100
@@ -73,10 +74,11 @@ def mcmc_config(args: argparse.Namespace) -> MCMCConfig:
 
 def is_draws_run(run_dir: str | Path) -> bool:
     """Whether the run folder holds a NUTS run (its ``config.json`` says ``method: nuts``)."""
+    if files.entry(Path(run_dir) / CONFIG) is None:
+        return False
     try:
-        cfg = json.loads((Path(run_dir) / CONFIG).read_text())
-        return isinstance(cfg, dict) and cfg.get("args", {}).get("method") == "nuts"
-    except (OSError, ValueError, AttributeError):
+        return read_config(run_dir)["args"].get("method") == "nuts"
+    except UserError:  # load_run says what is wrong with it
         return False
 
 
@@ -84,26 +86,19 @@ def is_draws_run(run_dir: str | Path) -> bool:
 
 
 def save_draws(path: Path, draws: dict[str, torch.Tensor]) -> None:
-    """``draws.npz``: one array per site, ``[chains, samples, *shape]``, written atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    try:
-        np.savez(tmp, **{k: v.detach().cpu().numpy() for k, v in draws.items()})
-        tmp.replace(path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    """``draws.npz``: one array per site, ``[chains, samples, *shape]``, written atomically
+    (never through a link)."""
+    arrays = {k: v.detach().cpu().numpy() for k, v in draws.items()}
+    files.write_with(Path(path), lambda f: np.savez(f, **arrays))
 
 
 def load_draws(path: Path) -> dict[str, torch.Tensor]:
-    """The draws of ``draws.npz`` (never unpickled), checked: numeric arrays of one shape
-    ``[chains, samples, ...]`` in front."""
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise UserError(f"cannot read the draws {path}: {e}") from None
+    """The draws of ``draws.npz`` (never unpickled; a regular file, not a link, of ``.npy``
+    members stored as ``np.savez`` writes them), checked: finite numeric arrays of one shape
+    ``[chains, samples, ...]`` in front, at least one."""
+    arrays = files.load_npz(path, "the draws", follow=False, stored=True)
+    if not arrays:
+        raise UserError(f"the draws {path} hold no arrays")
     lead = None
     for k, a in arrays.items():
         if a.dtype.kind not in "biuf" or a.ndim < 2 or (lead is not None and a.shape[:2] != lead):
@@ -111,8 +106,39 @@ def load_draws(path: Path) -> dict[str, torch.Tensor]:
                 f"{path}: {k!r} is not a numeric array of draws [chains, samples, ...] like "
                 "the others"
             )
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise UserError(f"{path}: the draws of {k!r} hold NaN or infinite values")
         lead = a.shape[:2]
     return {k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in arrays.items()}
+
+
+def check_sites(problem: Problem, draws: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse draws that are not of the model's continuous latent sites, all of them, each of
+    its site's shape (a model run with other draws would sample the rest from the prior)."""
+    import pyro
+    from pyro import poutine
+
+    with torch.no_grad(), pyro.get_param_store().scope(), poutine.block():
+        tr = poutine.trace(problem.model).get_trace(**problem.data)
+    sites = {
+        n: s
+        for n, s in tr.nodes.items()
+        if s["type"] == "sample"
+        and not s["is_observed"]
+        and type(s["fn"]).__name__ != "_Subsample"
+        and not s["infer"].get("_deterministic")
+    }
+    unknown = sorted(set(draws) - set(sites))
+    missing = sorted(n for n, s in sites.items() if not s["fn"].support.is_discrete)
+    missing = [n for n in missing if n not in draws]
+    wrong = [n for n in draws if n in sites and draws[n].shape[2:] != sites[n]["value"].shape]
+    if unknown or missing or wrong:
+        why = "; ".join(
+            f"{what} {', '.join(map(repr, names))}"
+            for what, names in (("no site", unknown), ("no draws of", missing), ("shape", wrong))
+            if names
+        )
+        raise UserError(f"{path} does not hold draws of this model's latent sites ({why})")
 
 
 # ----------------------------------------------------------------------------- fitting
@@ -287,15 +313,15 @@ def draws_figure(draws: dict[str, torch.Tensor], out: Path, max_panels: int = 6)
 def load_draws_run(run_dir: Path, registry: dict, device: str | None = None) -> Run:
     """A NUTS run folder as a :class:`Run`: workflow, problem (model and data), draws."""
     run_dir = Path(run_dir)
-    if not (run_dir / DRAWS).exists():
+    if files.entry(run_dir / DRAWS) is None:
         raise UserError(f"{run_dir} is a NUTS run without its draws ({DRAWS})")
     workflow, problem = load_workflow(run_dir, registry, device)
     dev = resolve_device(workflow.args.device)
     problem.data = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in problem.data.items()}
     draws = {k: v.to(dev) for k, v in load_draws(run_dir / DRAWS).items()}
-    try:
-        summary = json.loads((run_dir / SUMMARY).read_text())
-    except (OSError, ValueError):
+    check_sites(problem, draws, run_dir / DRAWS)
+    summary = run_files.read_summary(run_dir)
+    if summary is None:
         summary = {"model": read_config(run_dir)["model"], "method": "nuts"}
     chains = summary.get("chain_stats") or []
     result = MCMCResult(
@@ -314,8 +340,8 @@ def evaluate_draws_run(
     """``bayesdl evaluate`` of a NUTS run: the draws' table (mean, sd, R-hat, ESS), the
     sampler's statistics and, for models that have one, the exact posterior."""
     run = load_draws_run(run_dir, registry, device)
-    target = Path(run_dir) / "evaluation.json"
-    if not _writable(Path(run_dir)) or (target.exists() and not os.access(target, os.W_OK)):
+    target = Path(run_dir) / run_files.EVALUATION
+    if not _writable(Path(run_dir)) or (target.is_file() and not os.access(target, os.W_OK)):
         raise UserError(f"cannot write {target}: the run folder is read-only (evaluate a copy)")
     _seed(run.workflow, seed)
     result: dict[str, Any] = {
@@ -327,7 +353,8 @@ def evaluate_draws_run(
     exact = getattr(run.workflow, "exact_marginals", None)
     if exact is not None:
         result["exact_posterior"] = exact(run.problem)
-    write_json(target, result)
+    with outputs.not_busy(run_dir):
+        write_json(target, result)
     return result
 
 

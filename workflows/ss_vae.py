@@ -8,7 +8,6 @@ samples: one row per class, one style ``z ~ p(z)`` per column.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +20,10 @@ from torch import nn
 from bayesdl.datasets import bundled as datasets
 from bayesdl.guides.ss_vae import LabelEncoder, SSVAEGuide
 from bayesdl.inference.errors import UserError
+from bayesdl.inference.files import write_with
 from bayesdl.models.ss_vae import Classifier, ConditionalDecoder, SSVAEModel
 from bayesdl.models.vae import ACTIVATIONS
+from bayesdl.workflows import run_files
 from bayesdl.workflows.base import ImageDataOptions, Problem, Workflow, image_data_source
 from bayesdl.workflows.figures import plt, save
 from bayesdl.workflows.registry import register
@@ -318,9 +319,8 @@ class SSVAE(Workflow):
 
     def figures(self, problem: Problem, out: Path) -> list[str]:
         names = []
-        metrics = Path(out) / "metrics.jsonl"
-        if metrics.exists():
-            rows = [json.loads(line) for line in metrics.read_text().splitlines() if line]
+        rows = run_files.metric_rows(Path(out) / "metrics.jsonl")
+        if rows:
             n = len(problem.data["x"]) + len(problem.data["x_sup"])
             fig, ax = plt.subplots(figsize=(5.5, 3.4))
             ax.plot([r["step"] for r in rows], [r["elbo"] / n for r in rows])
@@ -337,7 +337,8 @@ class SSVAE(Workflow):
 
     def sample(self, problem: Problem, out: Path) -> dict[str, Any]:
         images = self._draw(problem, self.args.seed)
-        np.savez_compressed(Path(out) / "ss_vae_samples.npz", classes=images)
+        path = Path(out) / "ss_vae_samples.npz"
+        write_with(path, lambda f: np.savez_compressed(f, classes=images))
         return {
             "figures": [self._class_figure(problem, out)],
             "arrays": "ss_vae_samples.npz",

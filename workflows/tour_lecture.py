@@ -20,7 +20,6 @@ Everything is fitted with the public API (:func:`bayesdl.fit`, the named models 
 from __future__ import annotations
 
 import html
-import json
 import math
 import sys
 import time
@@ -41,7 +40,7 @@ from bayesdl.inference.errors import UserError
 from bayesdl.workflows import lecture_math as lm
 from bayesdl.workflows import metrics, report
 from bayesdl.workflows.figures import plt, save
-from bayesdl.workflows.run import RUN_FILES, SUMMARY
+from bayesdl.workflows.run import RUN_FILES
 
 FOLDER = "lecture"
 FIT_NS = (10, 100, 1000)  # the collapse section fits coin and linreg at these N
@@ -109,7 +108,9 @@ def _fit(model: Any, data: Any = None, **options: Any):
 
 def _summary(post) -> dict[str, Any]:
     """The run folder's ``summary.json`` (the model's exact-versus-fitted numbers)."""
-    return json.loads((Path(post.run_dir) / SUMMARY).read_text())
+    from bayesdl.workflows.run_files import read_summary
+
+    return read_summary(Path(post.run_dir))
 
 
 def _quote(text: str) -> str:

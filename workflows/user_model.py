@@ -49,6 +49,7 @@ from pyro.infer.autoguide.initialization import (
 from pyro.poutine.messenger import Messenger
 
 from bayesdl.datasets.io import check_fits, load_arrays
+from bayesdl.inference import files
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.estimators import make_estimator, marked_for_enumeration
 from bayesdl.inference.predictive import (
@@ -59,10 +60,12 @@ from bayesdl.inference.predictive import (
     predictive_inputs,
 )
 from bayesdl.inference.where import definition, warn_at
+from bayesdl.workflows import trust
 from bayesdl.workflows.base import Problem, Workflow
 from bayesdl.workflows.default_guide import AUTO_GUIDE, AUTO_MVN_MAX_DIM, resolve_guide
 from bayesdl.workflows.inputs import check_like_training, numeric_array, real_tensor
 from bayesdl.workflows.options import add_options
+from bayesdl.workflows.trust import is_file_spec
 
 #: ``--guide`` names -> Pyro's autoguide classes
 AUTOGUIDES: dict[str, type] = {
@@ -85,48 +88,33 @@ PREDICT_SAMPLES = 1000
 # ----------------------------------------------------------------------------- user files
 
 
-#: the user files imported in this process: absolute path -> (sha256 of the source, module)
-_IMPORTED: dict[Path, tuple[str, ModuleType]] = {}
-
-
 def load_module(path: str | Path) -> ModuleType:
-    """Import a Python file by its path, again whenever its contents changed (the cache is
-    keyed by path and sha256, so a file edited in a running session is re-read; an unchanged
-    one is imported once, and its ``@register`` classes register once). The bytes that were
-    hashed are the bytes executed, and no ``__pycache__`` is written next to the file. Any
-    failure is a :class:`UserError` naming the file and the line."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise UserError(f"model file {path} does not exist")
-    if path.is_dir() or path.suffix != ".py":
-        raise UserError(f"model file {path} is not a Python file (.py)")
-    full = path.resolve()
-    try:
-        source = full.read_bytes()
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
-    digest = hashlib.sha256(source).hexdigest()
-    cached = _IMPORTED.get(full)
-    if cached is not None and cached[0] == digest:
-        return cached[1]
-    key = f"_bayesdl_user_{full.stem}_{hashlib.sha1(str(full).encode()).hexdigest()[:10]}"
+    """Import a Python file by its path (once per path and contents); the bytes imported are
+    read once and pass the rule of :mod:`bayesdl.workflows.trust` (while a run folder is
+    loaded: only code this user fitted or names now). Any failure is a :class:`UserError`
+    naming the file and the line."""
+    full, code = trust.source(path)
+    digest = trust.sha256(code)
+    tag = hashlib.sha1(f"{full}\0{digest}".encode()).hexdigest()[:10]
+    key = f"_bayesdl_user_{full.stem}_{tag}"
+    if key in sys.modules:
+        return sys.modules[key]
     spec = importlib.util.spec_from_file_location(key, full)
     module = importlib.util.module_from_spec(spec)
-    previous = sys.modules.get(key)
     sys.modules[key] = module
     if str(full.parent) not in sys.path:
         sys.path.append(str(full.parent))  # helpers next to the file import; ours come first
     try:
-        exec(compile(source, str(full), "exec", dont_inherit=True), module.__dict__)
+        exec(compile(code, str(full), "exec", dont_inherit=True), module.__dict__)  # noqa: S102
+        trust.imported(full, digest)
+    except UserError:
+        del sys.modules[key]
+        raise
     except BaseException as e:  # noqa: BLE001 - SyntaxError, ImportError, anything it raises
-        if previous is None:
-            del sys.modules[key]
-        else:
-            sys.modules[key] = previous
-        if isinstance(e, UserError | KeyboardInterrupt):
+        del sys.modules[key]
+        if isinstance(e, KeyboardInterrupt):
             raise
         raise UserError(f"cannot import {path}: {_describe(e, full)}") from None
-    _IMPORTED[full] = (digest, module)
     return module
 
 
@@ -146,11 +134,6 @@ def load_function(path: str | Path, name: str, what: str = "function") -> Callab
     if not callable(fn):
         raise UserError(f"{path}: {name!r} is a {type(fn).__name__}, not a {what}")
     return fn
-
-
-def is_file_spec(spec: str) -> bool:
-    """``path/to/file.py:function`` (or a bare ``file.py``, which :func:`split_spec` rejects)."""
-    return spec.endswith(".py") or (":" in spec and spec.rpartition(":")[0].endswith(".py"))
 
 
 def split_spec(spec: str, what: str = "function") -> tuple[str, str]:
@@ -267,113 +250,56 @@ def load_plugins(paths: Iterable[str]) -> None:
 
 
 def absolute_path(s: str) -> str:
-    """argparse ``type``: a path made absolute (runs are re-opened from anywhere)."""
-    return str(Path(s).expanduser().resolve())
+    """argparse ``type``: a path made absolute, links resolved (runs are re-opened from
+    anywhere; a link loop is left for the reader to report)."""
+    return str(trust.resolved(s))
+
+
+def absolute_spec(s: str) -> str:
+    """argparse ``type`` of ``FILE.py:function``: its file made absolute."""
+    path, sep, name = s.rpartition(":")
+    if not sep or not path.endswith(".py"):
+        return s  # split_spec says what is wrong with it
+    return f"{absolute_path(path)}:{name}"
 
 
 def run_registry(run_dir: str | Path, registry: dict, plugins: Iterable[str] = ()) -> dict:
-    """The registry a saved run needs, importing no code that its ``config.json`` names.
+    """The registry a saved run needs, importing no code because its ``config.json`` names it.
 
     ``plugins`` are the ``--plugin`` files the user passes now (a plugin's run needs them again:
     the plugins listed in ``config.json`` are not imported). A built-in model's run imports
-    nothing; a run of ``fit FILE.py:FUNCTION`` imports that file only, by the absolute path
-    ``config.json`` records, and warns (one line) when the file changed since the fit (its
-    sha256, see :func:`run_file_records`) or when no sha256 was recorded. A relative path of a
-    model or guide file in ``config.json`` is a :class:`UserError`.
+    nothing; a run of ``fit FILE.py:FUNCTION`` imports that file only if this user fitted it
+    (or names it now, ``--model-file``), by :mod:`bayesdl.workflows.trust`'s rule.
     """
+    from bayesdl.workflows.run_files import CONFIG, read_config
+
     load_plugins(plugins)
-    cfg_path = Path(run_dir) / "config.json"
-    try:
-        cfg = json.loads(cfg_path.read_text())
-        args, model = cfg.get("args", {}), cfg.get("model")
-    except (OSError, ValueError, AttributeError):
+    cfg_path = Path(run_dir) / CONFIG
+    if not files.is_dir(run_dir, "run folder") or files.entry(cfg_path) is None:
         return registry  # load_run says what is wrong with the folder
-    if not isinstance(args, dict) or not isinstance(model, str):
-        return registry
-    guide = args.get("guide")
+    cfg = read_config(run_dir)
+    args, model = cfg["args"], cfg["model"]
     if model in registry:
-        cls = registry[model]
-        if isinstance(cls, type) and issubclass(cls, UserModel):  # a plugin's model
-            _check_guide_file(cfg_path, cfg, guide)
         return registry
     model_file, function = args.get("model_file"), args.get("model_function")
     if model_file and function:
-        _check_code_file(cfg_path, cfg.get("model_file"), str(model_file), "model file")
-        _check_guide_file(cfg_path, cfg, guide)
-        return {**registry, model: file_workflow(model, str(model_file), str(function))}
+        with trust.folder_code(cfg_path, cfg):
+            return {**registry, model: file_workflow(model, str(model_file), str(function))}
     named = [str(f) for f in args.get("plugin") or []]
     if named:
-        files = " ".join(f"--plugin {f}" for f in named)
+        files_ = " ".join(f"--plugin {f}" for f in named)
         raise UserError(
             f"{run_dir} was fitted with model {model!r} of a plugin; bayesdl does not import "
-            f"the files a run folder names: if you trust it, add {files}"
+            f"the files a run folder names: if you trust it, add {files_}"
         )
     return registry
 
 
-def _sha256(path: str | Path) -> str | None:
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:
-        return None
-
-
-def model_file_record(path: str | Path) -> dict[str, str | None]:
-    """What ``config.json`` records of a user's code file: its absolute path and sha256
-    (``None`` when it cannot be read; never raises)."""
-    full = Path(path).expanduser().resolve()
-    return {"path": str(full), "sha256": _sha256(full)}
-
-
 def run_file_records(args: argparse.Namespace) -> dict[str, dict]:
-    """The records of the user's code files a run imports, for ``config.json``'s top level:
-    ``{"model_file": ..., "guide_file": ..., "net_file": ...}`` (each as
-    :func:`model_file_record`; absent when the run has no such file). Call it after
-    ``workflow.build()``, which makes a guide file's path absolute."""
-    out: dict[str, dict] = {}
-    if getattr(args, "model_file", None):
-        out["model_file"] = model_file_record(args.model_file)
-    guide = getattr(args, "guide", None)
-    if isinstance(guide, str) and is_file_spec(guide) and ":" in guide:
-        out["guide_file"] = model_file_record(guide.rpartition(":")[0])
-    net = getattr(args, "net", None)  # bnn --net FILE.py:make_net
-    if isinstance(net, str) and is_file_spec(net) and ":" in net:
-        out["net_file"] = model_file_record(net.rpartition(":")[0])
-    return out
-
-
-def _check_guide_file(cfg_path: Path, cfg: dict, guide: Any) -> None:
-    """A user model's guide ``FILE.py:fn`` is code too: absolute path, sha256 checked."""
-    if isinstance(guide, str) and guide not in AUTOGUIDES and is_file_spec(guide):
-        path = guide.rpartition(":")[0] if ":" in guide else guide
-        _check_code_file(cfg_path, cfg.get("guide_file"), path, "guide file")
-
-
-def _check_code_file(cfg_path: Path, record: Any, path: str, what: str) -> None:
-    """Refuse a relative ``path``; warn (one line) when its sha256 is not the recorded one."""
-    import warnings
-
-    if not Path(path).is_absolute():
-        raise UserError(
-            f"{cfg_path} names the {what} {path!r} by a relative path, which bayesdl does not "
-            "import; write its absolute path there if you trust it"
-        )
-    recorded = record.get("sha256") if isinstance(record, dict) else None
-    if recorded is None:
-        message = (
-            f"{cfg_path} records no sha256 of the {what} {path} (a run of an older bayesdl): "
-            "importing it unchecked"
-        )
-    else:
-        actual = _sha256(path)
-        if actual is None or actual == recorded:
-            return  # a missing file: importing it says so
-        message = (
-            f"the {what} {path} changed since this run was fitted (its sha256 is not the one "
-            "in config.json): loading it anyway, the saved parameters may not fit it"
-        )
-    # one line on stderr: line 0 of config.json has no source line to show under it
-    warnings.warn_explicit(message, UserWarning, str(cfg_path), 0)
+    """The records of the user's code files a run imports, for ``config.json``'s top level
+    (:func:`trust.file_records`). Call it after ``workflow.build()``, which makes a guide
+    file's path absolute."""
+    return trust.file_records(args)
 
 
 # ----------------------------------------------------------------------------- data

@@ -8,7 +8,6 @@ by ``log p(x)``; draws samples, reconstructions, and for a 2-D latent the code m
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +20,10 @@ from bayesdl.datasets import bundled as datasets
 from bayesdl.datasets.io import check_finite, load_arrays
 from bayesdl.guides.vae import AmortizedGuide, Encoder
 from bayesdl.inference.errors import UserError
+from bayesdl.inference.files import write_with
 from bayesdl.inference.importance import iw_log_marginal
 from bayesdl.models.vae import ACTIVATIONS, LIKELIHOODS, Decoder, VAEModel
+from bayesdl.workflows import run_files
 from bayesdl.workflows.base import ImageDataOptions, Problem, Workflow, image_data_source
 from bayesdl.workflows.figures import plt, save
 from bayesdl.workflows.metrics import auroc
@@ -382,9 +383,8 @@ class VAE(Workflow):
 
     def figures(self, problem: Problem, out: Path) -> list[str]:
         names = []
-        metrics = Path(out) / "metrics.jsonl"
-        if metrics.exists():
-            rows = [json.loads(line) for line in metrics.read_text().splitlines() if line]
+        rows = run_files.metric_rows(Path(out) / "metrics.jsonl")
+        if rows:
             n = len(problem.data["x"])
             fig, ax = plt.subplots(figsize=(5.5, 3.4))
             ax.plot([r["step"] for r in rows], [r["elbo"] / n for r in rows])
@@ -397,7 +397,7 @@ class VAE(Workflow):
 
     def sample(self, problem: Problem, out: Path) -> dict[str, Any]:
         names, arrays = self._draw(problem, out, self.args.seed)
-        np.savez_compressed(Path(out) / "vae_samples.npz", **arrays)
+        write_with(Path(out) / "vae_samples.npz", lambda f: np.savez_compressed(f, **arrays))
         return {
             "figures": names,
             "arrays": "vae_samples.npz",

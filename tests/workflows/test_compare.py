@@ -46,7 +46,7 @@ def runs(tmp_path_factory):
     d = tmp_path_factory.mktemp("compare")
     for name, extra in (
         ("nuts", ["--inference", "nuts", "--samples", "400", "--warmup", "200"]),
-        ("vi", ["--guide", "full-covariance", "--steps", "1000", "--particles", "8"]),
+        ("vi", ["--guide", "full-covariance", "--steps", "auto", "--particles", "8"]),
         ("short", ["--guide", "full-covariance", "--steps", "20"]),
     ):
         assert main(["fit", *LINREG, *extra, "--out", str(d / name)]) == 0
@@ -67,7 +67,8 @@ def test_a_converged_full_rank_fit_matches_nuts_one_of_20_steps_does_not(runs, c
         assert abs(row["mean_diff_sd"]) < 0.3 and 0.7 <= row["sd_ratio"] <= 1.3
 
     argv = ["compare", str(runs / "short"), str(runs / "nuts"), "--json", str(runs / "s.json")]
-    assert main([*argv, "--out", str(out)]) == 0  # exit 0 whatever it finds
+    assert main([*argv, "--out", str(out)]) == 2  # compare.png exists: never replaced silently
+    assert main([*argv, "--out", str(out), "--overwrite"]) == 0  # exit 0 whatever it finds
     assert "2 of 2 flagged" in capsys.readouterr().out
     assert all(r["flagged"] for r in json.loads((runs / "s.json").read_text()).values())
 
