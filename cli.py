@@ -227,6 +227,7 @@ TOUR_SECTIONS = [
     "bayesdl.workflows.tour_nuts",
     "bayesdl.workflows.tour_lecture",
     "bayesdl.workflows.tour_models",
+    "bayesdl.workflows.tour_full_protocols",
 ]
 
 
