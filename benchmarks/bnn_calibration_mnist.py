@@ -10,8 +10,9 @@ conv 6@5x5 (padded), max-pool, conv 16@5x5, max-pool, dense 120, 84, 10, ReLU. E
 minibatches of 128, Adam 1e-3 decayed linearly to 0, ``--epochs`` passes, the prior
 ``N(0, prior_scale^2 / fan_in)`` (``--prior-scale``, 1: pre-activations of unit scale), the
 full ELBO (the KL weight warmed up from 0 to 1 over the first epoch, then 1). MC dropout drops
-each layer's input units with p = ``--dropout``. MAP is ensemble member 0; the ensemble
-averages its members' softmax outputs.
+the input channels or units of every layer but the first convolution with p = ``--dropout``
+(that layer's one input channel is the whole image; it stays a point estimate). MAP is
+ensemble member 0; the ensemble averages its members' softmax outputs.
 
 Scores on the 10000 test images with ``--samples`` predictive draws: accuracy, NLL, ECE (15
 equal-width bins), Brier; AUROC of telling test digits from shifted inputs by the predictive
@@ -67,7 +68,8 @@ def fit(name: str, guide: str, seed: int, data: dict, a: argparse.Namespace):
     import bayesdl
     import bayesdl.bnn as bnn
 
-    kw = {"dropout": a.dropout} if guide == "mc-dropout" else {}
+    # dropout on the first convolution would drop its one input channel: the whole image
+    kw = {"dropout": a.dropout, "exclude": "1"} if guide == "mc-dropout" else {}
     bnet = bnn.bayesian(
         lenet5(seed), likelihood="categorical", guide=guide, prior_scale=a.prior_scale, **kw
     )
