@@ -271,6 +271,7 @@ TOUR_SECTIONS = [
     "bayesdl.workflows.tour_lecture",
     "bayesdl.workflows.tour_models",
     "bayesdl.workflows.tour_sbc",
+    "bayesdl.workflows.tour_full_protocols",
 ]
 
 
