@@ -3,7 +3,8 @@
 ``summary.json`` of a VI run holds
 
     "checks": {"convergence": {"value": ..., "verdict": "pass" | "fail", ...},
-               "k_hat": {"value": 0.41, "verdict": "good" | "ok" | "bad" | "not checked", ...}},
+               "k_hat": {"value": 0.41, "verdict": "good" | "ok" | "bad" | "shifted" |
+               "not checked", ...}},
     "reliable": true | false | null, "reliable_reasons": [...]
 
 ``k_hat`` is the PSIS diagnostic of the fitted guide against the model's joint on the full
@@ -34,6 +35,9 @@ from bayesdl.inference.mcmc import RHAT_LIMIT
 PSIS_DRAWS = psis.DRAWS
 #: importance-corrected summaries "differ" past this shift of a mean (in raw sds) or sd ratio
 SHIFT, SD_RATIO = 0.1, (0.9, 1.1)
+#: beyond this shift (raw sds) or sd ratio the raw summaries are off by the check's own
+#: measure (the tolerances by which the tests call a fit right): the run is not reliable
+OFF_SHIFT, OFF_SD_RATIO = 0.25, (0.8, 1.25)
 #: a NUTS run's effective sample size per chain below this fails (Vehtari et al. 2021)
 ESS_PER_CHAIN = 100
 #: why a named model's family is not checked
@@ -108,7 +112,15 @@ def psis_check(problem, guide, seed: int, batch_size: int | None = None) -> dict
     if verdict == "bad":
         out["reason"] = f"k-hat {_k(k)} > {psis.K_LIMIT}: the guide is unreliable for this model"
         return out
-    out["corrected"] = corrected_shift(draws.draws, log_w)
+    out["corrected"] = c = corrected_shift(draws.draws, log_w)
+    lo, hi = c["sd_ratio"]
+    if c["largest_mean_shift_sd"] > OFF_SHIFT or lo < OFF_SD_RATIO[0] or hi > OFF_SD_RATIO[1]:
+        out["verdict"] = "shifted"
+        out["reason"] = (
+            f"k-hat {_k(k)} ({verdict}), but weighing the guide's draws by p / q moves the mean "
+            f"of {c['site']!r} by {c['largest_mean_shift_sd']:.2f} sd (sd ratios {lo:.2f}-"
+            f"{hi:.2f}): the raw summaries are off; use post.summary(corrected=True)"
+        )
     return out
 
 
@@ -176,7 +188,7 @@ def verdict(checks: dict[str, dict]) -> tuple[bool | None, list[str]]:
     failed = [
         f"{name}: {c.get('reason') or c.get('verdict')}"
         for name, c in checks.items()
-        if c["verdict"] in ("fail", "bad")
+        if c["verdict"] in ("fail", "bad", "shifted")
     ]
     if failed:
         return False, failed
@@ -202,9 +214,13 @@ def vi_checks(
         finished = bool(convergence.get("converged"))
         if not finished:
             checks["k_hat"]["note"] = "the fit had not converged: k-hat judged an unfinished guide"
+        name = problem.extra.get("guide") or getattr(workflow.args, "guide", None)
         if checks["k_hat"]["verdict"] == "bad":
-            name = problem.extra.get("guide") or getattr(workflow.args, "guide", None)
             warn_k_hat(checks["k_hat"], name, finished)
+        elif checks["k_hat"]["verdict"] == "shifted":
+            warnings.warn_explicit(
+                f"{checks['k_hat']['reason']}, or {remedies(name)}", ImportanceWarning, "bayesdl", 0
+            )
     reliable, reasons = verdict(checks)
     return {"checks": checks, "reliable": reliable, "reliable_reasons": reasons}
 

@@ -360,3 +360,34 @@ def test_nuts_runs_have_a_verdict_under_the_same_keys():
     assert post.reliable is (all(c["verdict"] == "pass" for c in post.checks.values()))
     assert post.checks["r_hat"]["value"] < 1.05
     assert "r_hat" in post.diagnostics()["rate"]  # the per-site diagnostics stay
+
+
+def _normal_mean(y):
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+def _narrow_guide(y):
+    """The exact posterior N(sum y / (n + 1), 1 / (n + 1)) with its sd shrunk to 0.75: k-hat
+    about 1 - 0.75^2 = 0.44 (the ratio's tail ~ exp(x^2 (1/0.5625 - 1) / 2)), 'good' by
+    Yao et al.'s bands, but the summaries' sd is 25 % short."""
+    n = len(y)
+    loc = pyro.param("loc", lambda: y.sum() / (n + 1))  # held there by lr=1e-9
+    pyro.sample("mu", dist.Normal(loc, 0.75 / math.sqrt(n + 1)))
+
+
+def test_a_low_k_hat_with_shifted_summaries_is_not_called_reliable():
+    y = torch.tensor([0.3, -0.4, 1.1])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        post = bayesdl.fit(_normal_mean, data={"y": y}, guide=_narrow_guide, steps=200,
+                           lr=1e-9, progress=False)  # fmt: skip
+    k = post.checks["k_hat"]
+    assert k["value"] < 0.7 and k["verdict"] == "shifted"
+    assert 1.2 < k["corrected"]["sd_ratio"][1] < 1.5  # the true sd is 1 / 0.75 = 1.33 times
+    reasons = post.reliable_reasons
+    assert post.reliable is False and any("summary(corrected=True)" in r for r in reasons)
+    assert any("the raw summaries are off" in str(w.message) for w in caught)
+    fixed = post.summary(4000, corrected=True)["mu"]["std"]
+    assert fixed == pytest.approx(0.5, rel=0.1)  # the exact posterior sd, 1 / sqrt(4)
