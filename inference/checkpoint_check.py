@@ -104,6 +104,24 @@ def _check(state: dict, resume: bool) -> None:
         _tensor(window.get("running"), "'window.running'")
         if not _is_int(window.get("count")) or window["count"] < 0:
             raise _Bad("'window.count' is not a count")
+    moments = state.get("moments")
+    if moments is not None:
+        moments = _dict(moments, "'moments'")
+        rows = moments.get("rows")
+        if rows is not None:
+            if not isinstance(rows, list):
+                raise _Bad("'moments.rows' is not a list of logged rows")
+            for row in rows:
+                if not isinstance(row, dict) or not _is_int(row.get("step")):
+                    raise _Bad("'moments.rows' holds a row without an integer 'step'")
+                for k in ("loc", "sd"):
+                    v = _tensor(row.get(k), f"'moments.rows' {k!r}", floating=True)
+                    if v.dim() != 1:
+                        raise _Bad(f"'moments.rows' {k!r} is not a vector")
+        if moments.get("window") is not None:
+            _sums(moments["window"], "'moments.window'")
+    if state.get("tail") is not None:
+        _sums(state["tail"], "'tail'")
     batcher = state.get("batcher")
     if batcher is not None:
         batcher = _dict(batcher, "'batcher'")
@@ -111,6 +129,17 @@ def _check(state: dict, resume: bool) -> None:
             _tensor(batcher["perm"], "'batcher.perm'")
         if not _is_int(batcher.get("pos")) or batcher["pos"] < 0:
             raise _Bad("'batcher.pos' is not a position")
+
+
+def _sums(v: Any, what: str) -> None:
+    """An iterate average's state: ``{"sums": [tensors], "count": n}``."""
+    v = _dict(v, what)
+    if not isinstance(v.get("sums"), list):
+        raise _Bad(f"{what}.sums is not a list of tensors")
+    for i, t in enumerate(v["sums"]):
+        _tensor(t, f"{what}.sums[{i}]", floating=True)
+    if not _is_int(v.get("count")) or v["count"] < 0:
+        raise _Bad(f"{what}.count is not a count")
 
 
 def check_rng(rng: Any, what: str) -> None:

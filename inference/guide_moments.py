@@ -27,6 +27,8 @@ from pyro.infer.autoguide import (
     AutoNormal,
 )
 
+from bayesdl.inference.errors import UserError
+
 #: guides of more fitted numbers than this are not tracked (the rows are kept in memory)
 MAX_TRACKED = 100_000
 GAUSSIAN_CONTINUOUS = (AutoDiagonalNormal, AutoMultivariateNormal, AutoLowRankMultivariateNormal)
@@ -131,8 +133,7 @@ class IterateAverage:
         """Continue the open window of a checkpoint."""
         if not state:
             return
-        for t, v in zip(self.sums, state["sums"], strict=True):
-            t.copy_(v.to(t.device))
+        _load_sums(self.sums, state["sums"])
         self.count = int(state["count"])
 
 
@@ -170,6 +171,17 @@ class TailAverage:
         """Continue the sums of a checkpoint."""
         if not state:
             return
-        for t, v in zip(self.sums, state["sums"], strict=True):
-            t.copy_(v.to(t.device))
+        _load_sums(self.sums, state["sums"])
         self.count = int(state["count"])
+
+
+def _load_sums(sums: list[torch.Tensor], saved: list[torch.Tensor]) -> None:
+    """Copy a checkpoint's sums (entries checked by ``checkpoint_check``) into ``sums``; a
+    :class:`UserError` when their number or shapes are not this guide's."""
+    if len(saved) != len(sums) or any(t.shape != v.shape for t, v in zip(sums, saved, strict=True)):
+        raise UserError(
+            "the checkpoint's iterate averages do not fit this guide's parameters (other "
+            "shapes): the file is damaged or was not written for this run"
+        )
+    for t, v in zip(sums, saved, strict=True):
+        t.copy_(v.to(t.device))

@@ -36,7 +36,7 @@ from bayesdl.inference.devices import check_threads, resolve_device
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.estimators import make_estimator
 from bayesdl.inference.failures import step_failure
-from bayesdl.inference.guide_moments import IterateAverage, TailAverage
+from bayesdl.inference.guide_moments import IterateAverage, TailAverage, guide_moments
 from bayesdl.inference.schedules import LR_SCHEDULES, KLScale, kl_weight
 from bayesdl.inference.serial import one_at_a_time
 from bayesdl.inference.signals import Interrupted, StopFlag
@@ -592,7 +592,14 @@ class Trainer:
         state.history = list(saved.get("history", []))
         moments = saved.get("moments") or {}
         if self.average is not None:
-            self.plan.moments = list(moments.get("rows") or [])
+            rows = list(moments.get("rows") or [])
+            dims = {r["loc"].numel() for r in rows} | {r["sd"].numel() for r in rows}
+            if rows and dims != {guide_moments(self.average.guide)[0].numel()}:
+                raise UserError(
+                    "the checkpoint's guide moments are not of this guide's size: the file is "
+                    "damaged or was not written for this run"
+                )
+            self.plan.moments = rows
             self.average.load(moments.get("window"))
         if self.tail is not None:
             self.tail.load(saved.get("tail"))
