@@ -39,6 +39,15 @@ def _terminate(signum, frame):  # noqa: ARG001
     raise KeyboardInterrupt
 
 
+def _interrupted_or_raise() -> None:
+    """Inside ``except``: after a signal, the error is the interruption (a signal inside a lazy
+    import, sklearn's or scipy's, can surface as that import's error); else re-raise it."""
+    if not _signalled[0]:
+        raise  # noqa: PLE0704 - called from an except block
+    sys.stderr.write(f"{PROG}: interrupted\n")
+    _exit(130)
+
+
 def _drop_stdout() -> None:
     """Send what standard output still buffers to /dev/null (it cannot be written)."""
     try:
@@ -51,9 +60,9 @@ def main() -> None:
     """Run ``bayesdl ARGS`` (``sys.argv``) and end the process with its status."""
     try:
         signal.signal(signal.SIGTERM, _terminate)
-        previous = signal.signal(signal.SIGINT, _terminate)
+        signal.signal(signal.SIGINT, _terminate)  # as Python's own, and remembered
     except ValueError:  # not the main thread: leave signals alone
-        previous = None
+        pass
     try:
         from bayesdl.cli import main as cli_main
     except BaseException as e:  # Ctrl-C (or SIGTERM) while torch and Pyro load
@@ -63,8 +72,6 @@ def main() -> None:
             raise
         sys.stderr.write(f"{PROG}: interrupted while starting; nothing was saved\n")
         _exit(130)
-    if previous is not None:
-        signal.signal(signal.SIGINT, previous)
     try:
         code = cli_main()
         sys.stdout.flush()
@@ -76,10 +83,12 @@ def main() -> None:
         _exit(1)
     except OSError as e:
         if e.filename is not None or e.errno not in _OUTPUT_ERRORS:
-            raise
+            _interrupted_or_raise()
         _drop_stdout()
         sys.stderr.write(f"{PROG}: error: cannot write the output: {e.strerror or e}\n")
         _exit(2)
+    except Exception:  # noqa: BLE001
+        _interrupted_or_raise()
     dist = sys.modules.get("bayesdl.inference.distributed")
     if code == 130 or (dist is not None and dist.abandoned()):  # Ctrl-C, or a peer died: reported
         _exit(code)

@@ -85,6 +85,7 @@ def _final_params(run_dir) -> dict:
     return state["param_store"]["params"]
 
 
+@pytest.mark.slow  # over 45 s on 2 shared cores: run with -m slow
 def test_ctrl_c_saves_and_resume_matches_uninterrupted(tmp_path):
     args = [
         "fit",

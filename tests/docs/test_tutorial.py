@@ -9,11 +9,13 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import ROOT
 
 TUTORIAL = (ROOT / "docs" / "tutorial.md").read_text()
 
 
+@pytest.mark.slow  # over 45 s on 2 shared cores: run with -m slow
 def test_tutorial_runs_top_to_bottom(tmp_path):
     files = re.findall(r"<!-- file: (\S+) -->\n```python\n(.*?)```", TUTORIAL, re.S)
     assert files, "the tutorial names its model file"

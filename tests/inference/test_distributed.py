@@ -124,6 +124,7 @@ def test_two_processes_take_the_steps_of_one_on_the_global_batch(tmp_path):
     assert _close(half, one) > 1e-2
 
 
+@pytest.mark.slow  # over 45 s on 2 shared cores: run with -m slow
 def test_torchrun_cli_equals_one_process_and_resumes_with_another_process_count(tmp_path):
     common = [
         "fit",
