@@ -147,7 +147,9 @@ def stochastic_volatility(returns):
     random walk of log volatility, 50 returns."""
     sigma = pyro.sample("sigma", dist.Exponential(10.0))
     nu = pyro.sample("nu", dist.Gamma(2.0, 0.1))
-    h = pyro.sample("h", dist.GaussianRandomWalk(sigma, len(returns)))
+    # a Gaussian random walk (NumPyro's GaussianRandomWalk; Pyro has none): its steps
+    steps = pyro.sample("h_steps", dist.Normal(0.0, 1.0).expand([len(returns)]).to_event(1))
+    h = (sigma * steps).cumsum(-1)
     with pyro.plate("data", len(returns)):
         pyro.sample("r", dist.StudentT(nu, 0.0, h.exp()), obs=returns)
 
