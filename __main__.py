@@ -72,6 +72,9 @@ def main() -> None:
             raise
         sys.stderr.write(f"{PROG}: interrupted while starting; nothing was saved\n")
         _exit(130)
+    if _signalled[0]:  # the KeyboardInterrupt was swallowed inside an import: still a stop
+        sys.stderr.write(f"{PROG}: interrupted while starting; nothing was saved\n")
+        _exit(130)
     try:
         code = cli_main()
         sys.stdout.flush()
