@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from run_timing import loop_seconds
+
 PAPER_M2_ERROR = {100: 11.97, 600: 4.94, 1000: 3.60, 3000: 3.92}
 BATCH = 100
 
@@ -86,6 +88,7 @@ def run(a: argparse.Namespace, labels: int, draw: int) -> dict | None:
             return None
     s = finished(out)
     t = s["test"]
+    loop, processes = loop_seconds(out)
     epoch = (n_train(a) - labels) / BATCH
     row = {
         "labels": labels,
@@ -104,7 +107,9 @@ def run(a: argparse.Namespace, labels: int, draw: int) -> dict | None:
         "parts": parts,
         "wall_s": round(sum(p["wall_s"] for p in parts), 1),
         "cpu_s": round(sum(p["cpu_s"] for p in parts), 1),
-        "loop_wall_s": s.get("wall_seconds"),
+        # every process that fitted, killed ones included (run_timing; parts.json lacks those)
+        "loop_wall_s": round(loop, 1),
+        "processes": processes,
     }
     row["cpu_s_per_epoch"] = round(row["cpu_s"] / max(row["epochs"], 1e-9), 2)
     res.write_text(json.dumps(row, indent=1) + "\n")

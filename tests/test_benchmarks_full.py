@@ -160,3 +160,16 @@ def test_the_tour_links_the_full_tables_and_names_real_commands():
     for _, _, _, command in tour.ROWS:
         script = command.split()[1]
         assert (ROOT / script).exists() and script in doc
+
+
+def test_the_fitting_time_of_a_resumed_run_counts_every_process(tmp_path):
+    """A run killed and resumed: its clock restarts, its killed part left no parts.json entry;
+    the rows' wall_seconds fall where a process began, and every process's last row counts."""
+    loop_seconds = _bench("run_timing").loop_seconds
+    rows = [(600, 18.5), (1200, 38.0), (1800, 58.1), (1200, 20.0), (1800, 41.5), (2400, 60.0)]
+    (tmp_path / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": s, "elbo": -1.0, "wall_seconds": w}) + "\n" for s, w in rows)
+    )
+    seconds, processes = loop_seconds(tmp_path)
+    assert processes == 2
+    assert seconds == pytest.approx(58.1 + 60.0)
