@@ -114,12 +114,12 @@ def result(a: argparse.Namespace, guide: str, out: Path, parts: list[dict]) -> d
         # every process that fitted, killed ones included (run_timing; parts.json lacks those)
         "loop_wall_s": round(loop, 1),
         "processes": processes,
-        "cpu_s_of_recorded_parts": processes > len(fits),
         "paper": PAPER.get((a.arch, guide)),
         "paper_dense_error_percent": PAPER_DENSE[a.arch],
     }
     row["wall_s_per_epoch"] = round(row["loop_wall_s"] / a.epochs, 2)
-    row["cpu_s_per_epoch"] = round(row["cpu_s"] / a.epochs, 2)
+    # a killed process took its CPU seconds with it: no per-epoch CPU figure then
+    row["cpu_s_per_epoch"] = None if processes > len(fits) else round(row["cpu_s"] / a.epochs, 2)
     if "sparsity" in s:
         row["error_percent"] = round(100 * (1 - t["accuracy_pruned_mean_network"]), 3)
         row["compression"] = s["sparsity"]["compression"]
