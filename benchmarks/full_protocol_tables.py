@@ -209,10 +209,12 @@ def time_table(root: Path) -> list[str]:
                 f"| | {cpu:.0f} | {wall:.0f} | {comp} | {rows[0]['threads']} |"
             )
     for r in _load((root / "sparsevd").glob("*.json")):
+        # a process killed before it wrote its record took its CPU seconds with it
+        cpu = "n/a" if r.get("cpu_s_per_epoch") is None else f"{r['cpu_s']:.0f}"
         lines.append(
             f"| sparse VD {r['arch']} {r['guide']} | {r['epochs']} | {r['wall_s_per_epoch']} "
-            f"| {r['cpu_s_per_epoch']} | {r['cpu_s']:.0f} | {r['wall_s']:.0f} | "
-            f"{r['compiled']} | {r['threads']} |"
+            f"| {r['cpu_s_per_epoch'] or 'n/a'} | {cpu} | {max(r['wall_s'], r['loop_wall_s']):.0f} "
+            f"| {r['compiled']} | {r['threads']} |"
         )
     for r in _load((root / "calibration").glob("*.json")):
         n = len(r["fits"]) * r["epochs"]
