@@ -16,19 +16,19 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from bayesdl.api import compare, fit, load, registry
     from bayesdl.calibration import sbc
-    from bayesdl.draws import DrawsPosterior
+    from bayesdl.fits.draws import DrawsPosterior
+    from bayesdl.fits.posterior import Posterior
     from bayesdl.inference.errors import UserError
-    from bayesdl.posterior import Posterior
-    from bayesdl.workflows.sbc_report import SBCResult
+    from bayesdl.reports.sbc_report import SBCResult
 
 __version__ = "0.1.0"
 
 # imported on first use: `import bayesdl` (and so `python -m bayesdl`, whose package is imported
 # before its __main__ can handle Ctrl-C) does not load torch and Pyro up front
 _LAZY = {"fit": "bayesdl.api", "load": "bayesdl.api", "registry": "bayesdl.api"}
-_LAZY.update(compare="bayesdl.api", DrawsPosterior="bayesdl.draws")
-_LAZY.update(Posterior="bayesdl.posterior", UserError="bayesdl.inference.errors")
-_LAZY.update(sbc="bayesdl.calibration", SBCResult="bayesdl.workflows.sbc_report")
+_LAZY.update(compare="bayesdl.api", DrawsPosterior="bayesdl.fits.draws")
+_LAZY.update(Posterior="bayesdl.fits.posterior", UserError="bayesdl.inference.errors")
+_LAZY.update(sbc="bayesdl.calibration", SBCResult="bayesdl.reports.sbc_report")
 
 
 def __getattr__(name: str):

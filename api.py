@@ -4,7 +4,7 @@
     post = bayesdl.fit(model, data={"x": x, "y": y}, guide="auto-mvn", steps=2000)
     post.summary(); post.sample(1000); post.predict({"x": x_new}); post.save("runs/mine")
 
-The command line calls the same functions (:mod:`bayesdl.workflows.run`): one code path.
+The command line calls the same functions (:mod:`bayesdl.fits.run`): one code path.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bayesdl.fits.posterior import Posterior
+from bayesdl.fits.run import Run, fit_run, load_run, read_config
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.serial import one_at_a_time
-from bayesdl.posterior import Posterior
-from bayesdl.workflows.run import Run, fit_run, load_run, read_config
 
 if logging.getLogger("pyro").level <= logging.INFO:  # "Guessed max_plate_nesting" etc.
     logging.getLogger("pyro").setLevel(logging.WARNING)
@@ -80,7 +80,7 @@ def fit(
         (a ``ValueError``) with the command line's message. ``steps="auto"`` (user models'
         default) fits until the ELBO flattens; ``method="nuts"`` with ``num_samples``,
         ``warmup``, ``chains`` samples instead (user models, ``coin``, ``linreg``) and returns
-        a :class:`~bayesdl.draws.DrawsPosterior`.
+        a :class:`~bayesdl.fits.draws.DrawsPosterior`.
 
     Each fit has a parameter store of its own: fits never change one another, and Pyro's
     global store is neither read nor cleared.
@@ -108,7 +108,7 @@ def fit(
         progress=True if progress is None else progress,
     )
     if getattr(args, "method", "vi") == "nuts":
-        from bayesdl.draws import DrawsPosterior
+        from bayesdl.fits.draws import DrawsPosterior
 
         return DrawsPosterior(run)
     return Posterior(run)
@@ -139,8 +139,8 @@ def load(
 
 
 def _load(run_dir: Path, model, guide, device, plugins) -> Posterior:
+    from bayesdl.fits.records import read_summary
     from bayesdl.inference import files
-    from bayesdl.workflows.run_files import read_summary
     from bayesdl.workflows.user_model import python_workflow, run_registry
 
     if not files.is_dir(run_dir, "run folder"):
@@ -156,10 +156,10 @@ def _load(run_dir: Path, model, guide, device, plugins) -> Posterior:
             f"{run_dir} holds a model defined in Python ({cfg['model']}): pass it again, "
             "bayesdl.load(dir, model=fn)"
         )
-    from bayesdl.workflows.sampling import is_draws_run, load_draws_run
+    from bayesdl.fits.nuts import is_draws_run, load_draws_run
 
     if is_draws_run(run_dir):  # NUTS: draws, no guide
-        from bayesdl.draws import DrawsPosterior
+        from bayesdl.fits.draws import DrawsPosterior
 
         return DrawsPosterior(load_draws_run(run_dir, names, device))
     overrides = {}
@@ -201,17 +201,17 @@ def compare(
     """Compare posterior ``a`` against the reference ``b`` (each a :class:`Posterior` or a
     run folder), per element of every latent site: the difference of means in units of b's
     sd and the ratio of sds, flagged past 0.3 sd or outside [0.7, 1.3]
-    (:mod:`bayesdl.workflows.compare`). ``num_samples`` draws of a guide (all of a NUTS
+    (:mod:`bayesdl.reports.compare`). ``num_samples`` draws of a guide (all of a NUTS
     run's); ``figure``: a PNG of the overlaid marginals of the first sites; ``model_files``:
     code files the runs need, named again (see :func:`load`).
 
-    Returns a :class:`~bayesdl.workflows.compare.Comparison` (``print`` it for the table;
+    Returns a :class:`~bayesdl.reports.compare.Comparison` (``print`` it for the table;
     ``.to_json()``, ``.flagged``, ``.rows``).
     """
     import pyro
 
-    from bayesdl.draws import DrawsPosterior
-    from bayesdl.workflows.compare import compare_draws
+    from bayesdl.fits.draws import DrawsPosterior
+    from bayesdl.reports.compare import compare_draws
 
     def posterior(x):
         if isinstance(x, Posterior):

@@ -41,13 +41,13 @@ import numpy as np
 import pyro
 import torch
 
+from bayesdl.fits.posterior import Posterior
 from bayesdl.inference import ranks as stats
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.mcmc import MCMCConfig
 from bayesdl.inference.simulation import Simulator, replication_seeds
 from bayesdl.inference.train import MAX_SEED, FitConfig, Interrupted
-from bayesdl.posterior import Posterior
-from bayesdl.workflows.sbc_report import FIGURE, MAX_ELEMENTS, SBC_FILE, SBCResult
+from bayesdl.reports.sbc_report import FIGURE, MAX_ELEMENTS, SBC_FILE, SBCResult
 
 #: steps of each replication's fit unless given (a fixed count, the same for every replication)
 SBC_STEPS = 1000
@@ -100,7 +100,7 @@ def posterior_draws(
     """``L`` draws of ``sites`` and, for NUTS, the smallest effective sample size of the
     ranked elements: VI draws ``L`` times from the guide; NUTS takes ``L`` evenly spaced draws
     of its chains (one after another), a thinning by ``chains x samples / L``."""
-    from bayesdl.draws import DrawsPosterior
+    from bayesdl.fits.draws import DrawsPosterior
 
     if not isinstance(post, DrawsPosterior):
         pyro.set_rng_seed(seed)
@@ -291,7 +291,7 @@ def run_sbc(
     ]
     if out is None:
         return _loop(sim, options, config, SBCResult(settings, sites, [], notes), progress)
-    from bayesdl.workflows.run import locked
+    from bayesdl.fits.run import locked
 
     out = Path(out)
     done = prepare_folder(out, settings, overwrite=overwrite, resume=resume)
@@ -306,7 +306,7 @@ def prepare_folder(
     """Check and make the folder ``out``; the replications of its ``sbc.json`` to continue
     (``resume``: made with the same settings), else none. An SBC is never replaced without
     ``overwrite``, and a fit's run folder is refused as it is by ``bayesdl fit``."""
-    from bayesdl.workflows.run import prepare_out
+    from bayesdl.fits.run import prepare_out
 
     path = out / SBC_FILE
     if resume and overwrite:
@@ -333,7 +333,7 @@ def _resumed(path: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
     number of replications, and the options that do not change a fit, may differ)."""
     import json
 
-    from bayesdl.workflows.run import RESUMABLE
+    from bayesdl.fits.run import RESUMABLE
 
     try:
         old = json.loads(path.read_text())
@@ -367,7 +367,7 @@ def _resumed(path: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _write(result: SBCResult, figure: bool = False) -> None:
-    from bayesdl.workflows.run import write_json
+    from bayesdl.fits.run import write_json
 
     if figure and result.ranked():
         result.figure(result.out / FIGURE)

@@ -127,7 +127,7 @@ def cmd_fit(argv: list[str]) -> int:
     g.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(rest)
-    from bayesdl.workflows.run import run_fit
+    from bayesdl.fits.run import run_fit
 
     out, resume, overwrite, quiet = Path(args.out), args.resume, args.overwrite, args.quiet
     for k in ("out", "resume", "overwrite", "quiet"):
@@ -142,8 +142,8 @@ def cmd_fit(argv: list[str]) -> int:
 
         sys.stderr.write(f"{PROG}: {interrupted_line(out, CHECKPOINT)}\n")
         return 130
+    from bayesdl.fits.checks import verdict_line
     from bayesdl.inference import distributed
-    from bayesdl.workflows.checks import verdict_line
 
     if not distributed.is_main():  # under torchrun rank 0 reports
         return 0
@@ -196,7 +196,7 @@ def cmd_evaluate(argv: list[str]) -> int:
     )
     _seed_option(p)
     args = p.parse_args(argv)
-    from bayesdl.workflows.run import evaluate_run
+    from bayesdl.fits.run import evaluate_run
 
     overrides = {"iw_samples": args.iw_samples} if args.iw_samples is not None else {}
     if args.samples is not None:
@@ -220,8 +220,8 @@ def cmd_predict(argv: list[str]) -> int:
     _code_options(p)
     _seed_option(p)
     args = p.parse_args(argv)
-    from bayesdl.workflows import outputs
-    from bayesdl.workflows.run import json_text, predict_run
+    from bayesdl.fits import outputs
+    from bayesdl.fits.run import json_text, predict_run
 
     if args.output:  # before any work
         outputs.check_file(args.output, args.overwrite, "--output")
@@ -247,7 +247,7 @@ def cmd_sample(argv: list[str]) -> int:
     _code_options(p)
     _seed_option(p)
     args = p.parse_args(argv)
-    from bayesdl.workflows.run import sample_run
+    from bayesdl.fits.run import sample_run
 
     with _named(args):
         result = sample_run(
@@ -267,11 +267,11 @@ def cmd_sample(argv: list[str]) -> int:
 #: UserError, before anything is fitted, if ``out`` holds its runs) and
 #: ``sections(out, overwrite, progress) -> list[str]`` (HTML, one string a section)
 TOUR_SECTIONS = [
-    "bayesdl.workflows.tour_nuts",
-    "bayesdl.workflows.tour_lecture",
-    "bayesdl.workflows.tour_models",
-    "bayesdl.workflows.tour_sbc",
-    "bayesdl.workflows.tour_full_protocols",
+    "bayesdl.reports.tour_nuts",
+    "bayesdl.reports.tour_lecture",
+    "bayesdl.reports.tour_models",
+    "bayesdl.reports.tour_sbc",
+    "bayesdl.reports.tour_full_protocols",
 ]
 
 
@@ -296,8 +296,9 @@ def cmd_tour(argv: list[str]) -> int:
     check_threads(args.threads)
     import torch
 
-    from bayesdl.workflows import outputs, report
-    from bayesdl.workflows.run import run_fit
+    from bayesdl.fits import outputs
+    from bayesdl.fits.run import run_fit
+    from bayesdl.reports import page as report
 
     torch.set_num_threads(args.threads)
 
@@ -325,7 +326,7 @@ def cmd_tour(argv: list[str]) -> int:
             )
             planned.append((name, workflow, run_argv, args_ns, run_dir))
     if not args.overwrite:  # never replace a run the user made or kept: refuse before fitting
-        from bayesdl.workflows.run import RUN_FILES
+        from bayesdl.fits.run import RUN_FILES
 
         for *_, run_dir in planned:
             if run_dir.exists() and (
@@ -394,10 +395,10 @@ def cmd_compare(argv: list[str]) -> int:
     _seed_option(p)
     args = p.parse_args(argv)
     from bayesdl.api import compare
+    from bayesdl.fits import outputs
+    from bayesdl.fits.run import json_text
     from bayesdl.inference import files
-    from bayesdl.workflows import outputs
-    from bayesdl.workflows.compare import FIGURE
-    from bayesdl.workflows.run import json_text
+    from bayesdl.reports.compare import FIGURE
 
     if args.samples < 2:
         raise UserError("--samples must be >= 2")

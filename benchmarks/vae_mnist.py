@@ -88,8 +88,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     import torch
 
     import bayesdl.workflows  # noqa: F401
+    from bayesdl.fits.run import load_run
     from bayesdl.workflows.registry import REGISTRY
-    from bayesdl.workflows.run import load_run
 
     torch.set_num_threads(args.threads)
     workflow, problem = load_run(args.out, REGISTRY)

@@ -56,7 +56,7 @@ def user_frame(e: BaseException) -> str | None:
         name = frame.filename
         if name.startswith("<") or name.startswith(_LIBRARIES + _ENGINE):
             continue
-        if Path(name).parent == _ROOT:  # bayesdl's top-level modules (api.py, posterior.py)
+        if Path(name).parent == _ROOT:  # bayesdl's top-level modules (api.py, fits/posterior.py)
             continue
         return f"{name}, line {frame.lineno}, in {frame.name}"
     return None

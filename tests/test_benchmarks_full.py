@@ -152,7 +152,7 @@ def test_m2_smoke_on_digits(tmp_path):
 
 
 def test_the_tour_links_the_full_tables_and_names_real_commands():
-    from bayesdl.workflows import tour_full_protocols as tour
+    from bayesdl.reports import tour_full_protocols as tour
 
     (html,) = tour.sections(ROOT)
     assert "full_protocols.md" in html

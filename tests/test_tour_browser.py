@@ -1,7 +1,7 @@
 """The tour's HTML in a real browser: headless Chromium driven by Playwright.
 
 Builds a small tour page with the command line (``bayesdl tour --only coin``) and a page of the
-lecture-claims sections of :mod:`bayesdl.workflows.tour_models` (quick settings), opens each
+lecture-claims sections of :mod:`bayesdl.reports.tour_models` (quick settings), opens each
 one and checks that every ``<img>`` decodes (``naturalWidth > 0``) and that the console shows
 no error. Slow (about a minute); needs the extra ``browser`` (Playwright) and a Chromium at
 ``$BAYESDL_CHROMIUM`` or ``/usr/bin/chromium`` (Debian: ``apt-get install chromium``); no
@@ -79,8 +79,9 @@ def test_coin_tour_page_renders(browser, cli, tmp_path):
 def test_lecture_claims_sections_render(browser, tmp_path):
     import torch
 
-    from bayesdl.workflows import report, tour_models
-    from bayesdl.workflows.run import write_text
+    from bayesdl.fits.run import write_text
+    from bayesdl.reports import page as report
+    from bayesdl.reports import tour_models
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)

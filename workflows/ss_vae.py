@@ -18,12 +18,12 @@ import torch
 from torch import nn
 
 from bayesdl.datasets import bundled as datasets
+from bayesdl.fits import records as run_files
 from bayesdl.guides.ss_vae import LabelEncoder, SSVAEGuide
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.files import write_with
 from bayesdl.models.ss_vae import Classifier, ConditionalDecoder, SSVAEModel
 from bayesdl.models.vae import ACTIVATIONS
-from bayesdl.workflows import run_files
 from bayesdl.workflows.base import ImageDataOptions, Problem, Workflow, image_data_source
 from bayesdl.workflows.figures import plt, save
 from bayesdl.workflows.registry import register

@@ -271,7 +271,7 @@ def run_registry(run_dir: str | Path, registry: dict, plugins: Iterable[str] = (
     nothing; a run of ``fit FILE.py:FUNCTION`` imports that file only if this user fitted it
     (or names it now, ``--model-file``), by :mod:`bayesdl.workflows.trust`'s rule.
     """
-    from bayesdl.workflows.run_files import CONFIG, read_config
+    from bayesdl.fits.records import CONFIG, read_config
 
     load_plugins(plugins)
     cfg_path = Path(run_dir) / CONFIG

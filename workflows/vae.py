@@ -18,12 +18,12 @@ import torch
 
 from bayesdl.datasets import bundled as datasets
 from bayesdl.datasets.io import check_finite, load_arrays
+from bayesdl.fits import records as run_files
 from bayesdl.guides.vae import AmortizedGuide, Encoder
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.files import write_with
 from bayesdl.inference.importance import iw_log_marginal
 from bayesdl.models.vae import ACTIVATIONS, LIKELIHOODS, Decoder, VAEModel
-from bayesdl.workflows import run_files
 from bayesdl.workflows.base import ImageDataOptions, Problem, Workflow, image_data_source
 from bayesdl.workflows.figures import plt, save
 from bayesdl.workflows.metrics import auroc

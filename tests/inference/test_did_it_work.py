@@ -18,10 +18,10 @@ import pytest
 import torch
 
 import bayesdl
+from bayesdl.fits.checks import ImportanceWarning
 from bayesdl.inference.convergence import StepPlan, elbo_test
 from bayesdl.inference.drift import TAU, drift_test
 from bayesdl.inference.psis import psis
-from bayesdl.workflows.checks import ImportanceWarning
 from bayesdl.workflows.user_model import load_module
 
 HERE = Path(__file__).resolve().parent

@@ -15,9 +15,9 @@ from pyro.infer import NUTS
 
 import bayesdl
 from bayesdl.cli import main
-from bayesdl.draws import DrawsPosterior
+from bayesdl.fits.draws import DrawsPosterior
+from bayesdl.fits.nuts import DRAWS
 from bayesdl.inference.mcmc import MCMCConfig, run_nuts
-from bayesdl.workflows.sampling import DRAWS
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import bayesdl.models.bnn as bnn
+from bayesdl.fits.run import fit_config, fit_problem
 from bayesdl.workflows import metrics
 from bayesdl.workflows.bnn import BNN
 from bayesdl.workflows.options import fit_parser
-from bayesdl.workflows.run import fit_config, fit_problem
 
 # the defaults: MLP 64-100-10 on the bundled digits, 3000 minibatches of 128 (285 epochs),
 # Adam 1e-2, KL warmed up over 500 steps; every guide with the same split, seed and settings

@@ -14,13 +14,13 @@ import torch
 from pyro.poutine.messenger import Messenger
 
 import bayesdl.workflows  # noqa: F401  (registers the models)
+from bayesdl.fits.run import fit_run
 from bayesdl.guides.ss_vae import LabelEncoder, SSVAEGuide
 from bayesdl.inference.batching import DataSubsample
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.estimators import make_estimator
 from bayesdl.models.ss_vae import Classifier, ConditionalDecoder, SSVAEModel
 from bayesdl.workflows.registry import REGISTRY
-from bayesdl.workflows.run import fit_run
 
 K, D, L = 10, 6, 2
 

@@ -9,6 +9,7 @@ import pyro
 import pytest
 import torch
 
+from bayesdl.fits.run import fit_config, fit_problem
 from bayesdl.guides.stochastic_depth import AmortizedDepthGuide
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.estimators import make_estimator
@@ -22,7 +23,6 @@ from bayesdl.models.stochastic_depth import (
 )
 from bayesdl.workflows.options import fit_parser
 from bayesdl.workflows.registry import REGISTRY
-from bayesdl.workflows.run import fit_config, fit_problem
 
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 10000))
 

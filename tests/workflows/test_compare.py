@@ -13,7 +13,7 @@ import torch
 
 import bayesdl
 from bayesdl.cli import main
-from bayesdl.workflows.compare import compare_draws
+from bayesdl.reports.compare import compare_draws
 
 LINREG = ["linreg", "--simulate", "60", "--dim", "2", "--noise-scale", "0.5", "--quiet"]
 
@@ -85,7 +85,7 @@ def test_python_compare_takes_posteriors_and_folders(runs, tmp_path):
 
 @pytest.mark.slow
 def test_the_tour_shows_vi_beside_nuts(tmp_path):
-    from bayesdl.workflows import tour_nuts
+    from bayesdl.reports import tour_nuts
 
     linreg, schools = tour_nuts.sections(tmp_path, quick=True)
     assert "mean-field optimum sd" in linreg and "E[tau | y]" in schools

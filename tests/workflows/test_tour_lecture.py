@@ -13,8 +13,8 @@ import torch
 
 import bayesdl.models.coin as coin
 import bayesdl.models.linear_regression as linreg
-from bayesdl.workflows import lecture_math as lm
-from bayesdl.workflows import tour_lecture
+from bayesdl.reports import lecture_math as lm
+from bayesdl.reports import tour_lecture
 
 F64 = torch.float64
 

@@ -1,5 +1,5 @@
 """The tour's sections on the VAE's log p(x), REINFORCE's variance and stochastic depth's
-test-time rules (:mod:`bayesdl.workflows.tour_models`), each with its quick settings."""
+test-time rules (:mod:`bayesdl.reports.tour_models`), each with its quick settings."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pyro
 import pytest
 import torch
 
-from bayesdl.workflows import tour_models as tm
+from bayesdl.reports import tour_models as tm
 from bayesdl.workflows.options import namespace
 from bayesdl.workflows.registry import REGISTRY
 

@@ -1,4 +1,4 @@
-"""The tour's SBC section (:mod:`bayesdl.workflows.tour_sbc`) with its quick settings, and its
+"""The tour's SBC section (:mod:`bayesdl.reports.tour_sbc`) with its quick settings, and its
 closed form (the exact posterior of the regression against NumPy's least squares)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bayesdl.inference.errors import UserError
-from bayesdl.workflows import tour_sbc
+from bayesdl.reports import tour_sbc
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*has not converged")
 

@@ -1,6 +1,6 @@
 """The result of simulation-based calibration (:func:`bayesdl.sbc`): the replications' ranks,
 the test of every element (:mod:`bayesdl.inference.ranks`), the verdict with its remarks, the
-table, ``sbc.json`` and the rank histograms (:mod:`bayesdl.workflows.sbc_figures`)."""
+table, ``sbc.json`` and the rank histograms (:mod:`bayesdl.reports.sbc_figures`)."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ class SBCResult:
 
     def figure(self, path: str | Path) -> Path:
         """The rank histograms (the 99 % band of uniform ranks shaded) as a PNG at ``path``."""
-        from bayesdl.workflows.sbc_figures import rank_histograms
+        from bayesdl.reports.sbc_figures import rank_histograms
 
         path = Path(path)
         rank_histograms(self, path)

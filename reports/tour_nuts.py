@@ -7,7 +7,7 @@
   form a funnel; mean-field VI underestimates ``tau``, NUTS finds ``E[tau | y]`` (quadrature).
 
 Each section fits a VI run and a NUTS run into the tour folder, compares them
-(:mod:`bayesdl.workflows.compare`) and returns its HTML.
+(:mod:`bayesdl.reports.compare`) and returns its HTML.
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
+from bayesdl.fits.nuts import site_table
+from bayesdl.fits.run import RUN_FILES, Run, fit_run
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.mcmc import RHAT_LIMIT
 from bayesdl.inference.predictive import draw, latent_sites
-from bayesdl.workflows import report
-from bayesdl.workflows.compare import FIGURE, compare_draws
+from bayesdl.reports import page as report
+from bayesdl.reports.compare import FIGURE, compare_draws
 from bayesdl.workflows.options import namespace
 from bayesdl.workflows.registry import REGISTRY
-from bayesdl.workflows.run import RUN_FILES, Run, fit_run
-from bayesdl.workflows.sampling import site_table
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 #: quick settings: the whole of both sections takes about a minute on one core
@@ -87,7 +87,7 @@ def _compare_block(vi: Run, nuts: Run, out: Path, names: tuple[str, str]) -> str
 def checks_block(run: Run) -> str:
     """The VI run's own verdict (``summary.json``'s ``checks``): without NUTS beside it, the
     fit says whether it can be trusted (k-hat: Yao et al. 2018)."""
-    from bayesdl.workflows.checks import verdict_line
+    from bayesdl.fits.checks import verdict_line
 
     s = run.summary
     k = (s.get("checks") or {}).get("k_hat") or {}

@@ -1,6 +1,6 @@
 """A posterior held as draws: what ``bayesdl.fit(..., method="nuts")`` returns.
 
-The same interface as a VI fit's :class:`~bayesdl.posterior.Posterior`, over NUTS draws
+The same interface as a VI fit's :class:`~bayesdl.fits.posterior.Posterior`, over NUTS draws
 ``z_m ~ p(z | D)`` (``[chains, samples, *shape]`` per site) instead of a guide: the summary
 adds split R-hat and the effective sample size per site, predictions are Pyro's
 ``Predictive(model, posterior_samples=...)``, ``to_arviz`` keeps the chains, and ``save``
@@ -16,24 +16,14 @@ from typing import Any
 import torch
 from pyro import poutine
 
-from bayesdl.inference.mcmc import (
-    MCMCResult,
-    diagnostics,
-    draws_table,
-    predictive,
-    with_deterministic,
-)
-from bayesdl.inference.predictive import observation_keys, predictive_inputs
-from bayesdl.inference.serial import serialised
-from bayesdl.posterior import (
+from bayesdl.fits.posterior import (
     STAT_COLUMNS,
     Posterior,
     _check_count,
     arviz_posterior,
     summary_table,
 )
-from bayesdl.workflows.inputs import model_errors, predict_inputs
-from bayesdl.workflows.run import (
+from bayesdl.fits.run import (
     METRICS,
     SUMMARY,
     claimed,
@@ -43,6 +33,16 @@ from bayesdl.workflows.run import (
     write_record,
     write_text,
 )
+from bayesdl.inference.mcmc import (
+    MCMCResult,
+    diagnostics,
+    draws_table,
+    predictive,
+    with_deterministic,
+)
+from bayesdl.inference.predictive import observation_keys, predictive_inputs
+from bayesdl.inference.serial import serialised
+from bayesdl.workflows.inputs import model_errors, predict_inputs
 
 
 @serialised  # one model runs at a time in this process (inference.serial)
@@ -176,7 +176,7 @@ class DrawsPosterior(Posterior):
     def save(self, run_dir: str | Path, overwrite: bool = False) -> Path:
         """Write a NUTS run folder (``config.json``, ``draws.npz``, ``summary.json``,
         ``metrics.jsonl``; the data as ``data.npz`` when given from Python)."""
-        from bayesdl.workflows.sampling import DRAWS, save_draws
+        from bayesdl.fits.nuts import DRAWS, save_draws
 
         out = Path(run_dir)
         if self._run.out is not None and out.resolve() == Path(self._run.out).resolve():

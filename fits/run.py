@@ -23,6 +23,18 @@ import numpy as np
 import pyro
 import torch
 
+from bayesdl.fits import outputs
+from bayesdl.fits import records as run_files
+from bayesdl.fits.checks import vi_checks
+from bayesdl.fits.records import (
+    CONFIG,
+    DATA_FILE,
+    EVALUATION,
+    LOCK,
+    PROTOTYPE,
+    RUN_FILES,
+    SUMMARY,
+)
 from bayesdl.inference import distributed, files
 from bayesdl.inference.convergence import warn_unconverged
 from bayesdl.inference.errors import UserError
@@ -36,18 +48,8 @@ from bayesdl.inference.train import (
     fit,
     restore,
 )
-from bayesdl.workflows import outputs, run_files, trust
+from bayesdl.workflows import trust
 from bayesdl.workflows.base import Problem, Workflow
-from bayesdl.workflows.checks import vi_checks
-from bayesdl.workflows.run_files import (
-    CONFIG,
-    DATA_FILE,
-    EVALUATION,
-    LOCK,
-    PROTOTYPE,
-    RUN_FILES,
-    SUMMARY,
-)
 
 #: options that may change when a run is resumed (they do not change the fit's result)
 RESUMABLE = {
@@ -345,7 +347,7 @@ def fit_run(
     """Fit a registered model (into the run folder ``out`` when given: config, metrics,
     checkpoint, summary, figures)."""
     if getattr(args, "method", "vi") == "nuts":  # Pyro's NUTS sampler instead of a guide
-        from bayesdl.workflows.sampling import nuts_run
+        from bayesdl.fits.nuts import nuts_run
 
         return nuts_run(
             workflow_cls, args, out, resume=resume, overwrite=overwrite, progress=progress
@@ -570,7 +572,7 @@ def load_workflow(
     overrides: dict[str, Any] | None = None,
 ) -> tuple[Workflow, Problem]:
     """A run's workflow and problem rebuilt from its ``config.json``, nothing restored (see
-    :func:`load_run`; a NUTS run's draws: :mod:`bayesdl.workflows.sampling`)."""
+    :func:`load_run`; a NUTS run's draws: :mod:`bayesdl.fits.nuts`)."""
     run_dir = Path(run_dir)
     if not files.is_dir(run_dir, "run folder"):
         raise UserError(f"{run_dir} is not a run folder")
@@ -615,7 +617,7 @@ def evaluate_run(
     seed: int | None = None,
 ) -> dict[str, Any]:
     """Held-out metrics of a run, saved to ``evaluation.json``."""
-    from bayesdl.workflows import sampling
+    from bayesdl.fits import nuts as sampling
 
     if sampling.is_draws_run(run_dir):  # a NUTS run: its draws, no guide
         return sampling.evaluate_draws_run(Path(run_dir), registry, device, seed)
@@ -651,7 +653,7 @@ def predict_run(
     run_dir: Path, registry: dict, path: Path, device: str | None = None, seed: int | None = None
 ) -> dict:
     """Posterior predictive of a run for new inputs."""
-    from bayesdl.workflows import sampling
+    from bayesdl.fits import nuts as sampling
 
     if sampling.is_draws_run(run_dir):  # a NUTS run: its draws, no guide
         return sampling.predict_draws_run(Path(run_dir), registry, Path(path), device, seed)

@@ -16,19 +16,7 @@ import numpy as np
 import torch
 from pyro import poutine
 
-from bayesdl.inference import checkpoint as ckpt
-from bayesdl.inference.errors import UserError
-from bayesdl.inference.moments import (
-    SUMMARY_DRAWS,
-    posterior_rows,
-    seeded,
-    summary_sites,
-)
-from bayesdl.inference.predictive import draw, observation_keys, predictive_inputs
-from bayesdl.inference.scoped_guide import ScopedGuide
-from bayesdl.inference.serial import serialised
-from bayesdl.workflows.inputs import model_errors, predict_inputs
-from bayesdl.workflows.run import (
+from bayesdl.fits.run import (
     CHECKPOINT,
     METRICS,
     SUMMARY,
@@ -41,6 +29,18 @@ from bayesdl.workflows.run import (
     write_record,
     write_text,
 )
+from bayesdl.inference import checkpoint as ckpt
+from bayesdl.inference.errors import UserError
+from bayesdl.inference.moments import (
+    SUMMARY_DRAWS,
+    posterior_rows,
+    seeded,
+    summary_sites,
+)
+from bayesdl.inference.predictive import draw, observation_keys, predictive_inputs
+from bayesdl.inference.scoped_guide import ScopedGuide
+from bayesdl.inference.serial import serialised
+from bayesdl.workflows.inputs import model_errors, predict_inputs
 
 
 @serialised  # one model runs at a time in this process (inference.serial)
@@ -188,7 +188,7 @@ class Posterior:
         _check_count(num_samples, "num_samples")
         problem = self._run.problem
         if corrected:
-            from bayesdl.workflows.checks import corrected_summary
+            from bayesdl.fits.checks import corrected_summary
 
             with problem.scope():
                 return corrected_summary(
@@ -293,7 +293,7 @@ class Posterior:
             f"final ELBO {float('nan') if elbo is None else float(elbo):.4g})"
         )
         if s.get("checks"):
-            from bayesdl.workflows.checks import verdict_line
+            from bayesdl.fits.checks import verdict_line
 
             head += f"\n{verdict_line(s)}"
         rows = self.summary()

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from bayesdl.inference.errors import UserError
-from bayesdl.workflows import report
-from bayesdl.workflows.sbc_report import FIGURE, SBC_FILE
+from bayesdl.reports import page as report
+from bayesdl.reports.sbc_report import FIGURE, SBC_FILE
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 #: replications and fixed steps per fit of each SBC: the section took 28.5 s of CPU, 7.6 of

@@ -22,25 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from bayesdl.inference import files
-from bayesdl.inference.convergence import warn_unconverged
-from bayesdl.inference.devices import resolve_device
-from bayesdl.inference.errors import UserError
-from bayesdl.inference.mcmc import (
-    RHAT_LIMIT,
-    MCMCConfig,
-    MCMCResult,
-    diagnostics,
-    draws_table,
-    refuse_params,
-    run_nuts,
-    with_deterministic,
-)
-from bayesdl.inference.predictive import mean_std
-from bayesdl.workflows import outputs, run_files
-from bayesdl.workflows.base import Problem, Workflow
-from bayesdl.workflows.checks import nuts_checks
-from bayesdl.workflows.run import (
+from bayesdl.fits import outputs
+from bayesdl.fits import records as run_files
+from bayesdl.fits.checks import nuts_checks
+from bayesdl.fits.run import (
     CONFIG,
     METRICS,
     SUMMARY,
@@ -58,6 +43,22 @@ from bayesdl.workflows.run import (
     write_record,
     write_text,
 )
+from bayesdl.inference import files
+from bayesdl.inference.convergence import warn_unconverged
+from bayesdl.inference.devices import resolve_device
+from bayesdl.inference.errors import UserError
+from bayesdl.inference.mcmc import (
+    RHAT_LIMIT,
+    MCMCConfig,
+    MCMCResult,
+    diagnostics,
+    draws_table,
+    refuse_params,
+    run_nuts,
+    with_deterministic,
+)
+from bayesdl.inference.predictive import mean_std
+from bayesdl.workflows.base import Problem, Workflow
 
 DRAWS = run_files.DRAWS
 FIGURE = "nuts_draws.png"
@@ -368,7 +369,7 @@ def predict_draws_run(
 ) -> dict[str, Any]:
     """``bayesdl predict`` of a NUTS run: mean and sd of the observed sites at the inputs of
     ``path`` (a user model's data file; a named model's arrays named like its arguments)."""
-    from bayesdl.draws import DrawsPosterior
+    from bayesdl.fits.draws import DrawsPosterior
 
     run = load_draws_run(run_dir, registry, device)
     _seed(run.workflow, seed)

@@ -8,7 +8,7 @@
   test-time depth rules of :mod:`bayesdl.workflows.stochastic_depth` and the posterior over
   ``z`` of an easy and a hard digit.
 
-Each section fits what it needs (a short fit, through :func:`~bayesdl.workflows.run.fit_run`,
+Each section fits what it needs (a short fit, through :func:`~bayesdl.fits.run.fit_run`,
 the engine of ``bayesdl fit``), draws one figure into ``out/tour_models`` and returns its HTML: the
 figure, a table of the numbers and the lecture's sentence.
 """
@@ -29,15 +29,15 @@ import pyro.distributions as dist
 import torch
 from torch.distributions import kl_divergence
 
+from bayesdl.fits.run import Run, fit_run
 from bayesdl.inference.diagnostics import gradient_draws
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.estimators import Estimator, ScoreFunction, make_estimator
 from bayesdl.inference.importance import log_weights
-from bayesdl.workflows import report
+from bayesdl.reports import page as report
 from bayesdl.workflows.figures import plt, save
 from bayesdl.workflows.options import namespace
 from bayesdl.workflows.registry import REGISTRY
-from bayesdl.workflows.run import Run, fit_run
 
 #: the figures of the three sections, in ``out/tour_models``
 FIGURES = ("claim_vae_mc.png", "claim_gradient_variance.png", "claim_stochastic_depth.png")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from bayesdl.workflows import report
+from bayesdl.reports import page as report
 
 DOC = "docs/full_protocols.md"
 #: (benchmark, protocol, the reference it is set beside, the command)

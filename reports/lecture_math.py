@@ -1,4 +1,4 @@
-"""Closed forms behind the tour's lecture-claim sections (:mod:`bayesdl.workflows.tour_lecture`).
+"""Closed forms behind the tour's lecture-claim sections (:mod:`bayesdl.reports.tour_lecture`).
 
 Coin, ``pi ~ Beta(a, b)``, ``x_n ~ Bern(pi)``, ``h`` heads and ``t`` tails:
 

@@ -14,7 +14,7 @@
 
 Everything is fitted with the public API (:func:`bayesdl.fit`, the named models ``coin`` and
 ``linreg``, :func:`bayesdl.bnn.bayesian`); the closed forms are in
-:mod:`bayesdl.workflows.lecture_math`.
+:mod:`bayesdl.reports.lecture_math`.
 """
 
 from __future__ import annotations
@@ -35,12 +35,13 @@ import torch
 import bayesdl
 import bayesdl.models.coin as coin
 import bayesdl.models.linear_regression as linreg
+from bayesdl.fits.run import RUN_FILES
 from bayesdl.inference.convergence import ConvergenceWarning
 from bayesdl.inference.errors import UserError
-from bayesdl.workflows import lecture_math as lm
-from bayesdl.workflows import metrics, report
+from bayesdl.reports import lecture_math as lm
+from bayesdl.reports import page as report
+from bayesdl.workflows import metrics
 from bayesdl.workflows.figures import plt, save
-from bayesdl.workflows.run import RUN_FILES
 
 FOLDER = "lecture"
 FIT_NS = (10, 100, 1000)  # the collapse section fits coin and linreg at these N
@@ -108,7 +109,7 @@ def _fit(model: Any, data: Any = None, **options: Any):
 
 def _summary(post) -> dict[str, Any]:
     """The run folder's ``summary.json`` (the model's exact-versus-fitted numbers)."""
-    from bayesdl.workflows.run_files import read_summary
+    from bayesdl.fits.records import read_summary
 
     return read_summary(Path(post.run_dir))
 

@@ -16,7 +16,7 @@ from bayesdl.inference import ranks as stats
 from bayesdl.workflows.figures import plt, save
 
 if TYPE_CHECKING:
-    from bayesdl.workflows.sbc_report import SBCResult
+    from bayesdl.reports.sbc_report import SBCResult
 
 #: panels drawn (failing elements first, then the others in order)
 MAX_PANELS = 24

@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from bayesdl.fits.records import LOCK
 from bayesdl.inference import files
 from bayesdl.inference.errors import UserError
-from bayesdl.workflows.run_files import LOCK
 
 
 @contextlib.contextmanager
