@@ -7,7 +7,8 @@
     bayesdl.sbc(model, data={"x": x, "y": y}, replications=100)   # simulation-based calibration
 
 :func:`fit` takes any Pyro model function or a registered model's name, :func:`load` reopens a
-run folder of the CLI or of Python; both return a :class:`Posterior`.
+run folder of the CLI or of Python; both return a :class:`Posterior` (a :class:`GuidePosterior`
+fitted by VI, or a :class:`DrawsPosterior` of NUTS draws).
 """
 
 import importlib
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from bayesdl.api import compare, fit, load, registry
     from bayesdl.calibration import sbc
     from bayesdl.fits.draws import DrawsPosterior
+    from bayesdl.fits.guide_posterior import GuidePosterior
     from bayesdl.fits.posterior import Posterior
     from bayesdl.inference.errors import UserError
     from bayesdl.reports.sbc_report import SBCResult
@@ -28,6 +30,7 @@ __version__ = "0.1.0"
 _LAZY = {"fit": "bayesdl.api", "load": "bayesdl.api", "registry": "bayesdl.api"}
 _LAZY.update(compare="bayesdl.api", DrawsPosterior="bayesdl.fits.draws")
 _LAZY.update(Posterior="bayesdl.fits.posterior", UserError="bayesdl.inference.errors")
+_LAZY.update(GuidePosterior="bayesdl.fits.guide_posterior")
 _LAZY.update(sbc="bayesdl.calibration", SBCResult="bayesdl.reports.sbc_report")
 
 
@@ -45,6 +48,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "DrawsPosterior",
+    "GuidePosterior",
     "Posterior",
     "SBCResult",
     "UserError",

@@ -4,7 +4,8 @@
     post = bayesdl.fit(model, data={"x": x, "y": y}, guide="auto-mvn", steps=2000)
     post.summary(); post.sample(1000); post.predict({"x": x_new}); post.save("runs/mine")
 
-The command line calls the same functions (:mod:`bayesdl.fits.run`): one code path.
+The command line calls the same functions (:mod:`bayesdl.fits.run`): one code path. The
+registry of named models is looked up here only (:func:`registry`, :func:`workflow_for`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bayesdl.fits.posterior import Posterior
-from bayesdl.fits.run import Run, fit_run, load_run, read_config
+from bayesdl.fits.run import fit_posterior, load_posterior
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.serial import one_at_a_time
 
@@ -99,7 +100,7 @@ def fit(
     if guide is not None:
         options["guide"] = guide
     args = namespace(workflow, **options)
-    run = fit_run(
+    return fit_posterior(
         workflow,
         args,
         None if out is None else Path(out),
@@ -107,11 +108,6 @@ def fit(
         overwrite=overwrite,
         progress=True if progress is None else progress,
     )
-    if getattr(args, "method", "vi") == "nuts":
-        from bayesdl.fits.draws import DrawsPosterior
-
-        return DrawsPosterior(run)
-    return Posterior(run)
 
 
 @one_at_a_time
@@ -139,52 +135,19 @@ def load(
 
 
 def _load(run_dir: Path, model, guide, device, plugins) -> Posterior:
-    from bayesdl.fits.records import read_summary
+    from bayesdl.fits.rebuild import run_registry
+    from bayesdl.fits.records import read_config
     from bayesdl.inference import files
-    from bayesdl.workflows.user_model import python_workflow, run_registry
+    from bayesdl.workflows.user_model import python_workflow
 
     if not files.is_dir(run_dir, "run folder"):
         raise UserError(f"{run_dir} is not a run folder")
-    cfg = read_config(run_dir)
     names = dict(registry(plugins))
-    if model is not None:
-        names[cfg["model"]] = python_workflow(model, None)
+    if model is not None:  # the run's model, given again from Python
+        names[read_config(run_dir)["model"]] = python_workflow(model, None)
     else:
         names = run_registry(run_dir, names)
-    if cfg["model"] not in names:
-        raise UserError(
-            f"{run_dir} holds a model defined in Python ({cfg['model']}): pass it again, "
-            "bayesdl.load(dir, model=fn)"
-        )
-    from bayesdl.fits.nuts import is_draws_run, load_draws_run
-
-    if is_draws_run(run_dir):  # NUTS: draws, no guide
-        from bayesdl.fits.draws import DrawsPosterior
-
-        return DrawsPosterior(load_draws_run(run_dir, names, device))
-    overrides = {}
-    if guide is not None:
-        overrides["guide"] = guide
-    elif str(cfg["args"].get("guide", "")).startswith("python:"):
-        raise UserError(
-            f"{run_dir} was fitted with a guide given from Python "
-            f"({cfg['args']['guide'][7:]}): pass it again, bayesdl.load(dir, guide=fn)"
-        )
-    workflow, problem = load_run(run_dir, names, device, overrides)
-    summary = read_summary(run_dir) or {"model": cfg["model"]}
-    from bayesdl.inference import checkpoint as ckpt
-    from bayesdl.inference.train import CHECKPOINT, FitResult
-
-    saved = ckpt.load(run_dir / CHECKPOINT)
-    result = FitResult(
-        steps=int(saved.get("step", 0)),
-        final_elbo=float(summary.get("final_elbo") or float("nan")),
-        wall_seconds=float(summary.get("wall_seconds") or 0.0),
-        device=str(summary.get("device") or "cpu"),
-        history=list(saved.get("history") or []),
-        params=problem.params,
-    )
-    return Posterior(Run(workflow, problem, result, summary, run_dir))
+    return load_posterior(run_dir, names, device, guide)
 
 
 @one_at_a_time

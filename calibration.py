@@ -291,7 +291,7 @@ def run_sbc(
     ]
     if out is None:
         return _loop(sim, options, config, SBCResult(settings, sites, [], notes), progress)
-    from bayesdl.fits.run import locked
+    from bayesdl.fits.folder import locked
 
     out = Path(out)
     done = prepare_folder(out, settings, overwrite=overwrite, resume=resume)
@@ -306,7 +306,7 @@ def prepare_folder(
     """Check and make the folder ``out``; the replications of its ``sbc.json`` to continue
     (``resume``: made with the same settings), else none. An SBC is never replaced without
     ``overwrite``, and a fit's run folder is refused as it is by ``bayesdl fit``."""
-    from bayesdl.fits.run import prepare_out
+    from bayesdl.fits.folder import prepare_out
 
     path = out / SBC_FILE
     if resume and overwrite:
@@ -333,7 +333,7 @@ def _resumed(path: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
     number of replications, and the options that do not change a fit, may differ)."""
     import json
 
-    from bayesdl.fits.run import RESUMABLE
+    from bayesdl.fits.folder import RESUMABLE
 
     try:
         old = json.loads(path.read_text())
@@ -367,7 +367,7 @@ def _resumed(path: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _write(result: SBCResult, figure: bool = False) -> None:
-    from bayesdl.fits.run import write_json
+    from bayesdl.fits.folder import write_json
 
     if figure and result.ranked():
         result.figure(result.out / FIGURE)

@@ -29,26 +29,20 @@ PROG = "bayesdl"
 
 
 def _registry() -> dict:
-    import bayesdl.workflows  # noqa: F401  (registers the built-in models)
-    from bayesdl.workflows.registry import REGISTRY
+    from bayesdl.api import registry
 
-    return REGISTRY
+    return registry()
 
 
 def _lookup(name: str):
-    registry = _registry()
-    from bayesdl.workflows.user_model import file_workflow, is_file_spec
+    from bayesdl.api import workflow_for
 
-    if name not in registry and is_file_spec(name):
-        return file_workflow(name)  # `fit path/to/file.py:model`
-    if name not in registry:
-        raise UserError(f"unknown model {name!r}; known models: {', '.join(sorted(registry))}")
-    return registry[name]
+    return workflow_for(name)  # a registered name or `fit path/to/file.py:model`
 
 
 def _run_registry(run: str, plugins: list[str] = ()) -> dict:
     """The registry with what a saved run needs: the --plugin files given now, its model file."""
-    from bayesdl.workflows.user_model import run_registry
+    from bayesdl.fits.rebuild import run_registry
 
     return run_registry(Path(run), _registry(), plugins)
 
@@ -221,7 +215,8 @@ def cmd_predict(argv: list[str]) -> int:
     _seed_option(p)
     args = p.parse_args(argv)
     from bayesdl.fits import outputs
-    from bayesdl.fits.run import json_text, predict_run
+    from bayesdl.fits.folder import json_text
+    from bayesdl.fits.run import predict_run
 
     if args.output:  # before any work
         outputs.check_file(args.output, args.overwrite, "--output")
@@ -326,7 +321,7 @@ def cmd_tour(argv: list[str]) -> int:
             )
             planned.append((name, workflow, run_argv, args_ns, run_dir))
     if not args.overwrite:  # never replace a run the user made or kept: refuse before fitting
-        from bayesdl.fits.run import RUN_FILES
+        from bayesdl.fits.records import RUN_FILES
 
         for *_, run_dir in planned:
             if run_dir.exists() and (
@@ -396,7 +391,7 @@ def cmd_compare(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from bayesdl.api import compare
     from bayesdl.fits import outputs
-    from bayesdl.fits.run import json_text
+    from bayesdl.fits.folder import json_text
     from bayesdl.inference import files
     from bayesdl.reports.compare import FIGURE
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bayesdl.fits.run import fit_config, fit_problem  # noqa: E402
+from bayesdl.fits.svi import fit_config, fit_problem  # noqa: E402
 from bayesdl.models.bnn import kl  # noqa: E402
 from bayesdl.workflows.bnn import BNN  # noqa: E402
 from bayesdl.workflows.options import fit_parser  # noqa: E402

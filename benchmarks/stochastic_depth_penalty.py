@@ -21,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bayesdl.fits.run import fit_config, fit_problem  # noqa: E402
+from bayesdl.fits.svi import fit_config, fit_problem  # noqa: E402
 from bayesdl.workflows.figures import plt, save  # noqa: E402
 from bayesdl.workflows.options import fit_parser  # noqa: E402
 from bayesdl.workflows.registry import REGISTRY  # noqa: E402

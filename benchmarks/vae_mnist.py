@@ -88,7 +88,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     import torch
 
     import bayesdl.workflows  # noqa: F401
-    from bayesdl.fits.run import load_run
+    from bayesdl.fits.svi import load_run
     from bayesdl.workflows.registry import REGISTRY
 
     torch.set_num_threads(args.threads)

@@ -1,3 +1,5 @@
-"""Fits: run folders and what is loaded from them: a run's records (config.json, summary.json,
-metrics.jsonl), fitting a run by SVI (:mod:`.run`) or NUTS (:mod:`.nuts`), the checks of its
-result (:mod:`.checks`), and the posteriors read back (:mod:`.posterior`, :mod:`.draws`)."""
+"""Fits: run folders and what is read back from them. A run is fitted, reopened, evaluated and
+asked for predictions by its inference method, chosen once (:mod:`.methods`: VI in :mod:`.svi`,
+NUTS in :mod:`.nuts`), through :mod:`.run`; what is read back is a :class:`.posterior.Posterior`
+(:mod:`.guide_posterior` for VI, :mod:`.draws` for NUTS). The folder itself: :mod:`.records`
+(reading), :mod:`.folder` (writing, the lock, --resume), :mod:`.recording` (config.json)."""

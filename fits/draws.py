@@ -1,6 +1,6 @@
 """A posterior held as draws: what ``bayesdl.fit(..., method="nuts")`` returns.
 
-The same interface as a VI fit's :class:`~bayesdl.fits.posterior.Posterior`, over NUTS draws
+The :class:`~bayesdl.fits.posterior.Posterior` interface (as a VI fit's guide), over NUTS draws
 ``z_m ~ p(z | D)`` (``[chains, samples, *shape]`` per site) instead of a guide: the summary
 adds split R-hat and the effective sample size per site, predictions are Pyro's
 ``Predictive(model, posterior_samples=...)``, ``to_arviz`` keeps the chains, and ``save``
@@ -16,23 +16,17 @@ from typing import Any
 import torch
 from pyro import poutine
 
+from bayesdl.fits.draws_file import DRAWS, save_draws
+from bayesdl.fits.folder import claimed, prepare_out, write_json, write_text
 from bayesdl.fits.posterior import (
     STAT_COLUMNS,
     Posterior,
-    _check_count,
     arviz_posterior,
+    check_count,
     summary_table,
 )
-from bayesdl.fits.run import (
-    METRICS,
-    SUMMARY,
-    claimed,
-    folder_record,
-    prepare_out,
-    write_json,
-    write_record,
-    write_text,
-)
+from bayesdl.fits.recording import folder_record, write_record
+from bayesdl.fits.records import METRICS, SUMMARY
 from bayesdl.inference.mcmc import (
     MCMCResult,
     diagnostics,
@@ -48,11 +42,11 @@ from bayesdl.workflows.inputs import model_errors, predict_inputs
 @serialised  # one model runs at a time in this process (inference.serial)
 class DrawsPosterior(Posterior):
     """NUTS draws of a model's posterior (:func:`bayesdl.fit` with ``method="nuts"``, or
-    :func:`bayesdl.load` of a NUTS run).
-
-    ``.draws`` (by chain), ``.diagnostics()``, ``.summary()``, ``.sample(n)``,
-    ``.predict(data, n)``, ``.save(dir)``, ``.to_arviz()``, ``.converged`` (R-hat < 1.05).
+    :func:`bayesdl.load` of a NUTS run): the :class:`~bayesdl.fits.posterior.Posterior`
+    interface, and ``.draws`` (by chain), ``.result``, ``.observed_sites()``.
     """
+
+    method = "nuts"
 
     @property
     def result(self) -> MCMCResult:
@@ -107,7 +101,7 @@ class DrawsPosterior(Posterior):
         flat = self.result.flat()
         if num_samples is None:
             return flat
-        _check_count(num_samples, "num_samples")
+        check_count(num_samples, "num_samples")
         m = next(iter(flat.values())).shape[0]
         device = next(iter(flat.values())).device
         idx = (
@@ -156,7 +150,7 @@ class DrawsPosterior(Posterior):
         the model at the inputs ``data`` (as :meth:`Posterior.predict`), from
         ``Predictive(model, posterior_samples=...)``; a discrete site summed out by NUTS is
         drawn given each draw (right for new data points)."""
-        _check_count(num_samples, "num_samples")
+        check_count(num_samples, "num_samples")
         problem = self._run.problem
         data = predict_inputs(problem.model, problem.data, data)  # one UserError per problem
         observed = observation_keys(problem.model, problem.data)
@@ -176,8 +170,6 @@ class DrawsPosterior(Posterior):
     def save(self, run_dir: str | Path, overwrite: bool = False) -> Path:
         """Write a NUTS run folder (``config.json``, ``draws.npz``, ``summary.json``,
         ``metrics.jsonl``; the data as ``data.npz`` when given from Python)."""
-        from bayesdl.fits.nuts import DRAWS, save_draws
-
         out = Path(run_dir)
         if self._run.out is not None and out.resolve() == Path(self._run.out).resolve():
             return out

@@ -19,30 +19,18 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from bayesdl.fits import outputs
-from bayesdl.fits import records as run_files
+from bayesdl.fits import outputs, records
+from bayesdl.fits.base import Run, build, seed_draws
 from bayesdl.fits.checks import nuts_checks
-from bayesdl.fits.run import (
-    CONFIG,
-    METRICS,
-    SUMMARY,
-    Run,
-    _seed,
-    _writable,
-    build,
-    claimed,
-    fit_config,
-    folder_record,
-    load_workflow,
-    prepare_out,
-    read_config,
-    write_json,
-    write_record,
-    write_text,
-)
+from bayesdl.fits.draws import DrawsPosterior
+from bayesdl.fits.draws_file import check_sites, load_draws, save_draws
+from bayesdl.fits.folder import claimed, prepare_out, writable, write_json, write_text
+from bayesdl.fits.rebuild import load_workflow
+from bayesdl.fits.recording import folder_record, write_record
+from bayesdl.fits.records import DRAWS, EVALUATION, METRICS, SUMMARY
+from bayesdl.fits.svi import fit_config
 from bayesdl.inference import files
 from bayesdl.inference.convergence import warn_unconverged
 from bayesdl.inference.devices import resolve_device
@@ -60,7 +48,6 @@ from bayesdl.inference.mcmc import (
 from bayesdl.inference.predictive import mean_std
 from bayesdl.workflows.base import Problem, Workflow
 
-DRAWS = run_files.DRAWS
 FIGURE = "nuts_draws.png"
 #: sites of more elements are left out of summary.json (as for VI runs)
 MAX_ELEMENTS = 100
@@ -73,79 +60,10 @@ def mcmc_config(args: argparse.Namespace) -> MCMCConfig:
     )
 
 
-def is_draws_run(run_dir: str | Path) -> bool:
-    """Whether the run folder holds a NUTS run (its ``config.json`` says ``method: nuts``)."""
-    if files.entry(Path(run_dir) / CONFIG) is None:
-        return False
-    try:
-        return read_config(run_dir)["args"].get("method") == "nuts"
-    except UserError:  # load_run says what is wrong with it
-        return False
-
-
-# ----------------------------------------------------------------------------- draws.npz
-
-
-def save_draws(path: Path, draws: dict[str, torch.Tensor]) -> None:
-    """``draws.npz``: one array per site, ``[chains, samples, *shape]``, written atomically
-    (never through a link)."""
-    arrays = {k: v.detach().cpu().numpy() for k, v in draws.items()}
-    files.write_with(Path(path), lambda f: np.savez(f, **arrays))
-
-
-def load_draws(path: Path) -> dict[str, torch.Tensor]:
-    """The draws of ``draws.npz`` (never unpickled; a regular file, not a link, of ``.npy``
-    members stored as ``np.savez`` writes them), checked: finite numeric arrays of one shape
-    ``[chains, samples, ...]`` in front, at least one."""
-    arrays = files.load_npz(path, "the draws", follow=False, stored=True)
-    if not arrays:
-        raise UserError(f"the draws {path} hold no arrays")
-    lead = None
-    for k, a in arrays.items():
-        if a.dtype.kind not in "biuf" or a.ndim < 2 or (lead is not None and a.shape[:2] != lead):
-            raise UserError(
-                f"{path}: {k!r} is not a numeric array of draws [chains, samples, ...] like "
-                "the others"
-            )
-        if a.dtype.kind == "f" and not np.isfinite(a).all():
-            raise UserError(f"{path}: the draws of {k!r} hold NaN or infinite values")
-        lead = a.shape[:2]
-    return {k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in arrays.items()}
-
-
-def check_sites(problem: Problem, draws: dict[str, torch.Tensor], path: Path) -> None:
-    """Refuse draws that are not of the model's continuous latent sites, all of them, each of
-    its site's shape (a model run with other draws would sample the rest from the prior)."""
-    import pyro
-    from pyro import poutine
-
-    with torch.no_grad(), pyro.get_param_store().scope(), poutine.block():
-        tr = poutine.trace(problem.model).get_trace(**problem.data)
-    sites = {
-        n: s
-        for n, s in tr.nodes.items()
-        if s["type"] == "sample"
-        and not s["is_observed"]
-        and type(s["fn"]).__name__ != "_Subsample"
-        and not s["infer"].get("_deterministic")
-    }
-    unknown = sorted(set(draws) - set(sites))
-    missing = sorted(n for n, s in sites.items() if not s["fn"].support.is_discrete)
-    missing = [n for n in missing if n not in draws]
-    wrong = [n for n in draws if n in sites and draws[n].shape[2:] != sites[n]["value"].shape]
-    if unknown or missing or wrong:
-        why = "; ".join(
-            f"{what} {', '.join(map(repr, names))}"
-            for what, names in (("no site", unknown), ("no draws of", missing), ("shape", wrong))
-            if names
-        )
-        raise UserError(f"{path} does not hold draws of this model's latent sites ({why})")
-
-
 # ----------------------------------------------------------------------------- fitting
 
 
-def nuts_run(
+def fit_run(
     workflow_cls: type[Workflow],
     args: argparse.Namespace,
     out: Path | None,
@@ -164,12 +82,12 @@ def nuts_run(
         raise UserError("a NUTS run cannot be resumed: run it again (with --overwrite)")
     workflow = workflow_cls(args)
     if out is None:
-        problem = build(workflow)
+        problem = build(workflow, guided=False)
         result = _sample(workflow, problem, args, progress)
         return Run(workflow, problem, result, summarize_draws(workflow, problem, args, result))
     out = Path(out)
     prepare_out(out, resume=False, overwrite=overwrite, make=False)
-    problem = build(workflow)  # the model and data are checked before --out is touched
+    problem = build(workflow, guided=False)  # model and data checked before --out is touched
     refuse_params(problem.model, problem.data, _name(workflow))
     with claimed(out, resume=False, overwrite=overwrite):
         write_record(out, *folder_record(workflow))
@@ -311,19 +229,26 @@ def draws_figure(draws: dict[str, torch.Tensor], out: Path, max_panels: int = 6)
 # ----------------------------------------------------------------------------- run folders
 
 
-def load_draws_run(run_dir: Path, registry: dict, device: str | None = None) -> Run:
-    """A NUTS run folder as a :class:`Run`: workflow, problem (model and data), draws."""
+def load(
+    run_dir: Path,
+    registry: dict,
+    device: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Run:
+    """A NUTS run folder as a :class:`Run`: workflow, problem (model and data), draws.
+    ``overrides`` are not read: the draws are what the run holds (a guide given again to
+    :func:`bayesdl.load` has nothing to do)."""
     run_dir = Path(run_dir)
     if files.entry(run_dir / DRAWS) is None:
         raise UserError(f"{run_dir} is a NUTS run without its draws ({DRAWS})")
-    workflow, problem = load_workflow(run_dir, registry, device)
+    workflow, problem = load_workflow(run_dir, registry, device, guided=False)
     dev = resolve_device(workflow.args.device)
     problem.data = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in problem.data.items()}
     draws = {k: v.to(dev) for k, v in load_draws(run_dir / DRAWS).items()}
     check_sites(problem, draws, run_dir / DRAWS)
-    summary = run_files.read_summary(run_dir)
+    summary = records.read_summary(run_dir)
     if summary is None:
-        summary = {"model": read_config(run_dir)["model"], "method": "nuts"}
+        summary = {"model": records.read_config(run_dir)["model"], "method": "nuts"}
     chains = summary.get("chain_stats") or []
     result = MCMCResult(
         draws=draws,
@@ -335,16 +260,21 @@ def load_draws_run(run_dir: Path, registry: dict, device: str | None = None) -> 
     return Run(workflow, problem, result, summary, run_dir)
 
 
-def evaluate_draws_run(
-    run_dir: Path, registry: dict, device: str | None = None, seed: int | None = None
+def evaluate(
+    run_dir: Path,
+    registry: dict,
+    device: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """``bayesdl evaluate`` of a NUTS run: the draws' table (mean, sd, R-hat, ESS), the
-    sampler's statistics and, for models that have one, the exact posterior."""
-    run = load_draws_run(run_dir, registry, device)
-    target = Path(run_dir) / run_files.EVALUATION
-    if not _writable(Path(run_dir)) or (target.is_file() and not os.access(target, os.W_OK)):
+    sampler's statistics and, for models that have one, the exact posterior (``overrides``
+    are not read: the draws are what they are)."""
+    run = load(run_dir, registry, device)
+    target = Path(run_dir) / EVALUATION
+    if not writable(Path(run_dir)) or (target.is_file() and not os.access(target, os.W_OK)):
         raise UserError(f"cannot write {target}: the run folder is read-only (evaluate a copy)")
-    _seed(run.workflow, seed)
+    seed_draws(run.workflow, seed)
     result: dict[str, Any] = {
         "posterior": site_table(run.result.draws, MAX_ELEMENTS),
         "divergences": sum(c.get("divergences", 0) for c in run.result.chains),
@@ -359,7 +289,7 @@ def evaluate_draws_run(
     return result
 
 
-def predict_draws_run(
+def predict(
     run_dir: Path,
     registry: dict,
     path: Path,
@@ -369,10 +299,8 @@ def predict_draws_run(
 ) -> dict[str, Any]:
     """``bayesdl predict`` of a NUTS run: mean and sd of the observed sites at the inputs of
     ``path`` (a user model's data file; a named model's arrays named like its arguments)."""
-    from bayesdl.fits.draws import DrawsPosterior
-
-    run = load_draws_run(run_dir, registry, device)
-    _seed(run.workflow, seed)
+    run = load(run_dir, registry, device)
+    seed_draws(run.workflow, seed)
     reader = getattr(run.workflow, "data", None)
     if callable(reader) and hasattr(run.workflow.args, "x_cols"):  # a user model's data file
         new = reader(str(path), require_y=False)
@@ -392,3 +320,10 @@ def predict_draws_run(
     draws = post.predict(new, num_samples)
     observed = run.problem.extra.get("observed") or post.observed_sites()
     return {"num_samples": num_samples, **mean_std({k: draws[k] for k in observed if k in draws})}
+
+
+def sample(run_dir: Path, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """``bayesdl sample`` draws from a fitted generative model's guide: a NUTS run has none."""
+    raise UserError(
+        f"{run_dir} is a NUTS run: `bayesdl sample` draws from a generative model fitted by VI"
+    )

@@ -589,7 +589,7 @@ def test_ctrl_c_outside_the_training_loop_is_one_line(tmp_path, capsys, monkeypa
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("bayesdl.fits.run.build", interrupted)
+    monkeypatch.setattr("bayesdl.fits.svi.build", interrupted)
     capsys.readouterr()
     assert cli.main(["fit", *COIN, "--out", str(tmp_path / "r")]) == 130
     err = capsys.readouterr().err

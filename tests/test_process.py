@@ -55,7 +55,7 @@ module, _, name = {
     "loop": "bayesdl.inference.train:Trainer.update",
     "nuts-setup": "bayesdl.inference.mcmc:latent_dimension",
     "nuts-warmup": "pyro.infer.mcmc.nuts:NUTS.sample",
-    "summary": "bayesdl.fits.run:summarize",
+    "summary": "bayesdl.fits.svi:summarize",
 }[moment].partition(":")
 owner = importlib.import_module(module)
 *path, attr = name.split(".")

@@ -79,7 +79,7 @@ def test_coin_tour_page_renders(browser, cli, tmp_path):
 def test_lecture_claims_sections_render(browser, tmp_path):
     import torch
 
-    from bayesdl.fits.run import write_text
+    from bayesdl.fits.folder import write_text
     from bayesdl.reports import page as report
     from bayesdl.reports import tour_models
 

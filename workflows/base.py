@@ -56,6 +56,9 @@ class Workflow:
     fit_defaults: ClassVar[dict[str, Any]] = {}
     #: whether ``--inference nuts`` may sample this model (small continuous models)
     nuts: ClassVar[bool] = False
+    #: whether :meth:`build` pairs the model with a guide: false when the method that fits the
+    #: run draws the posterior without one (NUTS); set by that method (``bayesdl.fits.methods``)
+    guided: bool = True
     #: the runs `bayesdl tour` makes of this model, each a list of `fit` arguments
     #: (quick settings, bundled data)
     tour_runs: ClassVar[list[list[str]]] = [[]]

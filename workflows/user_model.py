@@ -49,7 +49,6 @@ from pyro.infer.autoguide.initialization import (
 from pyro.poutine.messenger import Messenger
 
 from bayesdl.datasets.io import check_fits, load_arrays
-from bayesdl.inference import files
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.estimators import make_estimator, marked_for_enumeration
 from bayesdl.inference.predictive import (
@@ -261,38 +260,6 @@ def absolute_spec(s: str) -> str:
     if not sep or not path.endswith(".py"):
         return s  # split_spec says what is wrong with it
     return f"{absolute_path(path)}:{name}"
-
-
-def run_registry(run_dir: str | Path, registry: dict, plugins: Iterable[str] = ()) -> dict:
-    """The registry a saved run needs, importing no code because its ``config.json`` names it.
-
-    ``plugins`` are the ``--plugin`` files the user passes now (a plugin's run needs them again:
-    the plugins listed in ``config.json`` are not imported). A built-in model's run imports
-    nothing; a run of ``fit FILE.py:FUNCTION`` imports that file only if this user fitted it
-    (or names it now, ``--model-file``), by :mod:`bayesdl.workflows.trust`'s rule.
-    """
-    from bayesdl.fits.records import CONFIG, read_config
-
-    load_plugins(plugins)
-    cfg_path = Path(run_dir) / CONFIG
-    if not files.is_dir(run_dir, "run folder") or files.entry(cfg_path) is None:
-        return registry  # load_run says what is wrong with the folder
-    cfg = read_config(run_dir)
-    args, model = cfg["args"], cfg["model"]
-    if model in registry:
-        return registry
-    model_file, function = args.get("model_file"), args.get("model_function")
-    if model_file and function:
-        with trust.folder_code(cfg_path, cfg):
-            return {**registry, model: file_workflow(model, str(model_file), str(function))}
-    named = [str(f) for f in args.get("plugin") or []]
-    if named:
-        files_ = " ".join(f"--plugin {f}" for f in named)
-        raise UserError(
-            f"{run_dir} was fitted with model {model!r} of a plugin; bayesdl does not import "
-            f"the files a run folder names: if you trust it, add {files_}"
-        )
-    return registry
 
 
 def run_file_records(args: argparse.Namespace) -> dict[str, dict]:
@@ -792,7 +759,7 @@ class UserModel(Workflow):
             a.estimator = "enum"
             self.chosen = "enum: the model marks its discrete sites for enumeration"
         spec = resolve_guide(a.guide, tr, discrete)
-        if getattr(a, "method", "vi") == "nuts":  # sampled by NUTS: no guide (workflows.sampling)
+        if not self.guided:  # the method draws without a guide (NUTS: bayesdl.fits.methods)
             guide = None
         elif self.is_autoguide(a.guide):
             guide = self.make_guide(model, discrete, spec)

@@ -97,7 +97,7 @@ def test_predict_matches_exact_predictive(fitted):
 def test_predict_finds_the_observed_arguments_once(fitted, monkeypatch):
     """Finding them runs the model on all the training data (seconds a call on MNIST): once
     per posterior, not on every ``predict``; the second call draws ``y`` as the first."""
-    import bayesdl.fits.posterior as posterior_mod
+    import bayesdl.fits.guide_posterior as posterior_mod
 
     post = fitted[0]
     post._observed = None

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import bayesdl.models.bnn as bnn
-from bayesdl.fits.run import fit_config, fit_problem
+from bayesdl.fits.svi import fit_config, fit_problem
 from bayesdl.workflows import metrics
 from bayesdl.workflows.bnn import BNN
 from bayesdl.workflows.options import fit_parser

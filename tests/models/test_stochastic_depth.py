@@ -9,7 +9,7 @@ import pyro
 import pytest
 import torch
 
-from bayesdl.fits.run import fit_config, fit_problem
+from bayesdl.fits.svi import fit_config, fit_problem
 from bayesdl.guides.stochastic_depth import AmortizedDepthGuide
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.estimators import make_estimator

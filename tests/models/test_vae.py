@@ -12,7 +12,8 @@ import torch
 from pyro.infer import Trace_ELBO
 
 import bayesdl.workflows  # noqa: F401  (registers the models)
-from bayesdl.fits.run import evaluate_run, load_run, sample_run
+from bayesdl.fits.run import evaluate_run, sample_run
+from bayesdl.fits.svi import load_run
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.importance import iw_log_marginal, log_weights
 from bayesdl.models.vae import ppca_log_marginal, ppca_max_log_likelihood
