@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shlex
 import sys
-import time
 from pathlib import Path
 
 from bayesdl.inference.errors import UserError
@@ -258,18 +255,6 @@ def cmd_sample(argv: list[str]) -> int:
     return 0
 
 
-#: modules adding sections to the whole tour, in order; each has ``refuse_existing(out)`` (raise
-#: UserError, before anything is fitted, if ``out`` holds its runs) and
-#: ``sections(out, overwrite, progress) -> list[str]`` (HTML, one string a section)
-TOUR_SECTIONS = [
-    "bayesdl.reports.tour_nuts",
-    "bayesdl.reports.tour_lecture",
-    "bayesdl.reports.tour_models",
-    "bayesdl.reports.tour_sbc",
-    "bayesdl.reports.tour_full_protocols",
-]
-
-
 def cmd_tour(argv: list[str]) -> int:
     p = Parser(prog=f"{PROG} tour", description="fit every model on bundled data, one HTML report")
     p.add_argument("--out", required=True, help="report folder (index.html and one folder per run)")
@@ -291,82 +276,24 @@ def cmd_tour(argv: list[str]) -> int:
     check_threads(args.threads)
     import torch
 
-    from bayesdl.fits import outputs
-    from bayesdl.fits.run import run_fit
-    from bayesdl.reports import page as report
+    from bayesdl.reports import tour
 
     torch.set_num_threads(args.threads)
-
     registry = _registry()
-    lecture = ["coin", "linreg", "bnn", "vae", "stochastic-depth"]  # the lecture's order
-    known = [n for n in lecture if n in registry] + sorted(set(registry) - set(lecture))
-    names = known if not args.only else [n.strip() for n in args.only.split(",") if n.strip()]
-    if not names:
-        raise UserError("--only names no model")
+    names = tour.model_names(registry, args.only)
     for n in names:
         if n not in registry:
             _lookup(n)  # the "unknown model" error
             raise UserError(f"tour fits registered models only, not {n!r}: use `fit {n}`")
     out = Path(args.out)
-    index = out / "index.html"
-    outputs.check_file(index, args.overwrite, "--out")  # before anything is fitted
-    outputs.check_no_links(out)
-    planned = []  # (name, workflow, argv, options, run folder) of every run, checked up front
-    for name in names:
-        workflow = registry[name]
-        for i, run_argv in enumerate(workflow.tour_runs):
-            args_ns = fit_parser(workflow, f"{PROG} fit {name}").parse_args(run_argv)
-            run_dir = out / (
-                name if len(workflow.tour_runs) == 1 else f"{name}-{i + 1}-{args_ns.guide}"
-            )
-            planned.append((name, workflow, run_argv, args_ns, run_dir))
-    if not args.overwrite:  # never replace a run the user made or kept: refuse before fitting
-        from bayesdl.fits.records import RUN_FILES
-
-        for *_, run_dir in planned:
-            if run_dir.exists() and (
-                not run_dir.is_dir() or any(os.path.lexists(run_dir / f) for f in RUN_FILES)
-            ):
-                raise UserError(
-                    f"tour: {run_dir} already holds a run; choose another --out, or add "
-                    "--overwrite to replace the tour's runs"
-                )
-    from importlib import import_module
-
-    # sections that show a claim of the lecture (VI beside NUTS, ...): whole-tour only
-    extras = [] if args.only else [import_module(m) for m in TOUR_SECTIONS]
-    if not args.overwrite:
-        for module in extras:
-            module.refuse_existing(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot make {out}: {e.strerror or e}") from None
-    sections, t0 = [], time.perf_counter()
-    for name in names:
-        workflow = registry[name]
-        runs = []
-        for _, _, run_argv, args_ns, run_dir in (r for r in planned if r[0] == name):
-            print(f"[tour] {name} {' '.join(run_argv)}", file=sys.stderr)
-            summary = run_fit(
-                workflow, args_ns, run_dir, overwrite=args.overwrite, progress=not args.quiet
-            )
-            command = f"{PROG} fit {name} {shlex.join(run_argv)} --out {run_dir}"
-            runs.append(
-                {
-                    "label": f"{name}: guide {args_ns.guide}",
-                    "summary": summary,
-                    "dir": run_dir,
-                    "rows": workflow(args_ns).comparison(summary),
-                    "command": command,
-                }
-            )
-        sections.append(report.section(name, workflow.description, runs))
-    for module in extras:
-        sections += module.sections(out, overwrite=args.overwrite, progress=not args.quiet)
-    elapsed = time.perf_counter() - t0
-    header = f"Every registered model fitted with quick defaults; {elapsed:.0f} s in all."
-    outputs.write(index, report.page(sections, header), overwrite=args.overwrite, flag="--out")
+    tour.run(
+        registry,
+        names,
+        out,
+        whole=not args.only,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
     print(f"tour: {len(names)} models -> {out / 'index.html'}")
     return 0
 

@@ -78,8 +78,11 @@ def page(sections: list[str], header: str) -> str:
         "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
         "color:#222}table{border-collapse:collapse;margin:.5em 0}"
         "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}"
-        "td:first-child,th:first-child{text-align:left}.figs img{max-width:48%;margin:.3em}"
-        ".figs.wide img{max-width:100%}"
+        "td:first-child,th:first-child{text-align:left}"
+        # every figure at its own size (120 dpi), side by side where they fit, shrunk only to
+        # the page's width: a wide figure's labels stay as large as the small ones'
+        ".figs{display:flex;flex-wrap:wrap;align-items:flex-start;gap:.3em}"
+        ".figs img{max-width:100%;height:auto}"
         "section{border-top:2px solid #ddd;margin-top:2em}.meta{color:#555;font-size:.9em}"
         "pre{font-size:.75em;background:#f6f6f6;padding:.5em;overflow:auto}"
     )

@@ -8,18 +8,27 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 
 from bayesdl.inference import ranks as stats
 from bayesdl.workflows.figures import plt, save
 
-if TYPE_CHECKING:
-    from bayesdl.reports.sbc_report import SBCResult
-
 #: panels drawn (failing elements first, then the others in order)
 MAX_PANELS = 24
+
+
+class RankedResult(Protocol):
+    """What the histograms read of an SBC result (:class:`bayesdl.reports.sbc_report.SBCResult`
+    is one): every element's test, the verdict, the settings (``num_draws``, ``model``,
+    ``method``, ``guide``) and the replications whose fit succeeded."""
+
+    tests: list[stats.RankTest]
+    verdict: str
+    settings: dict[str, Any]
+
+    def ranked(self) -> list[dict[str, Any]]: ...
 
 
 def short_name(model: str) -> str:
@@ -30,7 +39,7 @@ def short_name(model: str) -> str:
     return f"{Path(path).name}:{fn}" if path else model
 
 
-def rank_histograms(result: SBCResult, path: Path) -> Path:
+def rank_histograms(result: RankedResult, path: Path) -> Path:
     """Draw the histograms of ``result`` 's elements into the PNG ``path``."""
     tests = sorted(result.tests, key=lambda t: not t.fails)[:MAX_PANELS]
     replications, num_draws = len(result.ranked()), result.settings["num_draws"]

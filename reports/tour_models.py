@@ -100,16 +100,9 @@ def log_px_curve(
     return {k: (lw.reshape(k_max // k, k, -1).logsumexp(1) - math.log(k)).mean(0) for k in ks}
 
 
-def vae_section(out: Path, quick: bool = False) -> tuple[str, dict]:
-    """log p(x) of a fitted VAE by Monte Carlo from p(z) and by importance sampling from
-    q(z | x), against K; returns the HTML and the numbers."""
-    t0 = time.perf_counter()
-    steps, n_test, ks = (150, 20, VAE_K[:4]) if quick else (1000, 100, VAE_K)
-    options = {"steps": steps, "lr": 3e-3, "latent_dim": 8}
-    argv = ["--steps", str(steps), "--lr", "3e-3", "--latent-dim", "8"]
-    run = _fit("vae", argv, options)
-    problem = run.problem
-    x = problem.extra["x_test"][:n_test]
+def vae_numbers(problem, x: torch.Tensor, ks: tuple[int, ...]) -> tuple[list[list], dict]:
+    """Per K: plain Monte Carlo from p(z) and importance sampling from q(z | x) (means over the
+    digits ``x`` and their standard errors, the paired gap) and the mean KL(q(z|x) || p(z))."""
     with problem.scope(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         mc = log_px_curve(problem.model, prior_guide(8), x, ks)
@@ -128,9 +121,11 @@ def vae_section(out: Path, quick: bool = False) -> tuple[str, dict]:
                 numbers[key + "_se"].append(se(v))
     numbers["gap_se"] = [r[-1] for r in rows]
     numbers["kl"] = kl.mean().item()
-    # the fewest prior samples whose estimate comes within 0.1 nats of importance sampling's K = 1
-    match = next((k for k in ks if numbers["mc"][ks.index(k)] >= numbers["iw"][0] - 0.1), None)
+    return rows, numbers
 
+
+def draw_vae(out: Path, ks: tuple[int, ...], numbers: dict, x: torch.Tensor) -> None:
+    """The two estimates against K, and their gap beside K = exp(KL)."""
     fig, (ax, ax_gap) = plt.subplots(1, 2, figsize=(10, 3.8))
     for key, label, color in (
         ("mc", "plain MC: log mean p(x | z_k), z_k ~ p(z)", "C3"),
@@ -155,6 +150,21 @@ def vae_section(out: Path, quick: bool = False) -> tuple[str, dict]:
     ax_gap.legend(fontsize=8)
     save(fig, out, FIGURES[0])
 
+
+def vae_section(out: Path, quick: bool = False) -> tuple[str, dict]:
+    """log p(x) of a fitted VAE by Monte Carlo from p(z) and by importance sampling from
+    q(z | x), against K; returns the HTML and the numbers."""
+    t0 = time.perf_counter()
+    steps, n_test, ks = (150, 20, VAE_K[:4]) if quick else (1000, 100, VAE_K)
+    options = {"steps": steps, "lr": 3e-3, "latent_dim": 8}
+    argv = ["--steps", str(steps), "--lr", "3e-3", "--latent-dim", "8"]
+    run = _fit("vae", argv, options)
+    problem = run.problem
+    x = problem.extra["x_test"][:n_test]
+    rows, numbers = vae_numbers(problem, x, ks)
+    # the fewest prior samples whose estimate comes within 0.1 nats of importance sampling's K = 1
+    match = next((k for k in ks if numbers["mc"][ks.index(k)] >= numbers["iw"][0] - 0.1), None)
+    draw_vae(out, ks, numbers, x)
     claim = (
         f"at K = 1 plain Monte Carlo is {numbers['gap'][0]:.1f} +- {numbers['gap_se'][0]:.1f} "
         f"nats below importance sampling ({numbers['iw'][0]:.2f} nats), and "

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, ClassVar
 
 import pyro
@@ -66,6 +68,10 @@ class Workflow:
     #: the model's own options: a dataclass, one field per option (``--prior-a`` is field
     #: ``prior_a``; see :mod:`bayesdl.workflows.options`); ``None``: none
     options: ClassVar[type | None] = None
+    #: the module of this model's report in :mod:`bayesdl.reports` (``"coin"``:
+    #: ``bayesdl.reports.coin``), with ``figures(workflow, problem, out)`` and
+    #: ``comparison(workflow, summary)``; ``None``: none (see :func:`report_module`)
+    report: ClassVar[str | None] = None
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
@@ -109,8 +115,9 @@ class Workflow:
         return {}
 
     def figures(self, problem: Problem, out: Path) -> list[str]:
-        """Write PNG figures into ``out``; return their file names."""
-        return []
+        """Write PNG figures into ``out``; return their file names (the :attr:`report`'s)."""
+        report = report_module(type(self))
+        return report.figures(self, problem, out) if report is not None else []
 
     def evaluate(self, problem: Problem, out: Path) -> dict[str, Any]:
         """Held-out metrics of a fitted run."""
@@ -125,8 +132,23 @@ class Workflow:
         raise UserError(f"model {self.name!r} has no sample")
 
     def comparison(self, summary: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-        """Rows ``(quantity, exact or reference, fitted)`` for the tour report."""
-        return []
+        """Rows ``(quantity, exact or reference, fitted)`` for the tour report (the
+        :attr:`report`'s)."""
+        report = report_module(type(self))
+        return report.comparison(self, summary) if report is not None else []
+
+
+def report_module(workflow: type[Workflow]) -> ModuleType | None:
+    """The report of a named model, ``bayesdl.reports.<workflow.report>``, imported by name when
+    a run asks for its figures or the tour for its rows.
+
+    The report floor sits above the workflows and the run folders, so neither imports it: a
+    model declares its report by name (a class attribute, the code's, never a run folder's
+    ``config.json``) and this one function finds it, as a plugin is found by its entry point.
+    """
+    if workflow.report is None:
+        return None
+    return importlib.import_module(f"bayesdl.reports.{workflow.report}")
 
 
 def file_sha256(path: Path) -> str:

@@ -18,7 +18,6 @@ from bayesdl.datasets.io import load_arrays
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.predictive import sample_posterior
 from bayesdl.workflows.base import Problem, Workflow
-from bayesdl.workflows.figures import plt, save
 from bayesdl.workflows.registry import register
 
 #: the most flips --heads/--tails or --simulate make (a tensor of 40 MB)
@@ -51,6 +50,7 @@ class Coin(Workflow):
     """``pi ~ Beta(a, b)``, ``x_n ~ Bern(pi)``: exact posterior known, three estimates compared."""
 
     name = "coin"
+    report = "coin"
     description = "coin tossing, Beta-Bernoulli: full Bayes vs MAP vs MLE"
     latent = "continuous"
     default_estimator = "reparam"
@@ -172,67 +172,6 @@ class Coin(Workflow):
             out["fitted"] = {"pi_hat": pi_hat, "predictive": pi_hat}
         return out
 
-    def figures(self, problem: Problem, out: Path) -> list[str]:
-        s = self.summarize(problem)
-        a, b = s["prior"]["a"], s["prior"]["b"]
-        grid = torch.linspace(1e-3, 1 - 1e-3, 400)
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-        ax.plot(
-            grid,
-            Beta(a, b).log_prob(grid).exp(),
-            "--",
-            color="grey",
-            label=f"prior Beta({a:g}, {b:g})",
-        )
-        pa, pb = s["exact_posterior"]["a"], s["exact_posterior"]["b"]
-        ax.plot(
-            grid,
-            Beta(pa, pb).log_prob(grid).exp(),
-            lw=2.5,
-            label=f"exact posterior Beta({pa:g}, {pb:g})",
-        )
-        f = s["fitted"]
-        if "a_q" in f:
-            ax.plot(
-                grid,
-                Beta(f["a_q"], f["b_q"]).log_prob(grid).exp(),
-                ":",
-                lw=2.5,
-                color="C3",
-                label=f"fitted q = Beta({f['a_q']:.2f}, {f['b_q']:.2f})",
-            )
-        else:
-            ax.axvline(
-                f["pi_hat"],
-                color="C3",
-                ls=":",
-                lw=2.5,
-                label=f"{self.args.guide.upper()} = {f['pi_hat']:.3f}",
-            )
-        ax.set_xlabel("pi = P(heads)")
-        ax.set_ylabel("density")
-        ax.set_title(f"coin: {s['data']['heads']} heads, {s['data']['tails']} tails")
-        ax.legend(fontsize=8)
-        names = [save(fig, out, "coin_posterior.png")]
-
-        p = s["predictive_exact"]
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        labels = ["full Bayes", "MAP", "MLE"]
-        vals = [p["bayes"], p["map"], p["mle"]]
-        bars = ax.bar(labels, [0 if v != v else v for v in vals], color=["C0", "C1", "C2"])
-        for bar, v in zip(bars, vals, strict=True):
-            ax.text(
-                bar.get_x() + bar.get_width() / 2,
-                (v if v == v else 0) + 0.02,
-                "n/a" if v != v else f"{v:.3f}",
-                ha="center",
-            )
-        ax.set_ylim(0, 1.1)
-        ax.set_ylabel("P(next flip = heads)")
-        ax.set_title("posterior predictive: point estimates are over-confident")
-        names.append(save(fig, out, "coin_predictive.png"))
-        return names
-
     def evaluate(self, problem: Problem, out: Path) -> dict[str, Any]:
         s = self.summarize(problem)
         return {
@@ -266,19 +205,3 @@ class Coin(Workflow):
             "log_predictive_exact": exact,
             "log_predictive_fitted": fitted,
         }
-
-    def comparison(self, summary: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-        e, f, p = summary["exact_posterior"], summary["fitted"], summary["predictive_exact"]
-        rows = []
-        if "mean" in f:
-            rows += [
-                ("posterior mean", e["mean"], f["mean"]),
-                ("posterior std", e["std"], f["std"]),
-                ("KL(q || exact)", 0.0, f["kl_to_exact"]),
-            ]
-        rows += [
-            ("P(next = 1): full Bayes", p["bayes"], f["predictive"] if "mean" in f else None),
-            ("P(next = 1): MAP", p["map"], f["predictive"] if self.args.guide == "map" else None),
-            ("P(next = 1): MLE", p["mle"], f["predictive"] if self.args.guide == "mle" else None),
-        ]
-        return rows

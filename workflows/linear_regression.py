@@ -17,7 +17,6 @@ from bayesdl.datasets.io import load_arrays
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.predictive import sample_posterior
 from bayesdl.workflows.base import Problem, Workflow
-from bayesdl.workflows.figures import plt, save
 from bayesdl.workflows.registry import register
 
 #: the most numbers --simulate N --dim D makes (80 MB of float64)
@@ -66,6 +65,7 @@ class LinearRegression(Workflow):
     """``theta ~ N(mu0, s0^2 I)``, ``y ~ N(theta^T x, sigma^2)``: Gaussian guides vs exact."""
 
     name = "linreg"
+    report = "linear_regression"
     description = "Bayesian linear regression (known noise): Gaussian guides vs exact posterior"
     latent = "continuous"
     default_estimator = "reparam"
@@ -218,58 +218,6 @@ class LinearRegression(Workflow):
             },
         }
 
-    def figures(self, problem: Problem, out: Path) -> list[str]:
-        mu, cov = problem.extra["mu_N"], problem.extra["Sigma_N"]
-        loc, qcov = self._fitted(problem)
-        d = mu.numel()
-        fig, ax = plt.subplots(figsize=(max(5, 0.6 * d + 2), 3.5))
-        i = np.arange(d)
-        ax.errorbar(
-            i - 0.12, mu, 2 * cov.diagonal().sqrt(), fmt="o", capsize=3, label="exact posterior"
-        )
-        ax.errorbar(
-            i + 0.12,
-            loc,
-            2 * qcov.diagonal().sqrt(),
-            fmt="s",
-            capsize=3,
-            color="C3",
-            label=f"fitted ({self.args.guide})",
-        )
-        ax.set_xticks(i, [f"theta_{k}" for k in i], rotation=45 if d > 6 else 0)
-        ax.set_ylabel("mean +- 2 std")
-        ax.set_title("posterior over coefficients")
-        ax.legend(fontsize=8)
-        names = [save(fig, out, "linreg_coefficients.png")]
-        if d == 1:
-            x, y = problem.data["x"].cpu(), problem.data["y"].cpu()
-            grid = torch.linspace(float(x.min()) - 4, float(x.max()) + 4, 200)[:, None]
-            fig, ax = plt.subplots(figsize=(6, 3.8))
-            ax.scatter(x[:, 0], y, s=12, color="k", label="train")
-            xt, yt = problem.extra["x_test"], problem.extra["y_test"]
-            if len(xt):
-                ax.scatter(xt[:, 0], yt, s=14, facecolors="none", edgecolors="grey", label="test")
-            for (m, c), label, color, ls in (
-                ((mu, cov), "exact", "C0", "-"),
-                ((loc, qcov), "fitted", "C3", "--"),
-            ):
-                p = linreg.predictive(grid, m, c, self.args.noise_scale)
-                ax.plot(grid[:, 0], p.mean, color=color, ls=ls, label=f"{label} predictive mean")
-                ax.fill_between(
-                    grid[:, 0],
-                    p.mean - 1.96 * p.stddev,
-                    p.mean + 1.96 * p.stddev,
-                    color=color,
-                    alpha=0.15,
-                    label=f"{label} 95% band",
-                )
-            ax.set_xlabel("x")
-            ax.set_ylabel("y")
-            ax.set_title("predictive: the band widens away from the data (no intercept)")
-            ax.legend(fontsize=7)
-            names.append(save(fig, out, "linreg_predictive.png"))
-        return names
-
     def evaluate(self, problem: Problem, out: Path) -> dict[str, Any]:
         s = self.summarize(problem)
         return {
@@ -294,15 +242,3 @@ class LinearRegression(Workflow):
             "lower_95": (p.mean - 1.96 * p.stddev).tolist(),
             "upper_95": (p.mean + 1.96 * p.stddev).tolist(),
         }
-
-    def comparison(self, summary: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-        e, f, t = summary["exact_posterior"], summary["fitted"], summary["test_loglik"]
-        rows = [
-            ("KL(q || exact)", 0.0, f["kl_to_exact"]),
-            ("max |mean error|", 0.0, f["max_abs_mean_error"]),
-        ]
-        for k in range(min(4, len(e["mean"]))):
-            rows.append((f"theta_{k} mean", e["mean"][k], f["mean"][k]))
-            rows.append((f"theta_{k} std", e["std"][k], f["std"][k]))
-        rows.append(("test log-lik per point", t["exact"], t["fitted"]))
-        return rows

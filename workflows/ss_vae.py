@@ -18,19 +18,15 @@ import torch
 from torch import nn
 
 from bayesdl.datasets import bundled as datasets
-from bayesdl.fits import records as run_files
 from bayesdl.guides.ss_vae import LabelEncoder, SSVAEGuide
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.files import write_with
 from bayesdl.models.ss_vae import Classifier, ConditionalDecoder, SSVAEModel
 from bayesdl.models.vae import ACTIVATIONS
 from bayesdl.workflows.base import ImageDataOptions, Problem, Workflow, image_data_source
-from bayesdl.workflows.figures import plt, save
+from bayesdl.workflows.figures import save
 from bayesdl.workflows.registry import register
 from bayesdl.workflows.vae import _grid, _hidden
-
-#: Kingma et al. 2014, table 1: MNIST test error (%) of M2 by number of labels
-PAPER_M2_ERROR = {100: 11.97, 600: 4.94, 1000: 3.60, 3000: 3.92}
 
 
 @dataclass
@@ -127,6 +123,7 @@ class SSVAE(Workflow):
     """Semi-supervised VAE M2: labels where known, an enumerated discrete latent elsewhere."""
 
     name = "ss-vae"
+    report = "ss_vae"
     description = "semi-supervised VAE (M2): K labels per class, the label enumerated elsewhere"
     latent = "mixed"
     default_estimator = "enum"
@@ -285,21 +282,6 @@ class SSVAE(Workflow):
         r = self._accuracies(problem)
         return {f"test_{k}" if k != "n_test" else k: v for k, v in r.items()}
 
-    def comparison(self, summary: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-        t = summary["test"]
-        n_sup = summary["data"]["n_labelled"]
-        rows: list[tuple[str, Any, Any]] = [
-            (
-                f"test accuracy, {n_sup} labels: classifier on the labels alone / M2",
-                t["baseline_accuracy"],
-                t["accuracy"],
-            )
-        ]
-        if summary["data"]["source"] == "mnist" and n_sup in PAPER_M2_ERROR:
-            paper = PAPER_M2_ERROR[n_sup]
-            rows.append(("test error %: Kingma et al. 2014 M2 / ours", paper, t["error_percent"]))
-        return rows
-
     # -- pictures -----------------------------------------------------------------------------
     def _draw(self, problem: Problem, seed: int, styles: int = 10) -> np.ndarray:
         """``E[x | y, z]`` for every class (rows) and ``styles`` draws ``z ~ p(z)`` (columns)."""
@@ -316,19 +298,6 @@ class SSVAE(Workflow):
             side = math.isqrt(flat.shape[-1])
             shape = (side, side) if side * side == flat.shape[-1] else (1, flat.shape[-1])
         return flat.reshape(k * styles, *shape).cpu().numpy()
-
-    def figures(self, problem: Problem, out: Path) -> list[str]:
-        names = []
-        rows = run_files.metric_rows(Path(out) / "metrics.jsonl")
-        if rows:
-            n = len(problem.data["x"]) + len(problem.data["x_sup"])
-            fig, ax = plt.subplots(figsize=(5.5, 3.4))
-            ax.plot([r["step"] for r in rows], [r["elbo"] / n for r in rows])
-            ax.set_xlabel("step")
-            ax.set_ylabel("training objective (nats / example)")
-            ax.set_title("ss-vae: ELBO + alpha log q(y|x)")
-            names.append(save(fig, out, "ss_vae_objective.png"))
-        return names + [self._class_figure(problem, out)]
 
     def _class_figure(self, problem: Problem, out: Path) -> str:
         images = self._draw(problem, self.args.seed)

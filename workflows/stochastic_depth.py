@@ -25,7 +25,6 @@ from bayesdl.datasets.io import load_arrays
 from bayesdl.inference.errors import UserError
 from bayesdl.workflows import metrics
 from bayesdl.workflows.base import ImageDataOptions, Problem, Workflow, image_data_source
-from bayesdl.workflows.figures import plt, save
 from bayesdl.workflows.registry import register
 
 
@@ -95,6 +94,7 @@ class StochasticDepth(Workflow):
     """``z ~ TruncGeom(lambda)``, ``y | x, z ~ Cat(pi(x, z))``, blocks ``[l <= z] F_l + id``."""
 
     name = "stochastic-depth"
+    report = "stochastic_depth"
     description = "residual net whose depth is a discrete latent: early exit by amortized q(z | x)"
     latent = "discrete"
     default_estimator = "enum"
@@ -287,52 +287,6 @@ class StochasticDepth(Workflow):
         result["timing"] = self._timing(problem, problem.extra["x_test"].to(dev))
         return result
 
-    def figures(self, problem: Problem, out: Path) -> list[str]:
-        if self.args.fixed_depth:
-            return []
-        x, y = problem.extra["x_test"], problem.extra["y_test"]
-        dev = next(problem.model.net.parameters()).device
-        rules = self.rules(problem, x.to(dev), y.to(dev))
-        L = self.args.blocks
-        fig, ax = plt.subplots(figsize=(6, 3.4))
-        width = 0.4
-        for i, (rule, label) in enumerate(
-            (("early_exit_q_mode", "mode of q(z | x)"), ("joint_mode", "mode of p(y, z | x)"))
-        ):
-            hist = rules[rule]["depth_histogram"]
-            ax.bar(
-                np.arange(1, L + 1) + (i - 0.5) * width,
-                hist,
-                width,
-                label=f"{label}: acc {rules[rule]['accuracy']:.3f}, "
-                f"mean {rules[rule]['mean_depth']:.2f}",
-            )
-        ax.set_xlabel("depth z (blocks run)")
-        ax.set_ylabel("test inputs")
-        ax.set_title(f"depth used on the test set (penalty {self.args.depth_penalty:g} nats/block)")
-        ax.legend(fontsize=8)
-        names = [save(fig, out, "stochastic_depth_histogram.png")]
-
-        shape = problem.extra["image_shape"]
-        if shape is not None:
-            depth = rules["early_exit_q_mode"]["depth_histogram"]
-            d = self._q_depth(problem, x.to(dev)).cpu()
-            order = torch.argsort(d, stable=True)
-            n = min(8, len(order) // 2)
-            fig, axes = plt.subplots(2, n, figsize=(1.3 * n, 3.2))
-            for row, idx in enumerate((order[:n], order.flip(0)[:n])):
-                for j, i in enumerate(idx.tolist()):
-                    ax = axes[row, j]
-                    ax.imshow(x[i].reshape(shape).numpy(), cmap="gray_r")
-                    ax.set_title(f"y={int(y[i])} z={int(d[i])}", fontsize=7)
-                    ax.axis("off")
-            fig.suptitle(
-                f"shallowest (top) and deepest (bottom) test inputs by q(z | x); histogram {depth}",
-                fontsize=8,
-            )
-            names.append(save(fig, out, "stochastic_depth_examples.png"))
-        return names
-
     def predict(self, problem: Problem, path: Path) -> dict[str, Any]:
         arrays = load_arrays(path)
         x = arrays.get("x", next(iter(arrays.values())))
@@ -350,20 +304,3 @@ class StochasticDepth(Workflow):
             "predictive_class": rules["predictive_prior"]["prediction"].tolist(),
             "predictive_probs": rules["predictive_prior"]["probs"].tolist(),
         }
-
-    def comparison(self, summary: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-        t = summary["test"]
-        rows = [(f"test accuracy: {r}", None, t[r]["accuracy"]) for r in t]
-        rows += [
-            (f"mean depth: {r}", summary["blocks"], t[r]["mean_depth"])
-            for r in t
-            if "depth_histogram" in t[r]
-        ]
-        rows.append(
-            (
-                "fraction of blocks skipped (early exit)",
-                0.0,
-                t["early_exit_q_mode"]["fraction_skipped"],
-            )
-        )
-        return rows

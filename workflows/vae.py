@@ -18,7 +18,6 @@ import torch
 
 from bayesdl.datasets import bundled as datasets
 from bayesdl.datasets.io import check_finite, load_arrays
-from bayesdl.fits import records as run_files
 from bayesdl.guides.vae import AmortizedGuide, Encoder
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.files import write_with
@@ -32,8 +31,6 @@ from bayesdl.workflows.registry import register
 #: importance samples of the test-set numbers written to summary.json at the end of `fit`
 #: (`evaluate` uses --iw-samples, 5000 by default as in the literature)
 SUMMARY_IW_SAMPLES = 100
-#: Burda et al. 2016, table 1: VAE 784-200-200-50, dynamically binarized MNIST, -log p(x), k=5000
-BURDA_VAE_NLL = 86.76
 MAX_ELEMENTS = 2**22  # bound on (samples x examples x width) per evaluation pass
 
 
@@ -107,6 +104,7 @@ class VAE(Workflow):
     """Variational autoencoder with an amortized Gaussian guide."""
 
     name = "vae"
+    report = "vae"
     description = "variational autoencoder: amortized inference, IW log p(x), samples, OOD by p(x)"
     latent = "continuous"
     default_estimator = "reparam"
@@ -381,20 +379,6 @@ class VAE(Workflow):
             )
         return names, arrays
 
-    def figures(self, problem: Problem, out: Path) -> list[str]:
-        names = []
-        rows = run_files.metric_rows(Path(out) / "metrics.jsonl")
-        if rows:
-            n = len(problem.data["x"])
-            fig, ax = plt.subplots(figsize=(5.5, 3.4))
-            ax.plot([r["step"] for r in rows], [r["elbo"] / n for r in rows])
-            ax.set_xlabel("step")
-            ax.set_ylabel("training ELBO (nats / example)")
-            ax.set_title("vae: learning curve")
-            names.append(save(fig, out, "vae_elbo.png"))
-        drawn, _ = self._draw(problem, out, self.args.seed)
-        return names + drawn
-
     def sample(self, problem: Problem, out: Path) -> dict[str, Any]:
         names, arrays = self._draw(problem, out, self.args.seed)
         write_with(Path(out) / "vae_samples.npz", lambda f: np.savez_compressed(f, **arrays))
@@ -403,23 +387,6 @@ class VAE(Workflow):
             "arrays": "vae_samples.npz",
             **{f"shape.{k}": list(v.shape) for k, v in arrays.items()},
         }
-
-    def comparison(self, summary: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-        t, u, k = summary["test"], summary["untrained"], summary["test"]["iw_samples"]
-        rows: list[tuple[str, Any, Any]] = [
-            ("test ELBO, nats/example (reference: untrained)", u["elbo"], t["elbo"]),
-            (f"test log p(x), IW K={k} (reference: untrained)", u["log_px"], t["log_px"]),
-            ("gap log p(x) - ELBO (>= 0)", 0.0, t["log_px"] - t["elbo"]),
-        ]
-        if summary["data"]["source"] == "mnist" and summary.get("binarize") == "dynamic":
-            rows.append(
-                (
-                    f"test -log p(x): Burda et al. (K=5000, 3280 epochs) / ours (K={k})",
-                    BURDA_VAE_NLL,
-                    -t["log_px"],
-                )
-            )
-        return rows
 
 
 def _grid(images: np.ndarray, cols: int, title: str):
