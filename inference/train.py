@@ -4,16 +4,16 @@ One loop for every model, written the way ``examples/svi_torch.py`` in Pyro writ
 the estimator gives a differentiable loss (its ELBO's own), a plain :mod:`torch.optim`
 optimizer steps on the parameters it touches. The loop has NumPyro's shape: a
 :class:`Trainer` with ``init`` / ``update`` / ``log`` / ``checkpoint_state``, and :func:`fit`.
-What the loop adds over ``SVI.step`` is only bookkeeping that never waits on the device
-between log points: minibatch indices, learning-rate and KL
-schedules, gradient clipping, metrics, atomic checkpoints, exact resume and clean
+The step itself is a :class:`~bayesdl.inference.step.Step` built from the loss, the
+parameters and the optimizer (eager, or compiled with ``--compile``); what the Trainer adds
+over it is only bookkeeping that never waits on the device between log points: minibatch
+indices, learning-rate and KL schedules, metrics, atomic checkpoints, exact resume and clean
 SIGINT/SIGTERM handling.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -24,261 +24,61 @@ from typing import Any
 
 import pyro
 import torch
-from pyro import poutine
 from tqdm.auto import tqdm
 
-from bayesdl.inference import checkpoint as ckpt
-from bayesdl.inference import distributed, files
+import bayesdl.inference.checkpoint as ckpt
+import bayesdl.inference.distributed as distributed
+import bayesdl.inference.files as files
 from bayesdl.inference.batching import DataSubsample, EpochBatcher
-from bayesdl.inference.compiled import auto_pays_off
-from bayesdl.inference.convergence import AUTO, StepPlan, steps_or_auto
-from bayesdl.inference.devices import check_threads, resolve_device
+from bayesdl.inference.compiled import CompiledStep, Fallback, auto_pays_off, unsupported
+from bayesdl.inference.config import COMPILE_MODES, MAX_SEED, OPTIMIZERS, FitConfig
+from bayesdl.inference.convergence import AUTO, StepPlan
+from bayesdl.inference.devices import resolve_device
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.estimators import make_estimator
 from bayesdl.inference.failures import step_failure
 from bayesdl.inference.guide_moments import IterateAverage, TailAverage, guide_moments
-from bayesdl.inference.schedules import LR_SCHEDULES, KLScale, kl_weight
+from bayesdl.inference.params import (
+    UntrainedCheck,
+    trainable_params,
+    untrained_leaves,
+    warn_untrained,
+)
+from bayesdl.inference.result import FitResult
+from bayesdl.inference.schedules import KLScale, kl_weight
 from bayesdl.inference.serial import one_at_a_time
 from bayesdl.inference.signals import Interrupted, StopFlag
-from bayesdl.inference.where import warn_at
+from bayesdl.inference.step import Diverged, EagerStep, OptimizerFailed, Step, all_finite
+
+# FitConfig, FitResult and the parameter helpers live in their own modules; they are named
+# here too, where callers have always imported them from
+__all__ = [
+    "AUTO_PROBE",
+    "CHECKPOINT",
+    "COMPILE_MODES",
+    "MAX_SEED",
+    "METRICS",
+    "OPTIMIZERS",
+    "FitConfig",
+    "FitResult",
+    "Interrupted",
+    "TrainState",
+    "Trainer",
+    "fit",
+    "restore",
+    "trainable_params",
+    "untrained_leaves",
+    "warn_untrained",
+]
 
 CHECKPOINT = "checkpoint.pt"
-#: values of ``--compile`` (see :mod:`bayesdl.inference.compiled`)
-COMPILE_MODES = ("false", "true", "auto")
 #: eager steps ``--compile auto`` times before deciding
 AUTO_PROBE = 5
 METRICS = "metrics.jsonl"
-#: the largest seed numpy's RNG (seeded by ``pyro.set_rng_seed``) accepts
-MAX_SEED = 2**32 - 1
-
-
-@dataclass
-class FitConfig:
-    """Everything that decides a fit; saved with every checkpoint."""
-
-    # every field is a `bayesdl fit` option (see bayesdl.workflows.options): `metadata` holds
-    # its help ("%(default)s" is the model's default), flag and command-line converter
-    steps: int | str = field(
-        default=1000,
-        metadata={
-            "help": "optimizer steps (default %(default)s); auto: until the ELBO flattens, "
-            "then a short decay",
-            "type": steps_or_auto,
-        },
-    )
-    lr: float = field(default=1e-2, metadata={"help": "learning rate (default %(default)s)"})
-    optimizer: str = field(
-        default="adam", metadata={"help": "adam | adamw | sgd (default %(default)s)"}
-    )
-    estimator: str = field(
-        default="reparam", metadata={"help": "ELBO gradient estimator (default %(default)s)"}
-    )
-    particles: int = field(default=1, metadata={"help": "samples per ELBO estimate"})
-    vectorize_particles: bool = field(
-        default=True,
-        metadata={"help": "draw particles in a Python loop (for models that do not broadcast)"},
-    )
-    max_plate_nesting: float = field(default=float("inf"), metadata={"hidden": True})
-    batch_size: int | None = field(
-        default=None,
-        metadata={
-            "help": "minibatch size (likelihood scaled by N / B); default full batch",
-            "type": "optional_int",
-        },
-    )
-    lr_schedule: str = field(default="constant", metadata={"help": "constant | linear | cosine"})
-    lr_warmup: int = field(default=0, metadata={"help": "steps of linear LR warm-up"})
-    clip_norm: float | None = field(default=None, metadata={"help": "clip gradient norm"})
-    kl_warmup: int = field(
-        default=0, metadata={"help": "anneal the KL weight from 0 to 1 over this many steps"}
-    )
-    kl_warmup_start: int = field(default=0, metadata={"help": "step at which KL warm-up begins"})
-    seed: int = field(
-        default=0,
-        metadata={"help": "random seed, 0 to 2**32-1 (default %(default)s)", "type": "seed"},
-    )
-    device: str = field(
-        default="cpu", metadata={"help": "cpu | cuda | cuda:N | auto (default %(default)s)"}
-    )
-    log_every: int = field(default=100, metadata={"help": "steps between metric rows"})
-    checkpoint_every: int = field(default=1000, metadata={"help": "steps between checkpoints"})
-    threads: int | None = field(
-        default=None,
-        metadata={
-            "help": "torch intra-op threads (default: torch's; 1 is fastest for small models "
-            "on a busy machine)"
-        },
-    )
-    # auto: AUTO_PROBE eager steps are timed, then the step is compiled when the remaining
-    # steps' eager time exceeds 3x the expected compile cost (inference.compiled.auto_pays_off)
-    compile: str = field(
-        default="false",
-        metadata={
-            "help": "trace one whole SVI step (ELBO, gradients, optimizer) once and run it "
-            "compiled: false | true | auto (compile when the run is long enough to pay for "
-            "it); --compile alone is true (default %(default)s)",
-            "type": "compile_mode",
-            "const": "true",
-            "choices": COMPILE_MODES,
-        },
-    )
-    check_args: bool = field(
-        default=False,
-        metadata={
-            "help": "keep Pyro's argument checks on at every step (slower; for debugging)",
-            "flag": "--validate",
-        },
-    )
-
-    def validate(self) -> None:
-        """Reject impossible settings with a :class:`UserError`."""
-        if self.steps != AUTO and (
-            isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps <= 0
-        ):
-            raise UserError(f"--steps must be positive (or auto), got {self.steps!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UserError(f"--lr must be a positive finite number, got {self.lr}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise UserError(f"--seed must be an integer, got {self.seed!r}")
-        if not 0 <= self.seed <= MAX_SEED:
-            raise UserError(f"--seed must be between 0 and 2**32-1, got {self.seed}")
-        if self.particles < 1:
-            raise UserError(f"--particles must be >= 1, got {self.particles}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise UserError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise UserError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
-        if self.clip_norm is not None and not (
-            self.clip_norm > 0 and math.isfinite(self.clip_norm)
-        ):
-            raise UserError(
-                f"--clip-norm must be a positive finite number, got {self.clip_norm} "
-                "(leave it out for no clipping)"
-            )
-        if isinstance(self.compile, bool):  # compile=True from Python
-            self.compile = "true" if self.compile else "false"
-        if self.compile not in COMPILE_MODES:
-            raise UserError(f"--compile must be one of {', '.join(COMPILE_MODES)}")
-        if self.log_every < 1 or self.checkpoint_every < 1:
-            raise UserError("--log-every and --checkpoint-every must be >= 1")
-        if self.threads is not None:
-            check_threads(self.threads)
-        for name in ("lr_warmup", "kl_warmup", "kl_warmup_start"):
-            if getattr(self, name) < 0:
-                flag = "--" + name.replace("_", "-")
-                raise UserError(f"{flag} must be >= 0, got {getattr(self, name)}")
-
-
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
-}
-
-
-@dataclass
-class FitResult:
-    """What a fit produced.
-
-    ``params`` is the fit's own parameter store (``{"params", "constraints"}``, Pyro's
-    ``ParamStoreDict`` state): use the guide inside ``pyro.get_param_store().scope(params)``.
-    """
-
-    steps: int
-    final_elbo: float
-    wall_seconds: float
-    device: str
-    history: list[dict] = field(default_factory=list)
-    interrupted: bool = False
-    params: dict = field(default_factory=lambda: {"params": {}, "constraints": {}})
-    #: the ELBO test's verdict (:meth:`inference.convergence.StepPlan.verdict`)
-    convergence: dict = field(default_factory=dict)
-    #: whether the steps ran as a compiled graph (``--compile``), and what capture cost
-    compiled: bool = False
-    compile_seconds: float = 0.0
-    #: steps per second of the loop after compilation (of the whole loop when eager)
-    steps_per_second: float = float("nan")
-
-    def param(self, name: str) -> torch.Tensor:
-        """The fitted value of ``pyro.param(name)`` (constrained), from this fit's store."""
-        with pyro.get_param_store().scope(self.params):
-            return pyro.param(name).detach()
-
-    def param_values(self) -> dict[str, torch.Tensor]:
-        """Every fitted ``pyro.param`` of this fit (constrained), by name."""
-        with pyro.get_param_store().scope(self.params):
-            store = pyro.get_param_store()
-            return {name: store[name].detach() for name in list(store.keys())}
 
 
 def _to_device(data: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in data.items()}
-
-
-def trainable_params(
-    model, guide, data: Mapping[str, Any], modules: tuple = ()
-) -> dict[str, torch.Tensor]:
-    """Run model and guide once (no gradients) and return their unconstrained parameters,
-    by name, so the optimizer holds the very tensors Pyro's param store holds.
-
-    Parameters of ``modules`` (the model and guide, where they are ``nn.Module`` s, as in
-    Pyro's ``ELBOModule``) are trained too, so a network needs no ``pyro.module`` call at
-    every step.
-    """
-    with torch.no_grad(), poutine.trace(param_only=True) as tr:
-        guide_tr = poutine.trace(guide).get_trace(**data)
-        poutine.replay(model, trace=guide_tr)(**data)
-    unconstrained = dict(pyro.get_param_store().named_parameters())
-    params = {
-        name: unconstrained[name]
-        for name in sorted(tr.trace.nodes)
-        if tr.trace.nodes[name]["type"] == "param"
-    }
-    seen = {id(p) for p in params.values()}
-    for role, module in zip(("model", "guide"), modules, strict=False):
-        if isinstance(module, torch.nn.Module):
-            for name, p in module.named_parameters():
-                if p.requires_grad and id(p) not in seen:
-                    params[f"{role}.{name}"] = p
-                    seen.add(id(p))
-    return params
-
-
-def untrained_leaves(loss: torch.Tensor, params: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
-    """Leaf tensors that require grad and feed ``loss`` but are not among ``params``: weights
-    the optimizer never moves (a network called in the model without ``pyro.module``)."""
-    known = {id(p) for p in params.values()}
-    found, seen, stack = [], set(), [loss.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        leaf = getattr(node, "variable", None)  # AccumulateGrad: a leaf that gets a .grad
-        if leaf is not None and id(leaf) not in known:
-            found.append(leaf)
-        stack.extend(n for n, _ in node.next_functions)
-    return found
-
-
-def warn_untrained(
-    loss: torch.Tensor, params: Mapping[str, torch.Tensor], model: Callable | None = None
-) -> None:
-    """One :class:`UserWarning` per fit naming the shapes of :func:`untrained_leaves`, shown
-    at the ``def`` of ``model``."""
-    leaves = untrained_leaves(loss, params)
-    if leaves:
-        shapes = ", ".join(str(tuple(t.shape)) for t in leaves[:6])
-        more = f" and {len(leaves) - 6} more" if len(leaves) > 6 else ""
-        warn_at(
-            f"{len(leaves)} tensor(s) of shape {shapes}{more} require grad and feed the ELBO but "
-            "are not trained: register the network in the model with pyro.module('name', net) "
-            "(or make it a PyroModule), or detach the tensor",
-            UserWarning,
-            model,
-        )
 
 
 @dataclass
@@ -331,9 +131,12 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.base_data: dict[str, Any] = {}
         self._set_step = None
-        self._checked = False
-        #: the captured step (:class:`~bayesdl.inference.compiled.CompiledStep`) once compiled
-        self.compiled = None
+        #: ``loss_fn(**data) -> -ELBO`` on the wrapped model and guide (differentiable ELBOs)
+        self.loss_fn: Callable[..., torch.Tensor] | None = None
+        self.untrained: UntrainedCheck | None = None
+        #: the eager step, and the captured one once compiled (:meth:`current_step`)
+        self.eager: EagerStep | None = None
+        self.compiled: CompiledStep | None = None
         self.average: IterateAverage | None = None
         self.tail: TailAverage | None = None
 
@@ -385,14 +188,15 @@ class Trainer:
         # lets Pyro settle lazy state (plate nesting, baselines) before any RNG state is saved
         # or restored; with gradients on, as TraceEnum_ELBO refuses a loss it cannot
         # differentiate
-        if self.estimator.differentiable:
-            self.estimator.loss(self.train_model, self.train_guide, **state.data).detach()
-            self.loss_fn = partial(self.estimator.loss, self.train_model, self.train_guide)
-        elif ddp is not None:
+        differentiable = self.estimator.differentiable
+        if ddp is not None and not (self.estimator.capabilities.data_parallel and differentiable):
             raise UserError(
                 f"--estimator {config.estimator} computes its own gradients and cannot run "
                 "data-parallel"
             )
+        if differentiable:
+            self.estimator.loss(self.train_model, self.train_guide, **state.data).detach()
+            self.loss_fn = partial(self.estimator.loss, self.train_model, self.train_guide)
         if ddp is not None:  # DistributedDataParallel averages the gradients over processes
             ddp.check_shardable(self.train_model, self.train_guide, state.data)
             params, self.loss_fn = ddp.wrap(params, self.loss_fn)
@@ -403,6 +207,17 @@ class Trainer:
         self.plan.names = self.average.names if self.average is not None else None
         self.tail = TailAverage(params) if self.plan.auto else None  # --steps auto's tail
         self.optimizer = OPTIMIZERS[config.optimizer](list(params.values()), lr=config.lr)
+        self.untrained = UntrainedCheck(params, self.model)
+        own_grads = None if differentiable else self.estimator.loss_and_grads
+        self.eager = EagerStep(
+            params,
+            self.optimizer,
+            loss_fn=self.loss_fn,
+            loss_and_grads=own_grads and partial(own_grads, self.train_model, self.train_guide),
+            clip_norm=config.clip_norm,
+            untrained=self.untrained,
+            device=self.device,
+        )
         self._set_step = getattr(self.estimator, "set_step", None)  # e.g. a temperature
         if self.batcher is not None:
             self.batcher._pos = self.batcher.batches_per_epoch  # epoch 0 starts at step 0
@@ -434,48 +249,27 @@ class Trainer:
                 self.compiled = None
         if self.batcher is not None:
             self.subsample.indices = self.batcher.next()
-        if self.compiled is not None:
-            lr = config.lr * self.plan.lr_factor(step)
-            loss = self.compiled.step(state.data, lr, self.kl.beta)
-            state.running += loss
-            state.count += 1
-            state.step += 1
-            self._averages(state.step)
-            return loss
         try:
-            if self.estimator.differentiable:
-                loss = self.loss_fn(**state.data)
-                if not self._checked:  # once per fit: networks the optimizer cannot see
-                    warn_untrained(loss, self.params, self.model)
-                    self._checked = True
-                loss.backward()
-                loss = loss.detach()
-            else:
-                loss = self.estimator.loss_and_grads(
-                    self.train_model, self.train_guide, **state.data
-                ).to(self.device)
-        except (ValueError, RuntimeError) as e:
-            if not self.finite():
-                raise UserError(
-                    f"training diverged before step {step + 1}: parameters became NaN or "
-                    "infinite; lower --lr or set --clip-norm (the last finite checkpoint is kept)"
-                ) from e
-            raise
-        if config.clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(list(self.params.values()), config.clip_norm)
-        try:
-            self.optimizer.step()
-        except RuntimeError as e:  # e.g. a step size beyond float32 ("without overflow")
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            loss = self.current_step(state.data)
+        except Diverged as e:
             raise UserError(
-                f"the optimizer's step {step + 1} failed ({first}): lower --lr (now {config.lr:g})"
-            ) from e
-        self.optimizer.zero_grad(set_to_none=True)
+                f"training diverged before step {step + 1}: parameters became NaN or "
+                "infinite; lower --lr or set --clip-norm (the last finite checkpoint is kept)"
+            ) from e.__cause__
+        except OptimizerFailed as e:
+            raise UserError(
+                f"the optimizer's step {step + 1} failed ({e}): lower --lr (now {config.lr:g})"
+            ) from e.__cause__
         state.running += loss
         state.count += 1
         state.step += 1
         self._averages(state.step)
         return loss
+
+    @property
+    def current_step(self) -> Step:
+        """The step :meth:`update` calls: the compiled one while there is one, else eager."""
+        return self.compiled if self.compiled is not None else self.eager
 
     def _averages(self, step: int) -> None:
         """Add the new iterate to the log window's average and, in the tail of ``--steps
@@ -489,12 +283,29 @@ class Trainer:
         """Capture and compile the step (:mod:`bayesdl.inference.compiled`); when it cannot be,
         say why in one line on stderr and keep stepping eagerly. The RNGs are left as they
         were, so a compiled run draws what its checkpoints say. Returns whether it compiled."""
-        from bayesdl.inference.compiled import CompiledStep, Fallback
-
+        config = self.config
         if self.batcher is not None and self.subsample.indices is None:
             self.subsample.indices = self.batcher.next()  # pragma: no cover - set by init
         try:
-            self.compiled = CompiledStep(self, state.data, backend=backend)
+            why = unsupported(
+                self.estimator, data_parallel=self.ddp is not None, check_args=config.check_args
+            )
+            if why is not None:
+                raise Fallback(why)
+            self.compiled = CompiledStep(
+                self.loss_fn,
+                self.params,
+                self.optimizer,
+                state.data,
+                model=self.train_model,
+                guide=self.train_guide,
+                clip_norm=config.clip_norm,
+                kl=self.kl if config.kl_warmup > 0 else None,
+                subsample=self.subsample if self.batcher is not None else None,
+                untrained=self.untrained,
+                device=self.device,
+                backend=backend,
+            )
         except Fallback as e:
             print(f"--compile: running eagerly: {e}", file=sys.stderr)
             self.compiled = None
@@ -521,7 +332,7 @@ class Trainer:
 
     def finite(self) -> bool:
         """Whether every parameter is finite (reads the device)."""
-        return all(bool(torch.isfinite(p).all()) for p in self.params.values())
+        return all_finite(self.params)
 
     # -- logging
 
@@ -565,7 +376,7 @@ class Trainer:
             "step": state.step,
             "param_store": ckpt.param_store_state(),
             "modules": ckpt.module_states((self.model, self.guide)),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.current_step.state_dict(),
             "batcher": self.batcher.state_dict() if self.batcher is not None else None,
             "rng": ckpt.rng_state(),
             "epoch_rng": state.epoch_rng,
@@ -584,7 +395,7 @@ class Trainer:
         open log window and this epoch's data."""
         ckpt.load_module_states((self.model, self.guide), saved.get("modules"))
         ckpt.load_param_store_state(saved["param_store"], self.device)
-        ckpt.load_optimizer_state(self.optimizer, saved["optimizer"])
+        self.current_step.load_state_dict(saved["optimizer"])
         if self.batcher is not None and saved.get("batcher") is not None:
             self.batcher.load_state_dict(saved["batcher"])
         ckpt.set_rng_state(saved["rng"])
