@@ -91,8 +91,9 @@ def unsupported(
     caps = estimator.capabilities
     if not caps.compilable:
         return (
-            f"--estimator {estimator.name} keeps Python-side state or computes its own "
-            f"gradients (compiled: {', '.join(names_with('compilable'))})"
+            f"--estimator {estimator.name} is not compiled (it keeps Python-side state, "
+            "computes its own gradients or reads its loss on the host; compiled: "
+            f"{', '.join(names_with('compilable'))})"
         )
     if data_parallel:
         return "data-parallel runs average gradients across processes at every step"
