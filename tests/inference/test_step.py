@@ -13,8 +13,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 from functools import partial
+from pathlib import Path
 
 import pyro
 import pyro.distributions as dist
@@ -24,7 +27,7 @@ from pyro.infer import RenyiELBO
 
 import bayesdl.guides.coin as coin_guides
 import bayesdl.models.coin as coin
-from bayesdl.inference import ESTIMATORS, FitConfig, UserError, make_estimator
+from bayesdl.inference import ESTIMATORS, FitConfig, UserError, fit, make_estimator
 from bayesdl.inference import compiled as compiled_mod
 from bayesdl.inference.compiled import CompiledStep
 from bayesdl.inference.diagnostics import gradient_draws
@@ -291,3 +294,28 @@ def test_eager_and_compiled_steps_from_the_same_parts_agree(optimizer):
     for i, state in se["state"].items():
         for key, value in state.items():
             torch.testing.assert_close(value, sc["state"][i][key], rtol=1e-5, atol=1e-6)
+
+
+# -- checkpoints written before the Step protocol
+
+OLD_RUN = Path(__file__).resolve().parent / "data" / "coin_at_step_30"
+
+
+@pytest.mark.parametrize("mode", ["false", "true"])
+def test_a_checkpoint_written_before_the_step_protocol_resumes(mode, tmp_path, fx_backend):
+    """``data/coin_at_step_30``: the coin fit of 60 steps (Adam, lr 0.05) stopped at step 30 by
+    bayesdl at commit 50c61cd, before the Step protocol, with the final parameters and ELBOs of
+    its uninterrupted run. Resumed now, eagerly it ends where that run ended, to the bit;
+    compiled, to float32 rounding (Adam's arithmetic in another order)."""
+    out = tmp_path / "run"
+    shutil.copytree(OLD_RUN, out)
+    whole = json.loads((out / "uninterrupted.json").read_text())
+    cfg = FitConfig(steps=60, lr=0.05, log_every=10, checkpoint_every=20, compile=mode)
+    r = fit(coin.model, coin_guides.beta, COIN, cfg, out, resume=True, progress=False)
+    assert r.steps == 60 and r.compiled == (mode == "true")
+    for name in ("a_q", "b_q"):
+        if mode == "false":
+            assert float(r.param(name)) == whole[name]
+        else:
+            assert float(r.param(name)) == pytest.approx(whole[name], rel=1e-5)
+    assert [h["elbo"] for h in r.history] == pytest.approx(whole["elbo"], rel=1e-5)
