@@ -99,7 +99,7 @@ def unsupported(
         return "data-parallel runs average gradients across processes at every step"
     if check_args:
         return "--validate checks distribution arguments on the host at every step"
-    if caps.scheduled:
+    if caps.scheduled or callable(getattr(estimator, "set_step", None)):
         return "the estimator changes with the step"
     if not estimator.differentiable:
         return f"--estimator {estimator.name} has no differentiable loss"

@@ -166,12 +166,14 @@ class Trainer:
         self.tail = TailAverage(params) if self.plan.auto else None  # --steps auto's tail
         self.optimizer = OPTIMIZERS[config.optimizer](list(params.values()), lr=config.lr)
         self.untrained = UntrainedCheck(params, self.model)
-        own_grads = None if differentiable else self.estimator.loss_and_grads
+        own_grads = self.estimator.loss_and_grads  # an ELBO without a differentiable loss
         self.eager = EagerStep(
             params,
             self.optimizer,
             loss_fn=self.loss_fn,
-            loss_and_grads=own_grads and partial(own_grads, self.train_model, self.train_guide),
+            loss_and_grads=partial(own_grads, self.train_model, self.train_guide)
+            if not differentiable
+            else None,
             clip_norm=config.clip_norm,
             untrained=self.untrained,
             device=self.device,
