@@ -112,17 +112,7 @@ class Trainer:
         for m in (self.model, self.guide):
             if isinstance(m, torch.nn.Module):
                 m.to(self.device)
-        if config.batch_size is not None or ddp is not None:
-            if self.data_size is None:
-                raise UserError("this model has no data plate to split into minibatches")
-            batch_size = config.batch_size
-            if ddp is not None:
-                batch_size = ddp.global_batch(batch_size, self.data_size)
-            if batch_size < self.data_size or ddp is not None:  # P processes: 1/P each
-                shard = ddp.shard if ddp else (0, 1)
-                self.batcher = EpochBatcher(self.data_size, batch_size, self.device, *shard)
-                self.subsample.indices = self.batcher.next()  # for the initialisation pass
-
+        self._make_batcher()
         self.train_model = self._wrap(self.estimator.wrap_model(self.model))
         self.train_guide = self._wrap(self.estimator.wrap_guide(self.guide))
         try:
@@ -182,6 +172,22 @@ class Trainer:
         if self.batcher is not None:
             self.batcher._pos = self.batcher.batches_per_epoch  # epoch 0 starts at step 0
         return state
+
+    def _make_batcher(self) -> None:
+        """Minibatches of ``--batch-size`` (and a data-parallel run's shard of each), with the
+        first batch's indices set for the initialisation pass; none for full batches."""
+        config, ddp = self.config, self.ddp
+        if config.batch_size is None and ddp is None:
+            return
+        if self.data_size is None:
+            raise UserError("this model has no data plate to split into minibatches")
+        batch_size = config.batch_size
+        if ddp is not None:
+            batch_size = ddp.global_batch(batch_size, self.data_size)
+        if batch_size < self.data_size or ddp is not None:  # P processes: 1/P each
+            shard = ddp.shard if ddp else (0, 1)
+            self.batcher = EpochBatcher(self.data_size, batch_size, self.device, *shard)
+            self.subsample.indices = self.batcher.next()
 
     def _wrap(self, fn: Callable) -> Callable:
         # only the messengers this fit needs: each one costs time at every sample site
