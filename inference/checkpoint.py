@@ -33,7 +33,8 @@ import torch
 from torch.distributions import constraints as torch_constraints
 from torch.distributions import transform_to
 
-from bayesdl.inference import checkpoint_check, files
+import bayesdl.inference.checkpoint_check as checkpoint_check
+import bayesdl.inference.files as files
 from bayesdl.inference.errors import UserError
 
 #: what :func:`save` writes into ``state["format"]``; checkpoints of format 1 were pickles

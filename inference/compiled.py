@@ -19,14 +19,20 @@ point; a mismatch returns the fit to eager steps with one line on stderr saying 
 
 A graph also keeps every value Python read from a tensor at capture (``if z > 0:``,
 ``.item()``, ``float(t)``, ``.tolist()``, ``.numpy()``): a branch on a value that keeps the same
-sites is invisible to the structure check. Two guards: at capture, :class:`_ValueReads` stops
-the trace at a Python-side read of a tensor that depends on the graph's inputs (parameters,
-optimizer state, data, indices) or on its noise, and the fit runs eagerly with one line naming
-the read and the user's source line (reads of tensors built from constants alone still compile,
-their value being the same at every step); at log points, :meth:`CompiledStep.check_values`
-compares the graph's loss with the eager loss at the same parameters on the same noise (what
-else a trace can bake in: a Python global the model reads, a counter it keeps), at the first
-and then within :data:`VALUE_CHECK_SHARE` of the run's time.
+sites is invisible to the structure check. Two guards: at capture,
+:class:`~bayesdl.inference.tracing.ValueReads` stops the trace at a Python-side read of a
+tensor that depends on the graph's inputs (parameters, optimizer state, data, indices) or on
+its noise, and the fit runs eagerly with one line naming the read and the user's source line
+(reads of tensors built from constants alone still compile, their value being the same at
+every step); at log points, :meth:`CompiledStep.check_values` compares the graph's loss with
+the eager loss at the same parameters on the same noise (what else a trace can bake in: a
+Python global the model reads, a counter it keeps), at the first and then within
+:data:`VALUE_CHECK_SHARE` of the run's time.
+
+The step is built from explicit parts (the loss function, the parameters, the optimizer, and
+the messengers whose values are graph inputs: the KL weight, the minibatch indices) and is one
+of the two :class:`~bayesdl.inference.step.Step` s the Trainer calls; whether an estimator can
+be compiled is its declared ``compilable`` capability (:func:`unsupported`).
 """
 
 from __future__ import annotations
@@ -39,20 +45,21 @@ import sys
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pyro
 import torch
-from pyro import poutine
-from torch.overrides import TorchFunctionMode
 
-from bayesdl.inference import checkpoint as ckpt
+from bayesdl.inference.batching import DataSubsample
+from bayesdl.inference.checkpoint import rng_state, set_rng_state
+from bayesdl.inference.checkpoint_check import load_optimizer_state
+from bayesdl.inference.elbo import Estimator
+from bayesdl.inference.estimators import names_with
+from bayesdl.inference.schedules import KLScale
+from bayesdl.inference.tracing import Fallback, ValueReads, difference, structure, user_line
 
 __all__ = ["CompiledStep", "Fallback", "auto_pays_off", "structure", "unsupported"]
-
-#: estimators whose whole step is a differentiable loss with no Python-side state
-COMPILABLE_ESTIMATORS = ("reparam", "meanfield")
 #: ``inductor`` (compile the traced graph) or ``fx`` (replay it uncompiled: no compile time)
 BACKEND = os.environ.get("BAYESDL_COMPILE_BACKEND", "inductor")
 #: on a GPU, replay Inductor's kernels as one CUDA graph (``$BAYESDL_COMPILE_CUDAGRAPHS=0``: off)
@@ -75,133 +82,27 @@ _COMPILED: OrderedDict[str, Callable] = OrderedDict()
 COMPILED_KEPT = 8
 
 
-class Fallback(Exception):
-    """The step cannot be compiled; the message says why (the fit continues eagerly)."""
-
-
-def structure(model: Callable, guide: Callable, data: dict[str, Any]) -> tuple:
-    """The static shape of one step: every sample and param site of guide and model, with its
-    value's shape, dtype, observed flag and plates (name, size, dim, subsample size)."""
-    with torch.no_grad(), pyro.validation_enabled(False):
-        guide_tr = poutine.trace(guide).get_trace(**data)
-        model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(**data)
-    sig = []
-    for role, tr in (("guide", guide_tr), ("model", model_tr)):
-        for name, site in tr.nodes.items():
-            if site["type"] not in ("sample", "param"):
-                continue
-            value = site["value"]
-            plates = tuple((f.name, f.size, f.dim) for f in site.get("cond_indep_stack", ()))
-            sig.append(
-                (
-                    role,
-                    name,
-                    site["type"],
-                    tuple(value.shape) if torch.is_tensor(value) else type(value).__name__,
-                    str(value.dtype) if torch.is_tensor(value) else None,
-                    bool(site.get("is_observed", False)),
-                    plates,
-                )
-            )
-    return tuple(sig)
-
-
-def _difference(a: tuple, b: tuple) -> str:
-    """One phrase on how two :func:`structure` s differ."""
-    names_a = [s[:2] for s in a]
-    names_b = [s[:2] for s in b]
-    if names_a != names_b:
-        if len(names_a) != len(names_b):
-            return f"the number of sites changes between traces ({len(names_a)} vs {len(names_b)})"
-        return "the sites change between traces"
-    for sa, sb in zip(a, b, strict=True):
-        if sa != sb:
-            return f"site {sa[1]!r} changes between traces ({sa[3]} vs {sb[3]})"
-    return "the structure changes between traces"
-
-
-#: the Python-side reads of a tensor's value (``__bool__``: ``if t:``, ``t > 0 and ...``;
-#: ``__index__``: ``xs[t]``); ``.tolist()``, ``.numpy()`` and ``__array__`` read memory without
-#: a dispatched op, so make_fx itself does not see them
-_READS = frozenset(
-    ("__bool__", "item", "__float__", "__int__", "__index__", "tolist", "numpy", "__array__")
-)
-_LIBRARIES = tuple(os.path.dirname(m.__file__) + os.sep for m in (torch, pyro)) + (__file__,)
-
-
-def _user_line(frames) -> str:
-    """``file:line`` of the innermost frame outside torch, pyro and this module, or ``""``."""
-    for frame in reversed(frames):
-        if not frame.filename.startswith(_LIBRARIES):
-            return f" at {os.path.relpath(frame.filename)}:{frame.lineno} ({frame.line})"
-    return ""
-
-
-def _depends_on_inputs(t: torch.Tensor) -> bool:
-    """Whether the traced tensor ``t`` is computed from a graph input or from the graph's
-    noise (a walk of the fx nodes it comes from). A tensor the trace does not know (not made
-    by a traced op) and one made from constants alone do not."""
-    from torch.fx.experimental.proxy_tensor import get_proxy_mode, get_proxy_slot
-
-    mode = get_proxy_mode()
-    slot = get_proxy_slot(t, mode.tracer, None) if mode is not None else None
-    if slot is None:
-        return False
-    seen, todo = set(), [slot.proxy.node]
-    while todo:
-        node = todo.pop()
-        if node in seen:
-            continue
-        seen.add(node)
-        if node.op == "placeholder":
-            return True
-        target = node.target
-        if isinstance(target, torch._ops.OpOverload) and (
-            torch.Tag.nondeterministic_seeded in target.tags
-        ):
-            return True
-        todo.extend(node.all_input_nodes)
-    return False
-
-
-class _ValueReads(TorchFunctionMode):
-    """Active while make_fx traces the step: a Python-side read of the value of a tensor that
-    depends on the inputs raises :class:`Fallback` naming the read and the user's line; a read
-    of a tensor that does not (built from constants) runs untraced and its value is kept."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        name = getattr(func, "__name__", None)
-        if name in _READS and args and isinstance(args[0], torch.Tensor):
-            if _depends_on_inputs(args[0]):
-                raise Fallback(
-                    f"the model or guide reads a tensor's value in Python ({name})"
-                    f"{_user_line(traceback.extract_stack()[:-1])}: a compiled graph would "
-                    "keep the value its capture saw"
-                )
-            from torch.fx.experimental.proxy_tensor import disable_proxy_modes_tracing
-
-            with disable_proxy_modes_tracing():
-                return func(*args, **kwargs)
-        return func(*args, **kwargs)
-
-
-def unsupported(trainer) -> str | None:
-    """Why ``trainer``'s step cannot be compiled, or ``None``."""
-    config = trainer.config
-    if config.estimator not in COMPILABLE_ESTIMATORS:
+def unsupported(
+    estimator: Estimator, *, data_parallel: bool = False, check_args: bool = False
+) -> str | None:
+    """Why a fit with ``estimator`` cannot be compiled (its declared
+    :class:`~bayesdl.inference.elbo.Capabilities`; a data-parallel run; ``--validate``), or
+    ``None``."""
+    caps = estimator.capabilities
+    if not caps.compilable:
         return (
-            f"--estimator {config.estimator} keeps Python-side state or computes its own "
-            f"gradients (compiled: {', '.join(COMPILABLE_ESTIMATORS)})"
+            f"--estimator {estimator.name} is not compiled (it keeps Python-side state, "
+            "computes its own gradients or reads its loss on the host; compiled: "
+            f"{', '.join(names_with('compilable'))})"
         )
-    if trainer.ddp is not None:
+    if data_parallel:
         return "data-parallel runs average gradients across processes at every step"
-    if config.check_args:
+    if check_args:
         return "--validate checks distribution arguments on the host at every step"
-    if trainer._set_step is not None:
+    if caps.scheduled or callable(getattr(estimator, "set_step", None)):
         return "the estimator changes with the step"
-    if not trainer.estimator.differentiable:
-        return f"--estimator {config.estimator} has no differentiable loss"
+    if not estimator.differentiable:
+        return f"--estimator {estimator.name} has no differentiable loss"
     return None
 
 
@@ -212,9 +113,20 @@ def auto_pays_off(remaining_steps: int, eager_step_seconds: float) -> bool:
     return remaining_steps * eager_step_seconds > 3 * (20.0 + 1000 * eager_step_seconds)
 
 
+def _optimizer_kind(optimizer: torch.optim.Optimizer) -> str:
+    """``adam``, ``adamw`` or ``sgd``: which update :func:`_optimizer_update` traces."""
+    if isinstance(optimizer, torch.optim.AdamW):
+        return "adamw"
+    if isinstance(optimizer, torch.optim.Adam):
+        return "adamw" if optimizer.param_groups[0].get("decoupled_weight_decay") else "adam"
+    if isinstance(optimizer, torch.optim.SGD):
+        return "sgd"
+    raise Fallback(f"the optimizer {type(optimizer).__name__} is not compiled")
+
+
 def _optimizer_update(kind: str, group: dict) -> Callable:
     """``(p, g, state, lr) -> (p', state')`` of ``torch.optim`` 's Adam / AdamW / SGD (as
-    :data:`~bayesdl.inference.train.OPTIMIZERS` configures them), on tensors: one function the
+    :data:`~bayesdl.inference.config.OPTIMIZERS` configures them), on tensors: one function the
     graph traces, with the same arithmetic as the eager single-tensor implementation."""
     if kind in ("adam", "adamw"):
         (b1, b2), eps, wd = group["betas"], group["eps"], group["weight_decay"]
@@ -281,43 +193,67 @@ def graph_key(graph: torch.fx.GraphModule, inputs: list[torch.Tensor], options: 
 
 
 class CompiledStep:
-    """One fit's SVI step, captured and compiled (see the module docstring).
+    """One fit's SVI step, captured and compiled (see the module docstring): a
+    :class:`~bayesdl.inference.step.Step` built from explicit parts.
 
-    :param trainer: an initialised :class:`~bayesdl.inference.train.Trainer` (its optimizer
-        state loaded when resuming).
+    :param loss_fn: ``loss_fn(**data) -> -ELBO``, differentiable (the estimator's own loss on
+        the wrapped model and guide).
+    :param params: the trained tensors, by name (the optimizer's, in its order).
+    :param optimizer: Adam, AdamW or SGD over ``params`` (its state loaded when resuming);
+        the graph reads its learning rate at every step.
     :param data: the step's keyword arguments (tensors become graph inputs).
+    :param model: the model as ``loss_fn`` runs it (its structure is checked).
+    :param guide: the guide as ``loss_fn`` runs it.
+    :param clip_norm: clip the gradients' global 2-norm (``None``: no clipping).
+    :param kl: the KL-annealing messenger whose ``beta`` is a graph input (``None``: no KL
+        warm-up in this fit).
+    :param subsample: the minibatch messenger whose ``indices`` are a graph input (``None``:
+        full batches).
+    :param untrained: called with the loss at capture
+        (:class:`~bayesdl.inference.params.UntrainedCheck`).
+    :param device: where the learning rate and KL weight live (default: the parameters').
     :param backend: ``"inductor"`` (compile; plain replay if that fails) or ``"fx"`` (replay
         the traced graph without compiling); default :data:`BACKEND`
         (``$BAYESDL_COMPILE_BACKEND``, else ``inductor``).
     :raises Fallback: the step cannot be captured (the message says why).
     """
 
-    def __init__(self, trainer, data: dict[str, Any], backend: str | None = None):
+    compiled = True
+
+    def __init__(
+        self,
+        loss_fn: Callable[..., torch.Tensor],
+        params: Mapping[str, torch.Tensor],
+        optimizer: torch.optim.Optimizer,
+        data: dict[str, Any],
+        *,
+        model: Callable,
+        guide: Callable,
+        clip_norm: float | None = None,
+        kl: KLScale | None = None,
+        subsample: DataSubsample | None = None,
+        untrained: Callable[[torch.Tensor], None] | None = None,
+        device: torch.device | None = None,
+        backend: str | None = None,
+    ):
         backend = BACKEND if backend is None else backend
-        reason = unsupported(trainer)
-        if reason is not None:
-            raise Fallback(reason)
-        self.trainer = trainer
-        self.kind = trainer.config.optimizer
+        self.loss_fn, self.optimizer, self.model, self.guide = loss_fn, optimizer, model, guide
+        self.clip_norm, self.kl, self.subsample = clip_norm, kl, subsample
+        self.untrained = untrained
+        self.params = list(params.values())
+        self.device = device if device is not None else self.params[0].device
         self.keys = [k for k, v in data.items() if torch.is_tensor(v)]
         self.constants = {k: v for k, v in data.items() if not torch.is_tensor(v)}
         self.shapes = {k: self._layout(data[k]) for k in self.keys}
-        self.params = list(trainer.params.values())
-        opt = trainer.optimizer
-        self.update_fn = _optimizer_update(self.kind, opt.param_groups[0])
-        for p in self.params:
-            if not opt.state.get(p):
-                opt.state[p] = _init_state(self.kind, p)
-        self.state_keys = sorted(opt.state[self.params[0]])
-        self.flat_states = [opt.state[p][k] for p in self.params for k in self.state_keys]
-        self.lr = torch.zeros((), device=trainer.device)
-        self.beta = torch.ones((), device=trainer.device)
-        self.batched = trainer.batcher is not None
-        self._fixed: list | None = None
+        self.kind = _optimizer_kind(optimizer)
+        self.update_fn = _optimizer_update(self.kind, optimizer.param_groups[0])
+        self._bind_states()
+        self.lr = torch.zeros((), device=self.device)
+        self.beta = torch.ones((), device=self.device)
         self.backend = "fx"
         self.reused = False  # Inductor's code of an earlier fit's identical graph (_COMPILED)
         t0 = time.perf_counter()
-        rng = ckpt.rng_state()  # capture and checks draw noise: the run's RNG stays as it was
+        rng = rng_state()  # capture and checks draw noise: the run's RNG stays as it was
         try:
             self.signature = self._check_structure(data)
             self.graph = self._trace(data)
@@ -325,25 +261,35 @@ class CompiledStep:
             if backend == "inductor":
                 self.fn, self.backend = self._compile(data)
         finally:
-            ckpt.set_rng_state(rng)
+            set_rng_state(rng)
         self.compile_seconds = time.perf_counter() - t0
         self.compiled_at = time.perf_counter()
         self.value_checks, self.value_check_seconds = 0, 0.0
         self.last_value_difference = 0.0
 
+    def _bind_states(self) -> None:
+        """The optimizer's state tensors, flat, as graph inputs (created as eager
+        ``torch.optim`` would at its first step where there are none yet)."""
+        opt = self.optimizer
+        for p in self.params:
+            if not opt.state.get(p):
+                opt.state[p] = _init_state(self.kind, p)
+        self.state_keys = sorted(opt.state[self.params[0]])
+        self.flat_states = [opt.state[p][k] for p in self.params for k in self.state_keys]
+        self._fixed: list | None = None
+
     # -- capture
 
     def _check_structure(self, data: dict[str, Any]) -> tuple:
-        tr = self.trainer
-        sigs = [structure(tr.train_model, tr.train_guide, data) for _ in range(STRUCTURE_TRACES)]
+        sigs = [structure(self.model, self.guide, data) for _ in range(STRUCTURE_TRACES)]
         for other in sigs[1:]:
             if other != sigs[0]:
-                raise Fallback(_difference(sigs[0], other))
+                raise Fallback(difference(sigs[0], other))
         return sigs[0]
 
     def _inputs(self, data: dict[str, Any]) -> list[torch.Tensor]:
         """The graph's inputs, flat: parameters, optimizer states, lr, beta, data, indices."""
-        idx = [self.trainer.subsample.indices] if self.batched else []
+        idx = [self.subsample.indices] if self.subsample is not None else []
         return [
             *self.params,
             *self.flat_states,
@@ -370,22 +316,18 @@ class CompiledStep:
     def _step(self, params, states, lr, beta, xs, idx):
         """The traced function: its inputs are the real tensors, so every use of them inside
         Pyro's handlers becomes a use of a graph input."""
-        tr = self.trainer
         data = dict(zip(self.keys, xs, strict=True)) | self.constants
         if idx:
-            tr.subsample.indices = idx[0]
-        if tr.config.kl_warmup > 0:
-            tr.kl.beta = beta
+            self.subsample.indices = idx[0]
+        if self.kl is not None:
+            self.kl.beta = beta
         with pyro.validation_enabled(False):
-            loss = tr.loss_fn(**data)
-        if not tr._checked:
-            from bayesdl.inference.train import warn_untrained
-
-            warn_untrained(loss, tr.params)
-            tr._checked = True
+            loss = self.loss_fn(**data)
+        if self.untrained is not None:
+            self.untrained(loss)
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         used = [g is not None for g in grads]
-        clip = tr.config.clip_norm
+        clip = self.clip_norm
         if clip is not None and any(used):
             norms = torch.stack([g.detach().norm(2) for g in grads if g is not None])
             coef = torch.clamp(clip / (norms.norm(2) + 1e-6), max=1.0)
@@ -404,13 +346,12 @@ class CompiledStep:
     def _trace(self, data: dict[str, Any]) -> torch.fx.GraphModule:
         from torch.fx.experimental.proxy_tensor import make_fx
 
-        tr = self.trainer
-        kl_beta = tr.kl.beta
+        kl_beta = self.kl.beta if self.kl is not None else None
         try:
             with torch.enable_grad():
 
                 def step(*flat):  # make_fx reads the signature: no bound method
-                    with _ValueReads():
+                    with ValueReads():
                         return self._flat_step(*flat)
 
                 return make_fx(step, tracing_mode="real")(*self._inputs(data))
@@ -419,14 +360,15 @@ class CompiledStep:
         except Exception as e:  # noqa: BLE001 -- any failure to trace means: run eagerly
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             if "get value out of a tracing tensor" in first:  # make_fx's own check, an op's read
-                where = _user_line(traceback.extract_tb(e.__traceback__))
+                where = user_line(traceback.extract_tb(e.__traceback__))
                 raise Fallback(
                     f"the model or guide reads a tensor's value{where}: a compiled graph would "
                     "keep the value its capture saw"
                 ) from e
             raise Fallback(f"the step cannot be traced ({type(e).__name__}: {first})") from e
         finally:
-            tr.kl.beta = kl_beta
+            if self.kl is not None:
+                self.kl.beta = kl_beta
 
     def _compile(self, data: dict[str, Any]) -> tuple[Callable, str]:
         """Inductor over the traced aten graph (``compile_fx``, as ``torch.compile`` 's
@@ -438,7 +380,7 @@ class CompiledStep:
             from torch._inductor.compile_fx import compile_fx
 
             inputs = self._inputs(data)
-            cuda = self.trainer.device.type == "cuda"
+            cuda = self.device.type == "cuda"
             # inputs keep their capture-time shapes and strides (:meth:`accepts` checks new
             # data), so the wrapper's per-call size/stride asserts are dropped (15% on coin)
             options = {
@@ -471,25 +413,35 @@ class CompiledStep:
 
     # -- replay
 
-    def step(self, data: dict[str, Any], lr: float, beta: float) -> torch.Tensor:
-        """One compiled step on ``data`` (same keys and shapes as at capture); updates the
-        parameters and the optimizer state in place and returns the detached loss."""
+    def __call__(self, data: Mapping[str, Any]) -> torch.Tensor:
+        """One compiled step on ``data`` (same keys and shapes as at capture), at the
+        optimizer's current learning rate and the current KL weight; updates the parameters
+        and the optimizer state in place and returns the detached loss."""
         if self._fixed is None:  # the inputs that are the same tensors at every step
             self._fixed = [*self.params, *self.flat_states, self.lr, self.beta]
             self._targets = [*self.params, *self.flat_states]
-            self._cuda = self.trainer.device.type == "cuda"
-            self._kl = self.trainer.config.kl_warmup > 0
-        self.lr.fill_(lr)
-        if self._kl:
-            self.beta.fill_(beta)
+            self._cuda = self.device.type == "cuda"
+        self.lr.fill_(self.optimizer.param_groups[0]["lr"])
+        if self.kl is not None:
+            self.beta.fill_(self.kl.beta)
         inputs = self._fixed + [data[k] for k in self.keys]
-        if self.batched:
-            inputs.append(self.trainer.subsample.indices)
+        if self.subsample is not None:
+            inputs.append(self.subsample.indices)
         with torch.no_grad():
             out = self.fn(*inputs)
             torch._foreach_copy_(self._targets, out[1:])
         # a CUDA graph's outputs are overwritten by its next replay: the loss is kept
         return out[0].clone() if self._cuda else out[0]
+
+    def state_dict(self) -> dict:
+        """The optimizer's ``state_dict()``: the graph's new states are copied into its own
+        tensors after every step, so this is what eager steps would have written."""
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        """Load a saved optimizer state (checked) and take its tensors as the graph's inputs."""
+        load_optimizer_state(self.optimizer, state)
+        self._bind_states()
 
     @staticmethod
     def _layout(t: torch.Tensor) -> tuple:
@@ -508,13 +460,12 @@ class CompiledStep:
     def check(self, data: dict[str, Any]) -> str | None:
         """Re-trace the model and guide eagerly (RNG untouched); why the structure no longer
         matches the captured one, or ``None``."""
-        tr = self.trainer
-        rng = ckpt.rng_state()
+        rng = rng_state()
         try:
-            sig = structure(tr.train_model, tr.train_guide, data)
+            sig = structure(self.model, self.guide, data)
         finally:
-            ckpt.set_rng_state(rng)
-        return None if sig == self.signature else _difference(self.signature, sig)
+            set_rng_state(rng)
+        return None if sig == self.signature else difference(self.signature, sig)
 
     def value_check_due(self) -> bool:
         """Whether the loss check (:meth:`check_values`) runs at this log point: at the first,
@@ -527,26 +478,21 @@ class CompiledStep:
         and the fit's loss eagerly from the same RNG state (the graph draws its noise from
         torch's RNG in eager's order); why the two losses differ beyond float32 rounding, or
         ``None``. Every RNG is left as it was."""
-        tr = self.trainer
         t0 = time.perf_counter()
-        rng = ckpt.rng_state()
-        inputs = [*self.params, *self.flat_states, self.lr, self.beta]
-        inputs += [data[k] for k in self.keys]
-        if self.batched:
-            inputs.append(tr.subsample.indices)
+        rng = rng_state()
         try:
             with torch.no_grad():
-                compiled = float(self.fn(*inputs)[0])
-            ckpt.set_rng_state(rng)
+                compiled = float(self.fn(*self._inputs(data))[0])
+            set_rng_state(rng)
             # as in training, gradients on: a model may choose its estimator by
             # torch.is_grad_enabled() (a BNN's local reparameterization does)
             with torch.enable_grad(), pyro.validation_enabled(False):
-                eager = float(tr.loss_fn(**data))
+                eager = float(self.loss_fn(**data))
         except Exception as e:  # noqa: BLE001 -- the eager step will say what fails, and where
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             return f"the eager loss failed ({type(e).__name__}: {first})"
         finally:
-            ckpt.set_rng_state(rng)
+            set_rng_state(rng)
             self.value_checks += 1
             self.value_check_seconds += time.perf_counter() - t0
         # |compiled - eager| / max(|eager|, 1) at the last check (the benchmark reports it)

@@ -141,6 +141,33 @@ def _identity(fn: Callable) -> Callable:
     return fn
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What an estimator supports, declared by its factory: the engine and the workflows read
+    these flags, never the estimator's name.
+
+    :param compilable: the whole step is one differentiable loss with no Python-side state
+        between steps: ``--compile`` can trace it (:mod:`bayesdl.inference.compiled`).
+    :param data_parallel: its loss is differentiable, so ``DistributedDataParallel`` can wrap
+        it (``torchrun``: :mod:`bayesdl.inference.distributed`).
+    :param stateful: it keeps Python-side state between steps: the score function's
+        decaying-average baselines, one per site and input (not broadcast over vectorized
+        particles).
+    :param scheduled: it changes with the step (``set_step(step, total)``: a temperature).
+    :param enumerates: it sums discrete latent sites out exactly, so a guide over the
+        continuous sites suffices.
+    :param discrete: it is meant for discrete latent sites (sums them out, scores them with
+        baselines or relaxes them); the others are pathwise estimators for continuous ones.
+    """
+
+    compilable: bool = False
+    data_parallel: bool = False
+    stateful: bool = False
+    scheduled: bool = False
+    enumerates: bool = False
+    discrete: bool = False
+
+
 @dataclass
 class Estimator:
     """A Pyro ELBO plus the model/guide rewrites it needs (score function, enumeration, ...).
@@ -148,12 +175,20 @@ class Estimator:
     :param elbo: any :class:`~pyro.infer.ELBO`; its own ``differentiable_loss`` is the loss.
     :param wrap_model: rewrite of the model (e.g. ``config_enumerate``).
     :param wrap_guide: rewrite of the guide (e.g. :class:`ScoreFunction`).
+    :param capabilities: what it supports (:class:`Capabilities`); when not declared (an
+        estimator registered from outside), nothing beyond data-parallel runs of a
+        differentiable loss.
     """
 
     name: str
     elbo: ELBO
     wrap_model: Callable = _identity
     wrap_guide: Callable = _identity
+    capabilities: Capabilities | None = None
+
+    def __post_init__(self) -> None:
+        if self.capabilities is None:
+            self.capabilities = Capabilities(data_parallel=self.differentiable)
 
     @property
     def differentiable(self) -> bool:

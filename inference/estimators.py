@@ -11,8 +11,11 @@
 * ``relaxed`` -- Concrete relaxation of categorical sites (:mod:`bayesdl.inference.relaxed`);
 * ``meanfield`` -- :class:`~pyro.infer.TraceMeanField_ELBO`: analytic KL where Pyro knows it.
 
-Register another one in :data:`ESTIMATORS`: a factory ``(particles, vectorize,
-max_plate_nesting) -> Estimator`` around any Pyro ELBO; its own loss is used unchanged.
+Each factory declares what its estimator supports (:class:`~bayesdl.inference.elbo.Capabilities`:
+compilable, data-parallel, stateful, scheduled, enumerates, discrete); the engine and the
+workflows read those flags, never the name. Register another one in :data:`ESTIMATORS`: a
+factory ``(particles, vectorize, max_plate_nesting) -> Estimator`` around any Pyro ELBO, with
+its ``capabilities``; its own loss is used unchanged.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Callable
 from pyro.infer import TraceEnum_ELBO, TraceMeanField_ELBO, config_enumerate
 
 from bayesdl.inference.elbo import (
+    Capabilities,
     Estimator,
     ScoreFunction,
     SyncFreeTrace_ELBO,
@@ -30,7 +34,19 @@ from bayesdl.inference.elbo import (
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.relaxed import make_relaxed
 
-__all__ = ["ESTIMATORS", "Estimator", "ScoreFunction", "make_estimator", "marked_for_enumeration"]
+__all__ = [
+    "ESTIMATORS",
+    "Capabilities",
+    "Estimator",
+    "ScoreFunction",
+    "capabilities",
+    "make_estimator",
+    "marked_for_enumeration",
+    "names_with",
+]
+
+#: a pathwise estimator whose step is one differentiable loss with no state between steps
+PATHWISE = Capabilities(compilable=True, data_parallel=True)
 
 
 def _reparam(particles: int, vectorize: bool, max_plate_nesting: float) -> Estimator:
@@ -41,6 +57,7 @@ def _reparam(particles: int, vectorize: bool, max_plate_nesting: float) -> Estim
             vectorize_particles=vectorize,
             max_plate_nesting=max_plate_nesting,
         ),
+        capabilities=PATHWISE,
     )
 
 
@@ -53,6 +70,7 @@ def _score(particles: int, vectorize: bool, max_plate_nesting: float) -> Estimat
             max_plate_nesting=max_plate_nesting,
         ),
         wrap_guide=lambda g: ScoreFunction()(g),
+        capabilities=Capabilities(data_parallel=True, stateful=True, discrete=True),
     )
 
 
@@ -66,6 +84,7 @@ def _enum(particles: int, vectorize: bool, max_plate_nesting: float) -> Estimato
         ),
         wrap_model=lambda m: config_enumerate(m, default="parallel"),
         wrap_guide=lambda g: config_enumerate(g, default="parallel"),
+        capabilities=Capabilities(data_parallel=True, enumerates=True, discrete=True),
     )
 
 
@@ -77,6 +96,9 @@ def _meanfield(particles: int, vectorize: bool, max_plate_nesting: float) -> Est
             vectorize_particles=vectorize,
             max_plate_nesting=max_plate_nesting,
         ),
+        # not compilable: Pyro's TraceMeanField_ELBO reads its loss on the host (torch_item)
+        # at every step, where a capture must stop (it always did: tests/inference/test_step.py)
+        capabilities=Capabilities(data_parallel=True),
     )
 
 
@@ -102,6 +124,16 @@ def make_estimator(
     if particles < 1:
         raise UserError(f"--particles must be >= 1, got {particles}")
     return ESTIMATORS[name](particles, vectorize and particles > 1, max_plate_nesting)
+
+
+def capabilities(name: str) -> Capabilities:
+    """What the named estimator supports (:class:`~bayesdl.inference.elbo.Capabilities`)."""
+    return make_estimator(name).capabilities
+
+
+def names_with(flag: str) -> list[str]:
+    """The registered estimators whose capability ``flag`` is set, in registry order."""
+    return [name for name in ESTIMATORS if getattr(capabilities(name), flag)]
 
 
 def marked_for_enumeration(sites: list[dict]) -> bool:

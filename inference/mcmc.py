@@ -175,15 +175,7 @@ def run_nuts(
     config.validate()
     device = torch.device(device)
     data = {k: v.to(device) if torch.is_tensor(v) else v for k, v in data.items()}
-    refuse_params(model, data, name)
-    dims = latent_dimension(model, data)
-    if dims > LARGE_MODEL:
-        warn_at(
-            f"NUTS on {dims} latent dimensions: expect minutes or more per chain (each draw "
-            "takes up to 2^max_tree_depth gradient evaluations); VI is the usual tool here",
-            UserWarning,
-            model,
-        )
+    _check_model(model, data, name)
     nesting = None if math.isinf(max_plate_nesting) else int(max_plate_nesting)
     pyro.set_rng_seed(seed)
     chains: list[dict[str, torch.Tensor]] = []
@@ -192,49 +184,14 @@ def run_nuts(
     bar = bool(progress) and sys.stderr.isatty()
     wall0 = time.perf_counter()
     for c in range(config.chains):
-        kept: list[dict[str, torch.Tensor]] = []  # this chain's draws (unconstrained)
-
-        def keep(kernel, params, stage, i, kept=kept):  # noqa: ARG001
-            if stage.startswith("Sample"):
-                kept.append({k: v.detach().clone() for k, v in params.items()})
-
-        kernel = NUTS(
-            model,
-            target_accept_prob=config.target_accept,
-            max_tree_depth=config.max_tree_depth,
-            full_mass=config.dense_mass,
-            max_plate_nesting=nesting,
+        draws, chain_stats, interrupted = _run_chain(
+            model, data, config, c, nesting, bar, keep_partial=not chains
         )
-        mcmc = MCMC(
-            kernel,
-            num_samples=config.num_samples,
-            warmup_steps=config.warmup,
-            num_chains=1,
-            hook_fn=keep,
-            disable_progbar=not bar,
-        )
-        t0 = time.perf_counter()
-        try:
-            mcmc.run(**data)
-        except KeyboardInterrupt:
-            interrupted = True
-            if not chains and len(kept) >= 2:
-                chains.append(_constrained(kernel, kept))
-                stats.append(
-                    _chain_stats(len(kept), len(kernel._divergences), None, t0, kernel.step_size)
-                )
+        if draws is not None:
+            chains.append(draws)
+            stats.append(chain_stats)
+        if interrupted:
             break
-        except (ValueError, RuntimeError, NotImplementedError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"NUTS failed in chain {c + 1}: {type(e).__name__}: {first}") from e
-        samples = mcmc.get_samples(group_by_chain=True)
-        chains.append({k: v[0] for k, v in samples.items()})
-        # the kernel's own statistics, as MCMC.diagnostics() lists them per chain (without
-        # its R-hat, which needs 4 draws)
-        diag = (getattr(mcmc, "_diagnostics", None) or [None])[0] or {}
-        divergences = len(diag.get("divergences", []))
-        accept = diag.get("acceptance rate")
-        stats.append(_chain_stats(config.num_samples, divergences, accept, t0, kernel.step_size))
     if not chains:
         raise KeyboardInterrupt
     draws = {k: torch.stack([ch[k] for ch in chains]) for k in sorted(chains[0])}
@@ -245,6 +202,74 @@ def run_nuts(
         chains=stats,
         interrupted=interrupted,
     )
+
+
+def _check_model(model: Callable, data: dict[str, Any], name: str) -> None:
+    """Refuse a model with ``pyro.param`` sites; warn when its latent dimension is large."""
+    refuse_params(model, data, name)
+    dims = latent_dimension(model, data)
+    if dims > LARGE_MODEL:
+        warn_at(
+            f"NUTS on {dims} latent dimensions: expect minutes or more per chain (each draw "
+            "takes up to 2^max_tree_depth gradient evaluations); VI is the usual tool here",
+            UserWarning,
+            model,
+        )
+
+
+def _run_chain(
+    model: Callable,
+    data: dict[str, Any],
+    config: MCMCConfig,
+    c: int,
+    nesting: int | None,
+    bar: bool,
+    *,
+    keep_partial: bool,
+) -> tuple[dict[str, torch.Tensor] | None, dict | None, bool]:
+    """Chain ``c`` (0-based): its draws (constrained), its statistics, and whether Ctrl-C
+    ended it. An interrupted chain's draws so far are kept only when ``keep_partial`` (the
+    first chain) and there are at least two."""
+    kept: list[dict[str, torch.Tensor]] = []  # this chain's draws (unconstrained)
+
+    def keep(kernel, params, stage, i):  # noqa: ARG001
+        if stage.startswith("Sample"):
+            kept.append({k: v.detach().clone() for k, v in params.items()})
+
+    kernel = NUTS(
+        model,
+        target_accept_prob=config.target_accept,
+        max_tree_depth=config.max_tree_depth,
+        full_mass=config.dense_mass,
+        max_plate_nesting=nesting,
+    )
+    mcmc = MCMC(
+        kernel,
+        num_samples=config.num_samples,
+        warmup_steps=config.warmup,
+        num_chains=1,
+        hook_fn=keep,
+        disable_progbar=not bar,
+    )
+    t0 = time.perf_counter()
+    try:
+        mcmc.run(**data)
+    except KeyboardInterrupt:
+        if keep_partial and len(kept) >= 2:
+            partial = _chain_stats(len(kept), len(kernel._divergences), None, t0, kernel.step_size)
+            return _constrained(kernel, kept), partial, True
+        return None, None, True
+    except (ValueError, RuntimeError, NotImplementedError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"NUTS failed in chain {c + 1}: {type(e).__name__}: {first}") from e
+    samples = mcmc.get_samples(group_by_chain=True)
+    # the kernel's own statistics, as MCMC.diagnostics() lists them per chain (without its
+    # R-hat, which needs 4 draws)
+    diag = (getattr(mcmc, "_diagnostics", None) or [None])[0] or {}
+    divergences = len(diag.get("divergences", []))
+    accept = diag.get("acceptance rate")
+    chain_stats = _chain_stats(config.num_samples, divergences, accept, t0, kernel.step_size)
+    return {k: v[0] for k, v in samples.items()}, chain_stats, False
 
 
 def _constrained(kernel: NUTS, kept: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -22,7 +22,7 @@ import torch
 from pyro.distributions import TorchDistribution, constraints
 from pyro.poutine.messenger import Messenger
 
-from bayesdl.inference.elbo import Estimator, SyncFreeTrace_ELBO
+from bayesdl.inference.elbo import Capabilities, Estimator, SyncFreeTrace_ELBO
 
 #: (tau_0, tau_T): the default temperature schedule of ``--estimator relaxed``
 TEMPERATURE = (1.0, 0.3)
@@ -103,6 +103,7 @@ def make_relaxed(
         ),
         wrap_model=lambda m: relax(m),
         wrap_guide=lambda g: relax(g),
+        capabilities=Capabilities(data_parallel=True, scheduled=True, discrete=True),
         relax=relax,
         schedule=schedule,
     )

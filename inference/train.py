@@ -3,616 +3,66 @@
 One loop for every model, written the way ``examples/svi_torch.py`` in Pyro writes it:
 the estimator gives a differentiable loss (its ELBO's own), a plain :mod:`torch.optim`
 optimizer steps on the parameters it touches. The loop has NumPyro's shape: a
-:class:`Trainer` with ``init`` / ``update`` / ``log`` / ``checkpoint_state``, and :func:`fit`.
-What the loop adds over ``SVI.step`` is only bookkeeping that never waits on the device
-between log points: minibatch indices, learning-rate and KL
-schedules, gradient clipping, metrics, atomic checkpoints, exact resume and clean
-SIGINT/SIGTERM handling.
+:class:`~bayesdl.inference.trainer.Trainer` with ``init`` / ``update`` / ``log`` /
+``checkpoint_state``, and :func:`fit` over it. The step itself is a
+:class:`~bayesdl.inference.step.Step` built from the loss, the parameters and the optimizer
+(eager, or compiled with ``--compile``); what the loop adds over it is only bookkeeping that
+never waits on the device between log points: minibatch indices, learning-rate and KL
+schedules, metrics, atomic checkpoints, exact resume and clean SIGINT/SIGTERM handling.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pyro
 import torch
-from pyro import poutine
 from tqdm.auto import tqdm
 
-from bayesdl.inference import checkpoint as ckpt
-from bayesdl.inference import distributed, files
-from bayesdl.inference.batching import DataSubsample, EpochBatcher
+import bayesdl.inference.checkpoint as ckpt
+import bayesdl.inference.distributed as distributed
+import bayesdl.inference.files as files
 from bayesdl.inference.compiled import auto_pays_off
-from bayesdl.inference.convergence import AUTO, StepPlan, steps_or_auto
-from bayesdl.inference.devices import check_threads, resolve_device
+from bayesdl.inference.config import COMPILE_MODES, MAX_SEED, OPTIMIZERS, FitConfig
+from bayesdl.inference.convergence import AUTO
+from bayesdl.inference.devices import resolve_device
 from bayesdl.inference.errors import UserError
-from bayesdl.inference.estimators import make_estimator
 from bayesdl.inference.failures import step_failure
-from bayesdl.inference.guide_moments import IterateAverage, TailAverage, guide_moments
-from bayesdl.inference.schedules import LR_SCHEDULES, KLScale, kl_weight
+from bayesdl.inference.params import trainable_params, untrained_leaves, warn_untrained
+from bayesdl.inference.result import FitResult
 from bayesdl.inference.serial import one_at_a_time
 from bayesdl.inference.signals import Interrupted, StopFlag
-from bayesdl.inference.where import warn_at
+from bayesdl.inference.trainer import Trainer, TrainState, to_device
+
+# FitConfig, FitResult, the Trainer and the parameter helpers live in modules of their own;
+# they are named here too, where callers have always imported them from
+__all__ = [
+    "AUTO_PROBE",
+    "CHECKPOINT",
+    "COMPILE_MODES",
+    "MAX_SEED",
+    "METRICS",
+    "OPTIMIZERS",
+    "FitConfig",
+    "FitResult",
+    "Interrupted",
+    "TrainState",
+    "Trainer",
+    "fit",
+    "restore",
+    "trainable_params",
+    "untrained_leaves",
+    "warn_untrained",
+]
 
 CHECKPOINT = "checkpoint.pt"
-#: values of ``--compile`` (see :mod:`bayesdl.inference.compiled`)
-COMPILE_MODES = ("false", "true", "auto")
 #: eager steps ``--compile auto`` times before deciding
 AUTO_PROBE = 5
 METRICS = "metrics.jsonl"
-#: the largest seed numpy's RNG (seeded by ``pyro.set_rng_seed``) accepts
-MAX_SEED = 2**32 - 1
-
-
-@dataclass
-class FitConfig:
-    """Everything that decides a fit; saved with every checkpoint."""
-
-    # every field is a `bayesdl fit` option (see bayesdl.workflows.options): `metadata` holds
-    # its help ("%(default)s" is the model's default), flag and command-line converter
-    steps: int | str = field(
-        default=1000,
-        metadata={
-            "help": "optimizer steps (default %(default)s); auto: until the ELBO flattens, "
-            "then a short decay",
-            "type": steps_or_auto,
-        },
-    )
-    lr: float = field(default=1e-2, metadata={"help": "learning rate (default %(default)s)"})
-    optimizer: str = field(
-        default="adam", metadata={"help": "adam | adamw | sgd (default %(default)s)"}
-    )
-    estimator: str = field(
-        default="reparam", metadata={"help": "ELBO gradient estimator (default %(default)s)"}
-    )
-    particles: int = field(default=1, metadata={"help": "samples per ELBO estimate"})
-    vectorize_particles: bool = field(
-        default=True,
-        metadata={"help": "draw particles in a Python loop (for models that do not broadcast)"},
-    )
-    max_plate_nesting: float = field(default=float("inf"), metadata={"hidden": True})
-    batch_size: int | None = field(
-        default=None,
-        metadata={
-            "help": "minibatch size (likelihood scaled by N / B); default full batch",
-            "type": "optional_int",
-        },
-    )
-    lr_schedule: str = field(default="constant", metadata={"help": "constant | linear | cosine"})
-    lr_warmup: int = field(default=0, metadata={"help": "steps of linear LR warm-up"})
-    clip_norm: float | None = field(default=None, metadata={"help": "clip gradient norm"})
-    kl_warmup: int = field(
-        default=0, metadata={"help": "anneal the KL weight from 0 to 1 over this many steps"}
-    )
-    kl_warmup_start: int = field(default=0, metadata={"help": "step at which KL warm-up begins"})
-    seed: int = field(
-        default=0,
-        metadata={"help": "random seed, 0 to 2**32-1 (default %(default)s)", "type": "seed"},
-    )
-    device: str = field(
-        default="cpu", metadata={"help": "cpu | cuda | cuda:N | auto (default %(default)s)"}
-    )
-    log_every: int = field(default=100, metadata={"help": "steps between metric rows"})
-    checkpoint_every: int = field(default=1000, metadata={"help": "steps between checkpoints"})
-    threads: int | None = field(
-        default=None,
-        metadata={
-            "help": "torch intra-op threads (default: torch's; 1 is fastest for small models "
-            "on a busy machine)"
-        },
-    )
-    # auto: AUTO_PROBE eager steps are timed, then the step is compiled when the remaining
-    # steps' eager time exceeds 3x the expected compile cost (inference.compiled.auto_pays_off)
-    compile: str = field(
-        default="false",
-        metadata={
-            "help": "trace one whole SVI step (ELBO, gradients, optimizer) once and run it "
-            "compiled: false | true | auto (compile when the run is long enough to pay for "
-            "it); --compile alone is true (default %(default)s)",
-            "type": "compile_mode",
-            "const": "true",
-            "choices": COMPILE_MODES,
-        },
-    )
-    check_args: bool = field(
-        default=False,
-        metadata={
-            "help": "keep Pyro's argument checks on at every step (slower; for debugging)",
-            "flag": "--validate",
-        },
-    )
-
-    def validate(self) -> None:
-        """Reject impossible settings with a :class:`UserError`."""
-        if self.steps != AUTO and (
-            isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps <= 0
-        ):
-            raise UserError(f"--steps must be positive (or auto), got {self.steps!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UserError(f"--lr must be a positive finite number, got {self.lr}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise UserError(f"--seed must be an integer, got {self.seed!r}")
-        if not 0 <= self.seed <= MAX_SEED:
-            raise UserError(f"--seed must be between 0 and 2**32-1, got {self.seed}")
-        if self.particles < 1:
-            raise UserError(f"--particles must be >= 1, got {self.particles}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise UserError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise UserError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
-        if self.clip_norm is not None and not (
-            self.clip_norm > 0 and math.isfinite(self.clip_norm)
-        ):
-            raise UserError(
-                f"--clip-norm must be a positive finite number, got {self.clip_norm} "
-                "(leave it out for no clipping)"
-            )
-        if isinstance(self.compile, bool):  # compile=True from Python
-            self.compile = "true" if self.compile else "false"
-        if self.compile not in COMPILE_MODES:
-            raise UserError(f"--compile must be one of {', '.join(COMPILE_MODES)}")
-        if self.log_every < 1 or self.checkpoint_every < 1:
-            raise UserError("--log-every and --checkpoint-every must be >= 1")
-        if self.threads is not None:
-            check_threads(self.threads)
-        for name in ("lr_warmup", "kl_warmup", "kl_warmup_start"):
-            if getattr(self, name) < 0:
-                flag = "--" + name.replace("_", "-")
-                raise UserError(f"{flag} must be >= 0, got {getattr(self, name)}")
-
-
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
-}
-
-
-@dataclass
-class FitResult:
-    """What a fit produced.
-
-    ``params`` is the fit's own parameter store (``{"params", "constraints"}``, Pyro's
-    ``ParamStoreDict`` state): use the guide inside ``pyro.get_param_store().scope(params)``.
-    """
-
-    steps: int
-    final_elbo: float
-    wall_seconds: float
-    device: str
-    history: list[dict] = field(default_factory=list)
-    interrupted: bool = False
-    params: dict = field(default_factory=lambda: {"params": {}, "constraints": {}})
-    #: the ELBO test's verdict (:meth:`inference.convergence.StepPlan.verdict`)
-    convergence: dict = field(default_factory=dict)
-    #: whether the steps ran as a compiled graph (``--compile``), and what capture cost
-    compiled: bool = False
-    compile_seconds: float = 0.0
-    #: steps per second of the loop after compilation (of the whole loop when eager)
-    steps_per_second: float = float("nan")
-
-    def param(self, name: str) -> torch.Tensor:
-        """The fitted value of ``pyro.param(name)`` (constrained), from this fit's store."""
-        with pyro.get_param_store().scope(self.params):
-            return pyro.param(name).detach()
-
-    def param_values(self) -> dict[str, torch.Tensor]:
-        """Every fitted ``pyro.param`` of this fit (constrained), by name."""
-        with pyro.get_param_store().scope(self.params):
-            store = pyro.get_param_store()
-            return {name: store[name].detach() for name in list(store.keys())}
-
-
-def _to_device(data: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in data.items()}
-
-
-def trainable_params(
-    model, guide, data: Mapping[str, Any], modules: tuple = ()
-) -> dict[str, torch.Tensor]:
-    """Run model and guide once (no gradients) and return their unconstrained parameters,
-    by name, so the optimizer holds the very tensors Pyro's param store holds.
-
-    Parameters of ``modules`` (the model and guide, where they are ``nn.Module`` s, as in
-    Pyro's ``ELBOModule``) are trained too, so a network needs no ``pyro.module`` call at
-    every step.
-    """
-    with torch.no_grad(), poutine.trace(param_only=True) as tr:
-        guide_tr = poutine.trace(guide).get_trace(**data)
-        poutine.replay(model, trace=guide_tr)(**data)
-    unconstrained = dict(pyro.get_param_store().named_parameters())
-    params = {
-        name: unconstrained[name]
-        for name in sorted(tr.trace.nodes)
-        if tr.trace.nodes[name]["type"] == "param"
-    }
-    seen = {id(p) for p in params.values()}
-    for role, module in zip(("model", "guide"), modules, strict=False):
-        if isinstance(module, torch.nn.Module):
-            for name, p in module.named_parameters():
-                if p.requires_grad and id(p) not in seen:
-                    params[f"{role}.{name}"] = p
-                    seen.add(id(p))
-    return params
-
-
-def untrained_leaves(loss: torch.Tensor, params: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
-    """Leaf tensors that require grad and feed ``loss`` but are not among ``params``: weights
-    the optimizer never moves (a network called in the model without ``pyro.module``)."""
-    known = {id(p) for p in params.values()}
-    found, seen, stack = [], set(), [loss.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        leaf = getattr(node, "variable", None)  # AccumulateGrad: a leaf that gets a .grad
-        if leaf is not None and id(leaf) not in known:
-            found.append(leaf)
-        stack.extend(n for n, _ in node.next_functions)
-    return found
-
-
-def warn_untrained(
-    loss: torch.Tensor, params: Mapping[str, torch.Tensor], model: Callable | None = None
-) -> None:
-    """One :class:`UserWarning` per fit naming the shapes of :func:`untrained_leaves`, shown
-    at the ``def`` of ``model``."""
-    leaves = untrained_leaves(loss, params)
-    if leaves:
-        shapes = ", ".join(str(tuple(t.shape)) for t in leaves[:6])
-        more = f" and {len(leaves) - 6} more" if len(leaves) > 6 else ""
-        warn_at(
-            f"{len(leaves)} tensor(s) of shape {shapes}{more} require grad and feed the ELBO but "
-            "are not trained: register the network in the model with pyro.module('name', net) "
-            "(or make it a PyroModule), or detach the tensor",
-            UserWarning,
-            model,
-        )
-
-
-@dataclass
-class TrainState:
-    """Everything that changes while fitting: the step, the optimizer and the minibatch
-    position, the log window, and this epoch's data (see :class:`Trainer`)."""
-
-    step: int
-    data: dict[str, Any]
-    epoch_rng: dict | None = None
-    history: list[dict] = field(default_factory=list)
-    running: torch.Tensor | None = None  # sum of the losses of the current log window
-    count: int = 0  # steps in the current log window
-
-
-class Trainer:
-    """SVI for one model and guide, in the shape of NumPyro's ``SVI``: :meth:`init` builds the
-    state (parameters, optimizer, minibatches), :meth:`update` takes one step, :meth:`log`
-    closes a metrics window, :meth:`checkpoint_state` / :meth:`load` save and restore, and
-    :func:`fit` is the short loop over them. Each piece can be called and tested alone.
-
-    The parameters live in the current Pyro param store (:func:`fit` gives each fit its own).
-    """
-
-    def __init__(
-        self,
-        model: Callable,
-        guide: Callable,
-        config: FitConfig,
-        *,
-        data_size: int | None = None,
-        data_hook: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None,
-        ddp: Any = None,
-        device: torch.device | None = None,
-    ):
-        self.model, self.guide, self.config = model, guide, config
-        self.data_size, self.data_hook, self.ddp = data_size, data_hook, ddp
-        self.device = device if device is not None else resolve_device(config.device)
-        self.estimator = make_estimator(
-            config.estimator, config.particles, config.vectorize_particles, config.max_plate_nesting
-        )
-        self.subsample = DataSubsample("data")
-        self.kl = KLScale()
-        annealed = config.kl_warmup_start + config.kl_warmup if config.kl_warmup > 0 else 0
-        self.plan = StepPlan(
-            config.steps, config.lr_schedule, config.lr_warmup, config.log_every, annealed
-        )
-        self.batcher: EpochBatcher | None = None
-        self.params: dict[str, torch.Tensor] = {}
-        self.optimizer: torch.optim.Optimizer | None = None
-        self.base_data: dict[str, Any] = {}
-        self._set_step = None
-        self._checked = False
-        #: the captured step (:class:`~bayesdl.inference.compiled.CompiledStep`) once compiled
-        self.compiled = None
-        self.average: IterateAverage | None = None
-        self.tail: TailAverage | None = None
-
-    # -- setup
-
-    def init(self, data: Mapping[str, Any]) -> TrainState:
-        """Move data and networks to the device, run model and guide once to create the
-        parameters, build the optimizer; the state of step 0."""
-        config, ddp = self.config, self.ddp
-        self.base_data = data = _to_device(data, self.device)
-        state = TrainState(step=0, data=data, running=torch.zeros((), device=self.device))
-        if self.data_hook is not None:  # epoch 0's data, also for the initialisation pass
-            state.epoch_rng = ckpt.rng_state()
-            state.data = self.data_hook(0, self.base_data)
-        for m in (self.model, self.guide):
-            if isinstance(m, torch.nn.Module):
-                m.to(self.device)
-        if config.batch_size is not None or ddp is not None:
-            if self.data_size is None:
-                raise UserError("this model has no data plate to split into minibatches")
-            batch_size = config.batch_size
-            if ddp is not None:
-                batch_size = ddp.global_batch(batch_size, self.data_size)
-            if batch_size < self.data_size or ddp is not None:  # P processes: 1/P each
-                shard = ddp.shard if ddp else (0, 1)
-                self.batcher = EpochBatcher(self.data_size, batch_size, self.device, *shard)
-                self.subsample.indices = self.batcher.next()  # for the initialisation pass
-
-        self.train_model = self._wrap(self.estimator.wrap_model(self.model))
-        self.train_guide = self._wrap(self.estimator.wrap_guide(self.guide))
-        try:
-            params = trainable_params(
-                self.train_model, self.train_guide, state.data, (self.model, self.guide)
-            )
-        except (ValueError, RuntimeError, IndexError) as e:
-            if self.batcher is None or isinstance(e, UserError):
-                raise
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(
-                f"the model fails on a minibatch of {len(self.subsample.indices)} "
-                f"(--batch-size): {first}; index the data inside the plate "
-                "(with pyro.plate('data', N) as idx: ... obs=y[idx]), or leave --batch-size out"
-            ) from None
-        if not params:
-            raise UserError(
-                "nothing to fit: the guide has no parameters (a guide must create them with "
-                "pyro.param or be a PyroModule / nn.Module)"
-            )
-        # lets Pyro settle lazy state (plate nesting, baselines) before any RNG state is saved
-        # or restored; with gradients on, as TraceEnum_ELBO refuses a loss it cannot
-        # differentiate
-        if self.estimator.differentiable:
-            self.estimator.loss(self.train_model, self.train_guide, **state.data).detach()
-            self.loss_fn = partial(self.estimator.loss, self.train_model, self.train_guide)
-        elif ddp is not None:
-            raise UserError(
-                f"--estimator {config.estimator} computes its own gradients and cannot run "
-                "data-parallel"
-            )
-        if ddp is not None:  # DistributedDataParallel averages the gradients over processes
-            ddp.check_shardable(self.train_model, self.train_guide, state.data)
-            params, self.loss_fn = ddp.wrap(params, self.loss_fn)
-        self.params = params
-        # the guide's location and sd per log window, for the convergence test's drift part
-        self.average = IterateAverage.for_guide(self.guide, params)
-        self.plan.tracked = self.average is not None
-        self.plan.names = self.average.names if self.average is not None else None
-        self.tail = TailAverage(params) if self.plan.auto else None  # --steps auto's tail
-        self.optimizer = OPTIMIZERS[config.optimizer](list(params.values()), lr=config.lr)
-        self._set_step = getattr(self.estimator, "set_step", None)  # e.g. a temperature
-        if self.batcher is not None:
-            self.batcher._pos = self.batcher.batches_per_epoch  # epoch 0 starts at step 0
-        return state
-
-    def _wrap(self, fn: Callable) -> Callable:
-        # only the messengers this fit needs: each one costs time at every sample site
-        fn = self.kl(fn) if self.config.kl_warmup > 0 else fn
-        return self.subsample(fn) if self.batcher is not None else fn
-
-    # -- one step
-
-    def update(self, state: TrainState) -> torch.Tensor:
-        """One optimizer step at ``state.step`` (schedules, minibatch, data hook); returns the
-        detached loss, which stays on the device."""
-        config, step = self.config, state.step
-        for group in self.optimizer.param_groups:
-            group["lr"] = config.lr * self.plan.lr_factor(step)
-        self.kl.beta = kl_weight(step, config.kl_warmup, config.kl_warmup_start)
-        if self._set_step is not None:
-            self._set_step(step, self.plan.total)
-        epoch_len = self.epoch_len
-        if self.data_hook is not None and step % epoch_len == 0 and step > 0:
-            state.epoch_rng = ckpt.rng_state()
-            state.data = self.data_hook(step // epoch_len, self.base_data)
-            why = self.compiled.accepts(state.data) if self.compiled is not None else None
-            if why is not None:
-                print(f"--compile: back to eager steps at step {step}: {why}", file=sys.stderr)
-                self.compiled = None
-        if self.batcher is not None:
-            self.subsample.indices = self.batcher.next()
-        if self.compiled is not None:
-            lr = config.lr * self.plan.lr_factor(step)
-            loss = self.compiled.step(state.data, lr, self.kl.beta)
-            state.running += loss
-            state.count += 1
-            state.step += 1
-            self._averages(state.step)
-            return loss
-        try:
-            if self.estimator.differentiable:
-                loss = self.loss_fn(**state.data)
-                if not self._checked:  # once per fit: networks the optimizer cannot see
-                    warn_untrained(loss, self.params, self.model)
-                    self._checked = True
-                loss.backward()
-                loss = loss.detach()
-            else:
-                loss = self.estimator.loss_and_grads(
-                    self.train_model, self.train_guide, **state.data
-                ).to(self.device)
-        except (ValueError, RuntimeError) as e:
-            if not self.finite():
-                raise UserError(
-                    f"training diverged before step {step + 1}: parameters became NaN or "
-                    "infinite; lower --lr or set --clip-norm (the last finite checkpoint is kept)"
-                ) from e
-            raise
-        if config.clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(list(self.params.values()), config.clip_norm)
-        try:
-            self.optimizer.step()
-        except RuntimeError as e:  # e.g. a step size beyond float32 ("without overflow")
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(
-                f"the optimizer's step {step + 1} failed ({first}): lower --lr (now {config.lr:g})"
-            ) from e
-        self.optimizer.zero_grad(set_to_none=True)
-        state.running += loss
-        state.count += 1
-        state.step += 1
-        self._averages(state.step)
-        return loss
-
-    def _averages(self, step: int) -> None:
-        """Add the new iterate to the log window's average and, in the tail of ``--steps
-        auto``, to the tail's."""
-        if self.average is not None:
-            self.average.add()
-        if self.tail is not None and self.plan.flat_at is not None and step > self.plan.flat_at:
-            self.tail.add()
-
-    def compile(self, state: TrainState, backend: str | None = None) -> bool:
-        """Capture and compile the step (:mod:`bayesdl.inference.compiled`); when it cannot be,
-        say why in one line on stderr and keep stepping eagerly. The RNGs are left as they
-        were, so a compiled run draws what its checkpoints say. Returns whether it compiled."""
-        from bayesdl.inference.compiled import CompiledStep, Fallback
-
-        if self.batcher is not None and self.subsample.indices is None:
-            self.subsample.indices = self.batcher.next()  # pragma: no cover - set by init
-        try:
-            self.compiled = CompiledStep(self, state.data, backend=backend)
-        except Fallback as e:
-            print(f"--compile: running eagerly: {e}", file=sys.stderr)
-            self.compiled = None
-        return self.compiled is not None
-
-    def recheck(self, state: TrainState) -> None:
-        """At a log point: re-trace the model and guide eagerly; if their structure left the
-        captured one, or the graph's loss is not the eager loss on the same noise (checked when
-        :meth:`~bayesdl.inference.compiled.CompiledStep.value_check_due`), return to eager
-        steps with one line on stderr."""
-        if self.compiled is None:
-            return
-        why = self.compiled.check(state.data)
-        if why is None and self.compiled.value_check_due():
-            why = self.compiled.check_values(state.data)
-        if why is not None:
-            print(f"--compile: back to eager steps at step {state.step}: {why}", file=sys.stderr)
-            self.compiled = None
-
-    @property
-    def epoch_len(self) -> int:
-        """Steps per epoch (1 without minibatches)."""
-        return self.batcher.batches_per_epoch if self.batcher is not None else 1
-
-    def finite(self) -> bool:
-        """Whether every parameter is finite (reads the device)."""
-        return all(bool(torch.isfinite(p).all()) for p in self.params.values())
-
-    # -- logging
-
-    def log(self, state: TrainState, wall_seconds: float) -> dict:
-        """Close the current log window: the mean ELBO of its steps (the one host sync per
-        window); a NaN or infinite ELBO is a :class:`UserError`."""
-        if self.ddp is not None:  # the global batch's estimate, as one process logs it
-            self.ddp.mean_(state.running)
-        elbo = -float(state.running) / max(1, state.count)
-        state.running.zero_()
-        state.count = 0
-        if elbo != elbo or abs(elbo) == float("inf"):
-            raise UserError(
-                f"the ELBO became {elbo} by step {state.step}: lower --lr or set --clip-norm "
-                "(the last finite checkpoint is kept)"
-            )
-        row = {
-            "step": state.step,
-            "elbo": elbo,
-            "lr": self.optimizer.param_groups[0]["lr"],
-            "kl_weight": self.kl.beta,
-            "wall_seconds": round(wall_seconds, 4),
-        }
-        state.history.append(row)
-        if self.average is not None:
-            loc, sd = self.average.close()
-            self.plan.moments.append({"step": state.step, "loc": loc, "sd": sd})
-        return row
-
-    # -- checkpoints
-
-    def checkpoint_state(self, state: TrainState) -> dict:
-        """Everything :meth:`load` needs to continue exactly as an uninterrupted run."""
-        if not self.finite():
-            raise UserError(
-                f"training diverged by step {state.step}: parameters became NaN or infinite; "
-                "lower --lr or set --clip-norm (the last finite checkpoint is kept)"
-            )
-        return {
-            "format": 1,
-            "step": state.step,
-            "param_store": ckpt.param_store_state(),
-            "modules": ckpt.module_states((self.model, self.guide)),
-            "optimizer": self.optimizer.state_dict(),
-            "batcher": self.batcher.state_dict() if self.batcher is not None else None,
-            "rng": ckpt.rng_state(),
-            "epoch_rng": state.epoch_rng,
-            "config": asdict(self.config),
-            "history": state.history,
-            "window": {"running": state.running.detach().cpu(), "count": state.count},
-            "moments": {
-                "rows": self.plan.moments,
-                "window": self.average.state() if self.average is not None else None,
-            },
-            "tail": self.tail.state() if self.tail is not None else None,
-        }
-
-    def load(self, state: TrainState, saved: dict) -> None:
-        """Continue from a checkpoint: parameters, optimizer, minibatch position, RNGs, the
-        open log window and this epoch's data."""
-        ckpt.load_module_states((self.model, self.guide), saved.get("modules"))
-        ckpt.load_param_store_state(saved["param_store"], self.device)
-        ckpt.load_optimizer_state(self.optimizer, saved["optimizer"])
-        if self.batcher is not None and saved.get("batcher") is not None:
-            self.batcher.load_state_dict(saved["batcher"])
-        ckpt.set_rng_state(saved["rng"])
-        state.step = saved["step"]
-        state.history = list(saved.get("history", []))
-        moments = saved.get("moments") or {}
-        if self.average is not None:
-            rows = list(moments.get("rows") or [])
-            dims = {r["loc"].numel() for r in rows} | {r["sd"].numel() for r in rows}
-            if rows and dims != {guide_moments(self.average.guide)[0].numel()}:
-                raise UserError(
-                    "the checkpoint's guide moments are not of this guide's size: the file is "
-                    "damaged or was not written for this run"
-                )
-            self.plan.moments = rows
-            self.average.load(moments.get("window"))
-        if self.tail is not None:
-            self.tail.load(saved.get("tail"))
-        self.plan.replay(state.history)
-        window = saved.get("window")
-        if window is not None:
-            state.running = window["running"].to(self.device).clone()
-            state.count = int(window["count"])
-        if self.data_hook is not None and state.step % self.epoch_len:
-            state.epoch_rng = saved["epoch_rng"]  # redraw this epoch's data as it was drawn
-            ckpt.set_rng_state(state.epoch_rng)
-            state.data = self.data_hook(state.step // self.epoch_len, self.base_data)
-            ckpt.set_rng_state(saved["rng"])
 
 
 @one_at_a_time  # Pyro's handler stack is a process global (inference.serial)
@@ -857,7 +307,7 @@ def restore(
         for m in (model, guide):
             if isinstance(m, torch.nn.Module):
                 m.to(dev)
-        trainable_params(model, guide, _to_device(data, dev))
+        trainable_params(model, guide, to_device(data, dev))
         ckpt.load_module_states((model, guide), saved.get("modules"))
         ckpt.load_param_store_state(saved["param_store"], dev)
     return dev, store_state

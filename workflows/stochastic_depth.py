@@ -23,6 +23,7 @@ import bayesdl.models.stochastic_depth as sd
 from bayesdl.datasets.bundled import Split, image_classification
 from bayesdl.datasets.io import load_arrays
 from bayesdl.inference.errors import UserError
+from bayesdl.inference.estimators import capabilities, names_with
 from bayesdl.workflows import metrics
 from bayesdl.workflows.base import ImageDataOptions, Problem, Workflow, image_data_source
 from bayesdl.workflows.registry import register
@@ -145,13 +146,15 @@ class StochasticDepth(Workflow):
             raise UserError(
                 f"--fixed-depth must be in 1..--blocks ({a.blocks}), got {a.fixed_depth}"
             )
-        if a.estimator == "score" and a.particles > 1 and a.vectorize_particles:
+        caps = capabilities(a.estimator)
+        if caps.stateful and a.particles > 1 and a.vectorize_particles:
             raise UserError(
-                "--estimator score with --particles > 1 needs --no-vectorize-particles "
+                f"--estimator {a.estimator} with --particles > 1 needs --no-vectorize-particles "
                 "(the per-input baseline is not broadcast over particles)"
             )
-        if a.estimator == "reparam" and a.fixed_depth is None:
-            raise UserError("depth is discrete: use --estimator enum, score or relaxed")
+        if not caps.discrete and a.fixed_depth is None:
+            *rest, last = names_with("discrete")
+            raise UserError(f"depth is discrete: use --estimator {', '.join(rest)} or {last}")
         split = self._split()
         k = split.num_classes or int(split.y_train.max()) + 1
         torch.manual_seed(a.seed)  # the networks' initial weights

@@ -50,7 +50,7 @@ from pyro.poutine.messenger import Messenger
 
 from bayesdl.datasets.io import check_fits, load_arrays
 from bayesdl.inference.errors import UserError
-from bayesdl.inference.estimators import make_estimator, marked_for_enumeration
+from bayesdl.inference.estimators import capabilities, make_estimator, marked_for_enumeration
 from bayesdl.inference.predictive import (
     draw,
     mean_std,
@@ -652,7 +652,7 @@ class UserModel(Workflow):
         a = self.args
         spec = a.guide if spec is None else spec
         if self.is_autoguide(spec):
-            if discrete and a.estimator != "enum":
+            if discrete and not capabilities(a.estimator).enumerates:
                 raise UserError(
                     f"{self.where()} has discrete latent sites ({', '.join(discrete)}): autoguides "
                     "cover continuous sites only; add --estimator enum to sum them out"
