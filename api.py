@@ -27,7 +27,7 @@ def registry(plugins: tuple[str, ...] | list[str] = ()) -> dict[str, type]:
     """The named models (built-in, and those ``@register`` ed by the ``plugins`` files)."""
     import bayesdl.workflows  # noqa: F401  (registers the built-in models)
     from bayesdl.workflows.registry import REGISTRY
-    from bayesdl.workflows.user_model import load_plugins
+    from bayesdl.workflows.user_code import load_plugins
 
     load_plugins(plugins)
     return REGISTRY
@@ -36,7 +36,8 @@ def registry(plugins: tuple[str, ...] | list[str] = ()) -> dict[str, type]:
 def workflow_for(model: Any, data: Any = None, plugins: tuple[str, ...] = ()) -> type:
     """The workflow class of ``model``: a registered name, ``FILE.py:function`` or a model
     function / PyroModule given from Python (with its ``data``)."""
-    from bayesdl.workflows.user_model import file_workflow, is_file_spec, python_workflow
+    from bayesdl.workflows.trust import is_file_spec
+    from bayesdl.workflows.user_classes import file_workflow, python_workflow
 
     if isinstance(model, str):
         names = registry(plugins)
@@ -85,7 +86,7 @@ def fit(
     Each fit has a parameter store of its own: fits never change one another, and Pyro's
     global store is neither read nor cleared.
     """
-    from bayesdl.workflows.options import namespace
+    from bayesdl.workflows.fit_options import from_keywords
 
     if isinstance(model, str) and data is not None:
         if not isinstance(data, str | Path):
@@ -98,16 +99,16 @@ def fit(
     workflow = workflow_for(model, data, tuple(plugins))
     if guide is not None:
         options["guide"] = guide
-    args = namespace(workflow, **options)
+    settings = from_keywords(workflow, **options)
     run = fit_run(
         workflow,
-        args,
+        settings,
         None if out is None else Path(out),
         resume=resume,
         overwrite=overwrite,
         progress=True if progress is None else progress,
     )
-    if getattr(args, "method", "vi") == "nuts":
+    if settings.method == "nuts":
         from bayesdl.draws import DrawsPosterior
 
         return DrawsPosterior(run)
@@ -141,7 +142,7 @@ def load(
 def _load(run_dir: Path, model, guide, device, plugins) -> Posterior:
     from bayesdl.inference import files
     from bayesdl.workflows.run_files import read_summary
-    from bayesdl.workflows.user_model import python_workflow, run_registry
+    from bayesdl.workflows.user_classes import python_workflow, run_registry
 
     if not files.is_dir(run_dir, "run folder"):
         raise UserError(f"{run_dir} is not a run folder")

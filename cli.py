@@ -23,6 +23,7 @@ from pathlib import Path
 
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.train import Interrupted
+from bayesdl.workflows.fit_options import from_namespace
 from bayesdl.workflows.options import Parser, fit_parser
 
 PROG = "bayesdl"
@@ -37,7 +38,8 @@ def _registry() -> dict:
 
 def _lookup(name: str):
     registry = _registry()
-    from bayesdl.workflows.user_model import file_workflow, is_file_spec
+    from bayesdl.workflows.trust import is_file_spec
+    from bayesdl.workflows.user_classes import file_workflow
 
     if name not in registry and is_file_spec(name):
         return file_workflow(name)  # `fit path/to/file.py:model`
@@ -48,7 +50,7 @@ def _lookup(name: str):
 
 def _run_registry(run: str, plugins: list[str] = ()) -> dict:
     """The registry with what a saved run needs: the --plugin files given now, its model file."""
-    from bayesdl.workflows.user_model import run_registry
+    from bayesdl.workflows.user_classes import run_registry
 
     return run_registry(Path(run), _registry(), plugins)
 
@@ -85,7 +87,7 @@ def _seed_option(p: Parser) -> None:
 
 
 def _model_and_rest(argv: list[str], what: str):
-    from bayesdl.workflows.user_model import load_plugins, plugin_paths
+    from bayesdl.workflows.user_code import load_plugins, plugin_paths
 
     load_plugins(plugin_paths(argv))  # before the name is looked up: `fit NAME --plugin FILE`
     if not argv or argv[0].startswith("-"):
@@ -105,7 +107,7 @@ def cmd_list(argv: list[str]) -> int:
         metavar="FILE",
         help="also list the @register models of this Python file (repeatable)",
     )
-    from bayesdl.workflows.user_model import load_plugins
+    from bayesdl.workflows.user_code import load_plugins
 
     registry = _registry()
     load_plugins(p.parse_args(argv).plugin)
@@ -130,11 +132,10 @@ def cmd_fit(argv: list[str]) -> int:
     from bayesdl.workflows.run import run_fit
 
     out, resume, overwrite, quiet = Path(args.out), args.resume, args.overwrite, args.quiet
-    for k in ("out", "resume", "overwrite", "quiet"):
-        delattr(args, k)
+    options = from_namespace(workflow, args)  # --out, --resume ... are not options of the fit
     try:
         summary = run_fit(
-            workflow, args, out, resume=resume, overwrite=overwrite, progress=not quiet
+            workflow, options, out, resume=resume, overwrite=overwrite, progress=not quiet
         )
     except KeyboardInterrupt:  # outside the loop (start-up, data, NUTS, the summary)
         from bayesdl.inference.signals import interrupted_line
@@ -319,11 +320,12 @@ def cmd_tour(argv: list[str]) -> int:
     for name in names:
         workflow = registry[name]
         for i, run_argv in enumerate(workflow.tour_runs):
-            args_ns = fit_parser(workflow, f"{PROG} fit {name}").parse_args(run_argv)
+            parsed = fit_parser(workflow, f"{PROG} fit {name}").parse_args(run_argv)
+            options = from_namespace(workflow, parsed)
             run_dir = out / (
-                name if len(workflow.tour_runs) == 1 else f"{name}-{i + 1}-{args_ns.guide}"
+                name if len(workflow.tour_runs) == 1 else f"{name}-{i + 1}-{options.guide}"
             )
-            planned.append((name, workflow, run_argv, args_ns, run_dir))
+            planned.append((name, workflow, run_argv, options, run_dir))
     if not args.overwrite:  # never replace a run the user made or kept: refuse before fitting
         from bayesdl.workflows.run import RUN_FILES
 
@@ -350,18 +352,18 @@ def cmd_tour(argv: list[str]) -> int:
     for name in names:
         workflow = registry[name]
         runs = []
-        for _, _, run_argv, args_ns, run_dir in (r for r in planned if r[0] == name):
+        for _, _, run_argv, options, run_dir in (r for r in planned if r[0] == name):
             print(f"[tour] {name} {' '.join(run_argv)}", file=sys.stderr)
             summary = run_fit(
-                workflow, args_ns, run_dir, overwrite=args.overwrite, progress=not args.quiet
+                workflow, options, run_dir, overwrite=args.overwrite, progress=not args.quiet
             )
             command = f"{PROG} fit {name} {shlex.join(run_argv)} --out {run_dir}"
             runs.append(
                 {
-                    "label": f"{name}: guide {args_ns.guide}",
+                    "label": f"{name}: guide {options.guide}",
                     "summary": summary,
                     "dir": run_dir,
-                    "rows": workflow(args_ns).comparison(summary),
+                    "rows": workflow(options).comparison(summary),
                     "command": command,
                 }
             )
@@ -449,7 +451,10 @@ def cmd_gradient_variance(argv: list[str]) -> int:
 
     if args.draws < 2:
         raise UserError("--draws must be >= 2")
-    problem = workflow(args).build()
+    from bayesdl.workflows.base import start
+    from bayesdl.workflows.run import build
+
+    problem = build(start(workflow, from_namespace(workflow, args)))
     table = gradient_variance_table(problem, args, [e.strip() for e in args.compare.split(",")])
     print(f"{'estimator':<10} {'parameter':<24} {'mean':>12} {'variance':>12} {'std err':>10}")
     for row in table:
@@ -484,12 +489,12 @@ def cmd_sbc(argv: list[str]) -> int:
     g.add_argument("--overwrite", action="store_true", help="replace an SBC already in --out")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(rest)
+
     config = SBCConfig(args.replications, args.num_draws)
     out, resume, overwrite, quiet = Path(args.out), args.resume, args.overwrite, args.quiet
-    for k in ("out", "resume", "overwrite", "quiet", "replications", "num_draws"):
-        delattr(args, k)
+    options = from_namespace(workflow, args)
     result = run_sbc(
-        workflow, args, config, out, overwrite=overwrite, resume=resume, progress=not quiet
+        workflow, options, config, out, overwrite=overwrite, resume=resume, progress=not quiet
     )
     print(result.table())
     print(f"-> {out / 'sbc.json'}, {out / 'sbc_ranks.png'}")

@@ -7,7 +7,6 @@ command line and the Python API (:func:`bayesdl.fit`, :func:`bayesdl.load`).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import fcntl
@@ -15,7 +14,7 @@ import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +36,9 @@ from bayesdl.inference.train import (
     restore,
 )
 from bayesdl.workflows import outputs, run_files, trust
-from bayesdl.workflows.base import Problem, Workflow
+from bayesdl.workflows.base import Problem, Workflow, start
 from bayesdl.workflows.checks import vi_checks
+from bayesdl.workflows.fit_options import FitOptions, from_record
 from bayesdl.workflows.run_files import (
     CONFIG,
     DATA_FILE,
@@ -59,13 +59,6 @@ RESUMABLE = {
     "check_args",
     "compile",
 }
-
-
-def fit_config(args: argparse.Namespace) -> FitConfig:
-    """The engine's settings from parsed options (every FitConfig field is an option)."""
-    return FitConfig(
-        **{f.name: getattr(args, f.name) for f in fields(FitConfig) if hasattr(args, f.name)}
-    )
 
 
 def _jsonable(v: Any) -> Any:
@@ -288,8 +281,10 @@ def build(workflow: Workflow) -> Problem:
 
 
 def run_record(workflow: Workflow) -> dict[str, Any]:
-    """What ``config.json`` records: the model's name, its options and the data's checksum."""
-    record = {"model": type(workflow).name, "args": vars(workflow.args)}
+    """What ``config.json`` records: the model's name, its options (those of the workflow's
+    :class:`FitOptions`, derived values included: :meth:`Workflow.recorded_args`) and the
+    data's checksum."""
+    record = {"model": type(workflow).name, "args": workflow.recorded_args()}
     record.update(workflow.record())
     return record
 
@@ -335,37 +330,37 @@ def write_record(out: Path, record: dict[str, Any], arrays: dict[str, np.ndarray
 
 def fit_run(
     workflow_cls: type[Workflow],
-    args: argparse.Namespace,
+    options: FitOptions,
     out: Path | None,
     *,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Run:
-    """Fit a registered model (into the run folder ``out`` when given: config, metrics,
-    checkpoint, summary, figures)."""
-    if getattr(args, "method", "vi") == "nuts":  # Pyro's NUTS sampler instead of a guide
+    """Fit a registered model with ``options`` (into the run folder ``out`` when given:
+    config, metrics, checkpoint, summary, figures)."""
+    if options.method == "nuts":  # Pyro's NUTS sampler instead of a guide
         from bayesdl.workflows.sampling import nuts_run
 
         return nuts_run(
-            workflow_cls, args, out, resume=resume, overwrite=overwrite, progress=progress
+            workflow_cls, options, out, resume=resume, overwrite=overwrite, progress=progress
         )
-    config = fit_config(args)
-    config.validate()
-    workflow = workflow_cls(args)
+    options.engine.validate()
     main = distributed.is_main()  # under torchrun only rank 0 writes the run folder
     if out is None:
         if resume:
             raise UserError("--resume needs --out DIR holding the checkpoint")
+        workflow = start(workflow_cls, options)
         problem = build(workflow)
-        config = fit_config(args)  # as build() chose it (an estimator the model asks for)
+        config = workflow.engine  # as derived (an estimator the model asks for)
         result = fit_problem(problem, config, None, progress=progress)
         return Run(workflow, problem, result, summarize(workflow, problem, config, result))
     out = Path(out)
     if main:  # checked before anything is built or written
         prepare_out(out, resume=resume, overwrite=overwrite, make=False)
+    workflow = start(workflow_cls, options)
     problem = build(workflow)  # the model, guide and data are checked before --out is touched
-    config = fit_config(args)
+    config = workflow.engine
     with claimed(out, resume=resume, overwrite=overwrite, main=main):
         return _fit_locked(workflow, problem, config, out, resume, progress)
 
@@ -435,7 +430,7 @@ def _nothing() -> Iterator[None]:
 
 def run_fit(
     workflow_cls: type[Workflow],
-    args: argparse.Namespace,
+    options: FitOptions,
     out: Path,
     *,
     resume: bool = False,
@@ -444,7 +439,7 @@ def run_fit(
 ) -> dict[str, Any]:
     """Fit a registered model into ``out`` and return its summary (see :func:`fit_run`)."""
     return fit_run(
-        workflow_cls, args, out, resume=resume, overwrite=overwrite, progress=progress
+        workflow_cls, options, out, resume=resume, overwrite=overwrite, progress=progress
     ).summary
 
 
@@ -454,7 +449,7 @@ def summarize(
     """The entries of ``summary.json``: settings, final ELBO, posterior, the model's params."""
     summary: dict[str, Any] = {
         "model": type(workflow).name,
-        "guide": _name(getattr(workflow.args, "guide", None)),
+        "guide": _name(workflow.settings.guide),
         "estimator": config.estimator,
         "steps": result.steps,
         "final_elbo": result.final_elbo,
@@ -557,7 +552,7 @@ def load_run(
             pass  # local latents sized by the data: the whole training data it is
     workflow, problem = load_workflow(run_dir, registry, device, overrides)
     dev, problem.params = restore(
-        problem.model, problem.guide, problem.data, run_dir / CHECKPOINT, workflow.args.device
+        problem.model, problem.guide, problem.data, run_dir / CHECKPOINT, workflow.engine.device
     )
     problem.data = _on(problem.data, str(dev))
     return workflow, problem
@@ -588,23 +583,36 @@ def load_workflow(
             f"{run_dir} was made by model {cfg['model']!r}, which is not registered here "
             "(a --plugin file missing?)"
         )
-    run_files.check_args(registry[cfg["model"]], cfg, run_dir / CONFIG)
-    saved = {k: float(v) if v in ("inf", "-inf") else v for k, v in cfg["args"].items()}
-    # options added since the run was made take their defaults
-    args = argparse.Namespace(**{**registry[cfg["model"]].option_defaults(), **saved})
-    if cfg.get("data_in_run"):  # data given from Python, saved in the run folder
-        args.data = str(run_dir / Path(cfg["data_in_run"]).name)
-    if device is not None:
-        args.device = device
-    for key, value in (overrides or {}).items():
-        if not hasattr(args, key):
-            option = "--" + key.replace("_", "-")
-            raise UserError(f"model {cfg['model']!r} has no option {option}")
-        setattr(args, key, value)
+    workflow_cls = registry[cfg["model"]]
+    run_files.check_args(workflow_cls, cfg, run_dir / CONFIG)
+    options = saved_options(workflow_cls, cfg, run_dir, device, overrides)
     with trust.folder_code(run_dir / CONFIG, cfg):  # imports only code the user fitted or names
-        workflow = registry[cfg["model"]](args)
+        workflow = start(workflow_cls, options)
         workflow.run_dir = run_dir
         return workflow, build(workflow)
+
+
+def saved_options(
+    workflow_cls: type[Workflow],
+    cfg: dict[str, Any],
+    run_dir: Path,
+    device: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> FitOptions:
+    """The options a run was made with (options added since at their defaults:
+    :func:`from_record`), its data file in the folder for data given from Python, then
+    ``device`` and ``overrides`` (an option the model does not have is a UserError)."""
+    options = from_record(workflow_cls, cfg["args"])
+    changes = dict(overrides or {})
+    if cfg.get("data_in_run"):  # data given from Python, saved in the run folder
+        changes.setdefault("data", str(run_dir / Path(cfg["data_in_run"]).name))
+    if device is not None:
+        changes["device"] = device
+    try:
+        return options.replace(**changes)
+    except KeyError as e:
+        option = "--" + str(e.args[0]).replace("_", "-")
+        raise UserError(f"model {cfg['model']!r} has no option {option}") from None
 
 
 def evaluate_run(
@@ -641,7 +649,7 @@ def _writable(folder: Path) -> bool:
 def _seed(workflow: Workflow, seed: int | None) -> None:
     """Evaluation and prediction draw from the posterior: seed them (the run's seed by default)
     so that the same command gives the same numbers."""
-    value = seed if seed is not None else getattr(workflow.args, "seed", 0)
+    value = seed if seed is not None else workflow.engine.seed
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
         raise UserError(f"--seed must be an integer from 0 to 2**32-1, got {value!r}")
     pyro.set_rng_seed(value)

@@ -11,11 +11,9 @@ draws, divergences, acceptance rate, step size, seconds) and ``nuts_draws.png``;
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,6 @@ from bayesdl.inference.devices import resolve_device
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.mcmc import (
     RHAT_LIMIT,
-    MCMCConfig,
     MCMCResult,
     diagnostics,
     draws_table,
@@ -38,8 +35,9 @@ from bayesdl.inference.mcmc import (
 )
 from bayesdl.inference.predictive import mean_std
 from bayesdl.workflows import outputs, run_files
-from bayesdl.workflows.base import Problem, Workflow
+from bayesdl.workflows.base import Problem, Workflow, start
 from bayesdl.workflows.checks import nuts_checks
+from bayesdl.workflows.fit_options import FitOptions
 from bayesdl.workflows.run import (
     CONFIG,
     METRICS,
@@ -49,7 +47,6 @@ from bayesdl.workflows.run import (
     _writable,
     build,
     claimed,
-    fit_config,
     folder_record,
     load_workflow,
     prepare_out,
@@ -63,13 +60,6 @@ DRAWS = run_files.DRAWS
 FIGURE = "nuts_draws.png"
 #: sites of more elements are left out of summary.json (as for VI runs)
 MAX_ELEMENTS = 100
-
-
-def mcmc_config(args: argparse.Namespace) -> MCMCConfig:
-    """The sampler's settings from parsed options (every MCMCConfig field is an option)."""
-    return MCMCConfig(
-        **{f.name: getattr(args, f.name) for f in fields(MCMCConfig) if hasattr(args, f.name)}
-    )
 
 
 def is_draws_run(run_dir: str | Path) -> bool:
@@ -146,7 +136,7 @@ def check_sites(problem: Problem, draws: dict[str, torch.Tensor], path: Path) ->
 
 def nuts_run(
     workflow_cls: type[Workflow],
-    args: argparse.Namespace,
+    options: FitOptions,
     out: Path | None,
     *,
     resume: bool = False,
@@ -157,36 +147,36 @@ def nuts_run(
     the :class:`Run`'s result is an :class:`~bayesdl.inference.mcmc.MCMCResult`."""
     if not getattr(workflow_cls, "nuts", False):
         raise UserError(f"model {workflow_cls.name!r} cannot be sampled with --inference nuts")
-    mcmc_config(args).validate()
-    fit_config(args).validate()  # the seed, the device
+    options.sampler.validate()
+    options.engine.validate()  # the seed, the device
     if resume:
         raise UserError("a NUTS run cannot be resumed: run it again (with --overwrite)")
-    workflow = workflow_cls(args)
     if out is None:
+        workflow = start(workflow_cls, options)
         problem = build(workflow)
-        result = _sample(workflow, problem, args, progress)
-        return Run(workflow, problem, result, summarize_draws(workflow, problem, args, result))
+        result = _sample(workflow, problem, progress)
+        return Run(workflow, problem, result, summarize_draws(workflow, problem, result))
     out = Path(out)
     prepare_out(out, resume=False, overwrite=overwrite, make=False)
+    workflow = start(workflow_cls, options)
     problem = build(workflow)  # the model and data are checked before --out is touched
     refuse_params(problem.model, problem.data, _name(workflow))
     with claimed(out, resume=False, overwrite=overwrite):
         write_record(out, *folder_record(workflow))
-        result = _sample(workflow, problem, args, progress)
+        result = _sample(workflow, problem, progress)
         return _write(Run(workflow, problem, result, {}, out), out)
 
 
-def _sample(
-    workflow: Workflow, problem: Problem, args: argparse.Namespace, progress: bool
-) -> MCMCResult:
+def _sample(workflow: Workflow, problem: Problem, progress: bool) -> MCMCResult:
+    engine = workflow.engine
     return run_nuts(
         problem.model,
         problem.data,
-        mcmc_config(args),
-        seed=args.seed,
+        workflow.settings.sampler,
+        seed=engine.seed,
         progress=progress,
-        max_plate_nesting=float(getattr(args, "max_plate_nesting", math.inf)),
-        device=resolve_device(args.device),
+        max_plate_nesting=float(engine.max_plate_nesting),
+        device=resolve_device(engine.device),
         name=_name(workflow),
     )
 
@@ -202,7 +192,7 @@ def _write(run: Run, out: Path) -> Run:
     save_draws(out / DRAWS, run.result.draws)
     write_text(out / METRICS, "".join(json.dumps(r) + "\n" for r in _chain_rows(run.result)))
     if not run.summary:
-        run.summary = summarize_draws(run.workflow, run.problem, run.workflow.args, run.result)
+        run.summary = summarize_draws(run.workflow, run.problem, run.result)
     run.summary["figures"] = [draws_figure(run.result.draws, out)]
     write_json(out / SUMMARY, run.summary)
     return run
@@ -216,11 +206,9 @@ def _chain_rows(result: MCMCResult) -> list[dict]:
 site_table = draws_table
 
 
-def summarize_draws(
-    workflow: Workflow, problem: Problem, args: argparse.Namespace, result: MCMCResult
-) -> dict[str, Any]:
+def summarize_draws(workflow: Workflow, problem: Problem, result: MCMCResult) -> dict[str, Any]:
     """The entries of a NUTS run's ``summary.json``; warns (one line) where R-hat >= 1.05."""
-    config = mcmc_config(args)
+    config = workflow.settings.sampler
     posterior = draws_table(
         with_deterministic(problem.model, result.draws, problem.data), MAX_ELEMENTS
     )
@@ -249,7 +237,7 @@ def summarize_draws(
         "chains": result.num_chains,
         "wall_seconds": round(result.wall_seconds, 3),
         "device": result.device,
-        "seed": args.seed,
+        "seed": workflow.engine.seed,
         "interrupted": result.interrupted,
         "divergences": sum(c["divergences"] for c in result.chains),
         "converged": converged,
@@ -316,7 +304,7 @@ def load_draws_run(run_dir: Path, registry: dict, device: str | None = None) -> 
     if files.entry(run_dir / DRAWS) is None:
         raise UserError(f"{run_dir} is a NUTS run without its draws ({DRAWS})")
     workflow, problem = load_workflow(run_dir, registry, device)
-    dev = resolve_device(workflow.args.device)
+    dev = resolve_device(workflow.engine.device)
     problem.data = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in problem.data.items()}
     draws = {k: v.to(dev) for k, v in load_draws(run_dir / DRAWS).items()}
     check_sites(problem, draws, run_dir / DRAWS)
@@ -373,7 +361,7 @@ def predict_draws_run(
     run = load_draws_run(run_dir, registry, device)
     _seed(run.workflow, seed)
     reader = getattr(run.workflow, "data", None)
-    if callable(reader) and hasattr(run.workflow.args, "x_cols"):  # a user model's data file
+    if callable(reader) and hasattr(run.workflow.model_options, "x_cols"):  # a user model's data
         new = reader(str(path), require_y=False)
     else:
         from bayesdl.datasets.io import load_arrays
