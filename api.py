@@ -28,7 +28,7 @@ def registry(plugins: tuple[str, ...] | list[str] = ()) -> dict[str, type]:
     """The named models (built-in, and those ``@register`` ed by the ``plugins`` files)."""
     import bayesdl.workflows  # noqa: F401  (registers the built-in models)
     from bayesdl.workflows.registry import REGISTRY
-    from bayesdl.workflows.user_model import load_plugins
+    from bayesdl.workflows.user_code import load_plugins
 
     load_plugins(plugins)
     return REGISTRY
@@ -37,7 +37,8 @@ def registry(plugins: tuple[str, ...] | list[str] = ()) -> dict[str, type]:
 def workflow_for(model: Any, data: Any = None, plugins: tuple[str, ...] = ()) -> type:
     """The workflow class of ``model``: a registered name, ``FILE.py:function`` or a model
     function / PyroModule given from Python (with its ``data``)."""
-    from bayesdl.workflows.user_model import file_workflow, is_file_spec, python_workflow
+    from bayesdl.workflows.trust import is_file_spec
+    from bayesdl.workflows.user_classes import file_workflow, python_workflow
 
     if isinstance(model, str):
         names = registry(plugins)
@@ -86,7 +87,7 @@ def fit(
     Each fit has a parameter store of its own: fits never change one another, and Pyro's
     global store is neither read nor cleared.
     """
-    from bayesdl.workflows.options import namespace
+    from bayesdl.workflows.fit_options import from_keywords
 
     if isinstance(model, str) and data is not None:
         if not isinstance(data, str | Path):
@@ -99,10 +100,10 @@ def fit(
     workflow = workflow_for(model, data, tuple(plugins))
     if guide is not None:
         options["guide"] = guide
-    args = namespace(workflow, **options)
+    settings = from_keywords(workflow, **options)
     return fit_posterior(
         workflow,
-        args,
+        settings,
         None if out is None else Path(out),
         resume=resume,
         overwrite=overwrite,
@@ -138,7 +139,7 @@ def _load(run_dir: Path, model, guide, device, plugins) -> Posterior:
     from bayesdl.fits.rebuild import run_registry
     from bayesdl.fits.records import read_config
     from bayesdl.inference import files
-    from bayesdl.workflows.user_model import python_workflow
+    from bayesdl.workflows.user_classes import python_workflow
 
     if not files.is_dir(run_dir, "run folder"):
         raise UserError(f"{run_dir} is not a run folder")

@@ -243,7 +243,7 @@ def uncertainty(post, x: Any, num_samples: int = 100) -> dict[str, torch.Tensor]
     Regression (Gaussian): ``sd^2 = sd_noise^2 + sd_model^2`` with ``sd_noise^2 = E_q sigma^2``
     and ``sd_model^2 = Var_q mu``, and the predictive ``mean``; Poisson alike with the rate.
     """
-    from bayesdl.workflows.bayesian_net import split_uncertainty
+    from bayesdl.models.uncertainty import split_uncertainty
 
     bnet = _net_of(post)
     f = post.predict({"x": x}, num_samples=num_samples)["f"]

@@ -26,7 +26,6 @@ ones, ``resume=True`` continues) and the rank histograms ``sbc_ranks.png``.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import math
 import sys
@@ -35,7 +34,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyro
@@ -48,6 +47,9 @@ from bayesdl.inference.mcmc import MCMCConfig
 from bayesdl.inference.simulation import Simulator, replication_seeds
 from bayesdl.inference.train import MAX_SEED, FitConfig, Interrupted
 from bayesdl.reports.sbc_report import FIGURE, MAX_ELEMENTS, SBC_FILE, SBCResult
+
+if TYPE_CHECKING:
+    from bayesdl.workflows.fit_options import FitOptions
 
 #: steps of each replication's fit unless given (a fixed count, the same for every replication)
 SBC_STEPS = 1000
@@ -164,9 +166,9 @@ def replicate(
     }
 
 
-def _fit_options(workflow: type, args: argparse.Namespace) -> dict[str, Any]:
+def _fit_options(workflow: type, options: FitOptions) -> dict[str, Any]:
     """The keywords of every replication's :func:`bayesdl.fit`: the engine's, NUTS's, the
-    guide and the autoguide's start, as ``args`` has them (the model's defaults applied)."""
+    guide and the autoguide's start, as ``options`` has them (the model's defaults applied)."""
     from pyro.infer.autoguide import AutoGuide
 
     from bayesdl.workflows.user_model import UserModel
@@ -177,7 +179,7 @@ def _fit_options(workflow: type, args: argparse.Namespace) -> dict[str, Any]:
             f"sbc fits the model function of {workflow.name!r} to simulated data; its own "
             f"options ({', '.join(sorted(own))}) cannot be passed on"
         )
-    guide = args.guide
+    guide = options.guide
     if isinstance(guide, AutoGuide | torch.nn.Module):
         raise UserError(
             "sbc needs a guide it can make afresh for every replication: pass the autoguide "
@@ -187,7 +189,8 @@ def _fit_options(workflow: type, args: argparse.Namespace) -> dict[str, Any]:
     names = [f.name for f in fields(FitConfig)] + ["guide"]
     names += [f.name for f in fields(MCMCConfig)]
     names += [f.name for f in fields(UserModel.Options) if f.name not in _DATA_OPTIONS]
-    return {n: getattr(args, n) for n in names if hasattr(args, n)}
+    args = options.record()
+    return {n: args[n] for n in names if n in args}
 
 
 def _data_sha256(data: dict[str, Any]) -> str:
@@ -251,7 +254,7 @@ def _check(options: dict[str, Any], config: SBCConfig) -> None:
 
 def run_sbc(
     workflow: type,
-    args: argparse.Namespace,
+    options: FitOptions,
     config: SBCConfig,
     out: Path | None = None,
     *,
@@ -259,7 +262,7 @@ def run_sbc(
     resume: bool = False,
     progress: bool = True,
 ) -> SBCResult:
-    """Simulation-based calibration of a user model's workflow with the options ``args`` (what
+    """Simulation-based calibration of a user model's workflow with ``options`` (what
     ``bayesdl sbc`` and :func:`sbc` both call)."""
     from bayesdl.workflows.user_model import UserModel
 
@@ -269,9 +272,9 @@ def run_sbc(
             f"sbc takes a model function, FILE.py:function or a registered user model; "
             f"{workflow.name!r} is a built-in workflow with its own data and guides"
         )
-    options = _fit_options(workflow, args)
-    w = workflow(args)
-    data = w.data(args.data)
+    w = workflow(options)
+    data = w.data(w.model_options.data)
+    options = _fit_options(workflow, options)
     sim = Simulator.of(w.model(), data, w.where())
     _check(options, config)
     pyro.set_rng_seed(options["seed"])
@@ -469,7 +472,7 @@ def sbc(
         the uniformity test. Ctrl-C returns the finished replications (``.interrupted``).
     """
     from bayesdl.api import workflow_for
-    from bayesdl.workflows.options import namespace
+    from bayesdl.workflows.fit_options import from_keywords
 
     options = dict(fit_options)
     if isinstance(model, str) and data is not None:
@@ -484,10 +487,9 @@ def sbc(
     if guide is not None:
         options["guide"] = guide
     options.setdefault("steps", SBC_STEPS)
-    args = namespace(workflow, method=method, seed=seed, **options)
     return run_sbc(
         workflow,
-        args,
+        from_keywords(workflow, method=method, seed=seed, **options),
         SBCConfig(replications, num_draws),
         None if out is None else Path(out),
         overwrite=overwrite,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.train import Interrupted
+from bayesdl.workflows.fit_options import from_namespace
 from bayesdl.workflows.options import Parser, fit_parser
 
 PROG = "bayesdl"
@@ -76,7 +77,7 @@ def _seed_option(p: Parser) -> None:
 
 
 def _model_and_rest(argv: list[str], what: str):
-    from bayesdl.workflows.user_model import load_plugins, plugin_paths
+    from bayesdl.workflows.user_code import load_plugins, plugin_paths
 
     load_plugins(plugin_paths(argv))  # before the name is looked up: `fit NAME --plugin FILE`
     if not argv or argv[0].startswith("-"):
@@ -96,7 +97,7 @@ def cmd_list(argv: list[str]) -> int:
         metavar="FILE",
         help="also list the @register models of this Python file (repeatable)",
     )
-    from bayesdl.workflows.user_model import load_plugins
+    from bayesdl.workflows.user_code import load_plugins
 
     registry = _registry()
     load_plugins(p.parse_args(argv).plugin)
@@ -121,11 +122,10 @@ def cmd_fit(argv: list[str]) -> int:
     from bayesdl.fits.run import run_fit
 
     out, resume, overwrite, quiet = Path(args.out), args.resume, args.overwrite, args.quiet
-    for k in ("out", "resume", "overwrite", "quiet"):
-        delattr(args, k)
+    options = from_namespace(workflow, args)  # --out, --resume ... are not options of the fit
     try:
         summary = run_fit(
-            workflow, args, out, resume=resume, overwrite=overwrite, progress=not quiet
+            workflow, options, out, resume=resume, overwrite=overwrite, progress=not quiet
         )
     except KeyboardInterrupt:  # outside the loop (start-up, data, NUTS, the summary)
         from bayesdl.inference.signals import interrupted_line
@@ -372,7 +372,10 @@ def cmd_gradient_variance(argv: list[str]) -> int:
 
     if args.draws < 2:
         raise UserError("--draws must be >= 2")
-    problem = workflow(args).build()
+    from bayesdl.fits.base import build
+    from bayesdl.workflows.base import start
+
+    problem = build(start(workflow, from_namespace(workflow, args)))
     table = gradient_variance_table(problem, args, [e.strip() for e in args.compare.split(",")])
     print(f"{'estimator':<10} {'parameter':<24} {'mean':>12} {'variance':>12} {'std err':>10}")
     for row in table:
@@ -407,12 +410,12 @@ def cmd_sbc(argv: list[str]) -> int:
     g.add_argument("--overwrite", action="store_true", help="replace an SBC already in --out")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(rest)
+
     config = SBCConfig(args.replications, args.num_draws)
     out, resume, overwrite, quiet = Path(args.out), args.resume, args.overwrite, args.quiet
-    for k in ("out", "resume", "overwrite", "quiet", "replications", "num_draws"):
-        delattr(args, k)
+    options = from_namespace(workflow, args)
     result = run_sbc(
-        workflow, args, config, out, overwrite=overwrite, resume=resume, progress=not quiet
+        workflow, options, config, out, overwrite=overwrite, resume=resume, progress=not quiet
     )
     print(result.table())
     print(f"-> {out / 'sbc.json'}, {out / 'sbc_ranks.png'}")

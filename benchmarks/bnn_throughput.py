@@ -11,6 +11,7 @@ ELBO is. Each measurement alternates the two, the median over repeats is reporte
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -22,16 +23,17 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bayesdl.fits.svi import fit_config, fit_problem  # noqa: E402
+from bayesdl.fits.svi import fit_problem  # noqa: E402
 from bayesdl.models.bnn import kl  # noqa: E402
 from bayesdl.workflows.bnn import BNN  # noqa: E402
-from bayesdl.workflows.options import fit_parser  # noqa: E402
+from bayesdl.workflows.fit_options import from_argv  # noqa: E402
 
 BATCH = 128
 
 
 def build(guide: str):
-    args = fit_parser(BNN, "bnn").parse_args(
+    args = from_argv(
+        BNN,
         [
             "--data",
             "mnist",
@@ -43,7 +45,7 @@ def build(guide: str):
             "100000",
             "--checkpoint-every",
             "1000000",
-        ]
+        ],
     )
     return args, BNN(args).build()
 
@@ -51,9 +53,9 @@ def build(guide: str):
 def time_engine(guide: str, epochs: int) -> float:
     args, problem = build(guide)
     n = problem.data_size
-    args.steps = epochs * (n // BATCH)
     pyro.clear_param_store()
-    r = fit_problem(problem, fit_config(args), progress=False)
+    config = dataclasses.replace(args.engine, steps=epochs * (n // BATCH))
+    r = fit_problem(problem, config, progress=False)
     return r.wall_seconds / epochs  # the loop only (set-up excluded)
 
 

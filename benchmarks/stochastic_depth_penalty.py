@@ -21,20 +21,20 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bayesdl.fits.svi import fit_config, fit_problem  # noqa: E402
+from bayesdl.fits.svi import fit_problem  # noqa: E402
 from bayesdl.workflows.figures import plt, save  # noqa: E402
-from bayesdl.workflows.options import fit_parser  # noqa: E402
+from bayesdl.workflows.fit_options import from_argv  # noqa: E402
 from bayesdl.workflows.registry import REGISTRY  # noqa: E402
 
 
 def run(argv: list[str]) -> dict:
     """Fit the model with ``argv`` (options of `bayesdl fit stochastic-depth`) and evaluate it."""
     workflow_cls = REGISTRY["stochastic-depth"]
-    args = fit_parser(workflow_cls, "bench").parse_args(argv)
+    args = from_argv(workflow_cls, argv, "bench")
     workflow = workflow_cls(args)
     problem = workflow.build()
     t0 = time.perf_counter()
-    fit_problem(problem, fit_config(args), progress=False)
+    fit_problem(problem, args.engine, progress=False)
     result = workflow.evaluate(problem, Path("."))
     result["fit_seconds"] = time.perf_counter() - t0
     return result

@@ -44,7 +44,7 @@ def build(workflow: Workflow, *, guided: bool = True) -> Problem:
 def seed_draws(workflow: Workflow, seed: int | None) -> None:
     """Evaluation and prediction draw from the posterior: seed them (the run's seed by default)
     so that the same command gives the same numbers."""
-    value = seed if seed is not None else getattr(workflow.args, "seed", 0)
+    value = seed if seed is not None else workflow.engine.seed
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
         raise UserError(f"--seed must be an integer from 0 to 2**32-1, got {value!r}")
     pyro.set_rng_seed(value)

@@ -214,7 +214,7 @@ def vi_checks(
         finished = bool(convergence.get("converged"))
         if not finished:
             checks["k_hat"]["note"] = "the fit had not converged: k-hat judged an unfinished guide"
-        name = problem.extra.get("guide") or getattr(workflow.args, "guide", None)
+        name = problem.extra.get("guide") or workflow.settings.guide
         if checks["k_hat"]["verdict"] == "bad":
             warn_k_hat(checks["k_hat"], name, finished)
         elif checks["k_hat"]["verdict"] == "shifted":

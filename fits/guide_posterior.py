@@ -162,7 +162,7 @@ class GuidePosterior(Posterior):
     @property
     def _seed(self) -> int:
         """The fit's seed: a summary's draws are seeded by it."""
-        return int(getattr(self._run.workflow.args, "seed", 0) or 0)
+        return int(self._run.workflow.engine.seed or 0)
 
     def predict(
         self, data: dict[str, Any] | None = None, num_samples: int = 1000

@@ -28,7 +28,7 @@ from bayesdl.inference.errors import UserError
 class Method:
     """How runs of one inference method are made and used.
 
-    ``fit(workflow_cls, args, out, *, resume, overwrite, progress) -> Run``;
+    ``fit(workflow_cls, options, out, *, resume, overwrite, progress) -> Run``;
     ``load(run_dir, registry, device, overrides) -> Run``;
     ``evaluate(run_dir, registry, device, overrides, seed) -> dict`` (also ``evaluation.json``);
     ``predict(run_dir, registry, path, device, seed) -> dict``;
@@ -64,9 +64,9 @@ def method_named(name: Any) -> Method:
     return METHODS[name]
 
 
-def method_of(args: Any) -> Method:
-    """The method parsed options ask for (VI where they name none)."""
-    return method_named(getattr(args, "method", SVI.name))
+def method_of(options: Any) -> Method:
+    """The method a run's options ask for (``FitOptions.method``; VI where they name none)."""
+    return method_named(getattr(options, "method", SVI.name))
 
 
 def method_of_folder(run_dir: str | Path) -> Method:

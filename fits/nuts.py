@@ -11,11 +11,9 @@ draws, divergences, acceptance rate, step size, seconds) and ``nuts_draws.png``;
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +28,12 @@ from bayesdl.fits.folder import claimed, prepare_out, writable, write_json, writ
 from bayesdl.fits.rebuild import load_workflow
 from bayesdl.fits.recording import folder_record, write_record
 from bayesdl.fits.records import DRAWS, EVALUATION, METRICS, SUMMARY
-from bayesdl.fits.svi import fit_config
 from bayesdl.inference import files
 from bayesdl.inference.convergence import warn_unconverged
 from bayesdl.inference.devices import resolve_device
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.mcmc import (
     RHAT_LIMIT,
-    MCMCConfig,
     MCMCResult,
     diagnostics,
     draws_table,
@@ -46,18 +42,12 @@ from bayesdl.inference.mcmc import (
     with_deterministic,
 )
 from bayesdl.inference.predictive import mean_std
-from bayesdl.workflows.base import Problem, Workflow
+from bayesdl.workflows.base import Problem, Workflow, start
+from bayesdl.workflows.fit_options import FitOptions
 
 FIGURE = "nuts_draws.png"
 #: sites of more elements are left out of summary.json (as for VI runs)
 MAX_ELEMENTS = 100
-
-
-def mcmc_config(args: argparse.Namespace) -> MCMCConfig:
-    """The sampler's settings from parsed options (every MCMCConfig field is an option)."""
-    return MCMCConfig(
-        **{f.name: getattr(args, f.name) for f in fields(MCMCConfig) if hasattr(args, f.name)}
-    )
 
 
 # ----------------------------------------------------------------------------- fitting
@@ -65,7 +55,7 @@ def mcmc_config(args: argparse.Namespace) -> MCMCConfig:
 
 def fit_run(
     workflow_cls: type[Workflow],
-    args: argparse.Namespace,
+    options: FitOptions,
     out: Path | None,
     *,
     resume: bool = False,
@@ -76,36 +66,36 @@ def fit_run(
     the :class:`Run`'s result is an :class:`~bayesdl.inference.mcmc.MCMCResult`."""
     if not getattr(workflow_cls, "nuts", False):
         raise UserError(f"model {workflow_cls.name!r} cannot be sampled with --inference nuts")
-    mcmc_config(args).validate()
-    fit_config(args).validate()  # the seed, the device
+    options.sampler.validate()
+    options.engine.validate()  # the seed, the device
     if resume:
         raise UserError("a NUTS run cannot be resumed: run it again (with --overwrite)")
-    workflow = workflow_cls(args)
     if out is None:
+        workflow = start(workflow_cls, options)
         problem = build(workflow, guided=False)
-        result = _sample(workflow, problem, args, progress)
-        return Run(workflow, problem, result, summarize_draws(workflow, problem, args, result))
+        result = _sample(workflow, problem, progress)
+        return Run(workflow, problem, result, summarize_draws(workflow, problem, result))
     out = Path(out)
     prepare_out(out, resume=False, overwrite=overwrite, make=False)
+    workflow = start(workflow_cls, options)
     problem = build(workflow, guided=False)  # model and data checked before --out is touched
     refuse_params(problem.model, problem.data, _name(workflow))
     with claimed(out, resume=False, overwrite=overwrite):
         write_record(out, *folder_record(workflow))
-        result = _sample(workflow, problem, args, progress)
+        result = _sample(workflow, problem, progress)
         return _write(Run(workflow, problem, result, {}, out), out)
 
 
-def _sample(
-    workflow: Workflow, problem: Problem, args: argparse.Namespace, progress: bool
-) -> MCMCResult:
+def _sample(workflow: Workflow, problem: Problem, progress: bool) -> MCMCResult:
+    engine = workflow.engine
     return run_nuts(
         problem.model,
         problem.data,
-        mcmc_config(args),
-        seed=args.seed,
+        workflow.settings.sampler,
+        seed=engine.seed,
         progress=progress,
-        max_plate_nesting=float(getattr(args, "max_plate_nesting", math.inf)),
-        device=resolve_device(args.device),
+        max_plate_nesting=float(engine.max_plate_nesting),
+        device=resolve_device(engine.device),
         name=_name(workflow),
     )
 
@@ -121,7 +111,7 @@ def _write(run: Run, out: Path) -> Run:
     save_draws(out / DRAWS, run.result.draws)
     write_text(out / METRICS, "".join(json.dumps(r) + "\n" for r in _chain_rows(run.result)))
     if not run.summary:
-        run.summary = summarize_draws(run.workflow, run.problem, run.workflow.args, run.result)
+        run.summary = summarize_draws(run.workflow, run.problem, run.result)
     run.summary["figures"] = [draws_figure(run.result.draws, out)]
     write_json(out / SUMMARY, run.summary)
     return run
@@ -135,11 +125,9 @@ def _chain_rows(result: MCMCResult) -> list[dict]:
 site_table = draws_table
 
 
-def summarize_draws(
-    workflow: Workflow, problem: Problem, args: argparse.Namespace, result: MCMCResult
-) -> dict[str, Any]:
+def summarize_draws(workflow: Workflow, problem: Problem, result: MCMCResult) -> dict[str, Any]:
     """The entries of a NUTS run's ``summary.json``; warns (one line) where R-hat >= 1.05."""
-    config = mcmc_config(args)
+    config = workflow.settings.sampler
     posterior = draws_table(
         with_deterministic(problem.model, result.draws, problem.data), MAX_ELEMENTS
     )
@@ -168,7 +156,7 @@ def summarize_draws(
         "chains": result.num_chains,
         "wall_seconds": round(result.wall_seconds, 3),
         "device": result.device,
-        "seed": args.seed,
+        "seed": workflow.engine.seed,
         "interrupted": result.interrupted,
         "divergences": sum(c["divergences"] for c in result.chains),
         "converged": converged,
@@ -242,7 +230,7 @@ def load(
     if files.entry(run_dir / DRAWS) is None:
         raise UserError(f"{run_dir} is a NUTS run without its draws ({DRAWS})")
     workflow, problem = load_workflow(run_dir, registry, device, guided=False)
-    dev = resolve_device(workflow.args.device)
+    dev = resolve_device(workflow.engine.device)
     problem.data = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in problem.data.items()}
     draws = {k: v.to(dev) for k, v in load_draws(run_dir / DRAWS).items()}
     check_sites(problem, draws, run_dir / DRAWS)
@@ -302,7 +290,7 @@ def predict(
     run = load(run_dir, registry, device)
     seed_draws(run.workflow, seed)
     reader = getattr(run.workflow, "data", None)
-    if callable(reader) and hasattr(run.workflow.args, "x_cols"):  # a user model's data file
+    if callable(reader) and hasattr(run.workflow.model_options, "x_cols"):  # a user model's data
         new = reader(str(path), require_y=False)
     else:
         from bayesdl.datasets.io import load_arrays

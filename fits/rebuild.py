@@ -5,7 +5,6 @@ checkpoint, draws): :mod:`bayesdl.fits.svi`, :mod:`bayesdl.fits.nuts`."""
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,10 @@ from bayesdl.fits.records import CONFIG
 from bayesdl.inference import files
 from bayesdl.inference.errors import UserError
 from bayesdl.workflows import trust
-from bayesdl.workflows.base import Problem, Workflow
-from bayesdl.workflows.user_model import file_workflow, load_plugins
+from bayesdl.workflows.base import Problem, Workflow, start
+from bayesdl.workflows.fit_options import FitOptions, from_record
+from bayesdl.workflows.user_classes import file_workflow
+from bayesdl.workflows.user_code import load_plugins
 
 
 def run_registry(run_dir: str | Path, registry: dict, plugins: Iterable[str] = ()) -> dict:
@@ -81,20 +82,34 @@ def load_workflow(
             f"{run_dir} was made by model {cfg['model']!r}, which is not registered here "
             "(a --plugin file missing?)"
         )
-    records.check_args(registry[cfg["model"]], cfg, run_dir / CONFIG)
-    saved = {k: float(v) if v in ("inf", "-inf") else v for k, v in cfg["args"].items()}
-    # options added since the run was made take their defaults
-    args = argparse.Namespace(**{**registry[cfg["model"]].option_defaults(), **saved})
-    if cfg.get("data_in_run"):  # data given from Python, saved in the run folder
-        args.data = str(run_dir / Path(cfg["data_in_run"]).name)
-    if device is not None:
-        args.device = device
-    for key, value in (overrides or {}).items():
-        if not hasattr(args, key):
-            option = "--" + key.replace("_", "-")
-            raise UserError(f"model {cfg['model']!r} has no option {option}")
-        setattr(args, key, value)
+    workflow_cls = registry[cfg["model"]]
+    records.check_args(workflow_cls, cfg, run_dir / CONFIG)
+    options = saved_options(workflow_cls, cfg, run_dir, device, overrides)
     with trust.folder_code(run_dir / CONFIG, cfg):  # imports only code the user fitted or names
-        workflow = registry[cfg["model"]](args)
+        workflow = start(workflow_cls, options)
         workflow.run_dir = run_dir
         return workflow, build(workflow, guided=guided)
+
+
+def saved_options(
+    workflow_cls: type[Workflow],
+    cfg: dict[str, Any],
+    run_dir: Path,
+    device: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> FitOptions:
+    """The options a run was made with (options added since at their defaults:
+    :func:`~bayesdl.workflows.fit_options.from_record`), its data file in the folder for data
+    given from Python, then ``device`` and ``overrides`` (an option the model does not have is
+    a UserError)."""
+    options = from_record(workflow_cls, cfg["args"])
+    changes = dict(overrides or {})
+    if cfg.get("data_in_run"):  # data given from Python, saved in the run folder
+        changes.setdefault("data", str(run_dir / Path(cfg["data_in_run"]).name))
+    if device is not None:
+        changes["device"] = device
+    try:
+        return options.replace(**changes)
+    except KeyError as e:
+        option = "--" + str(e.args[0]).replace("_", "-")
+        raise UserError(f"model {cfg['model']!r} has no option {option}") from None

@@ -19,8 +19,10 @@ from bayesdl.workflows.base import Workflow
 
 
 def run_record(workflow: Workflow) -> dict[str, Any]:
-    """What ``config.json`` records: the model's name, its options and the data's checksum."""
-    record = {"model": type(workflow).name, "args": vars(workflow.args)}
+    """What ``config.json`` records: the model's name, its options (those of the workflow's
+    :class:`~bayesdl.workflows.fit_options.FitOptions`, derived values included:
+    :meth:`~bayesdl.workflows.base.Workflow.recorded_args`) and the data's checksum."""
+    record = {"model": type(workflow).name, "args": workflow.recorded_args()}
     record.update(workflow.record())
     return record
 

@@ -9,7 +9,6 @@ A run folder holds ``config.json`` (the command's options), ``checkpoint.pt`` (V
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from bayesdl.fits.records import RUN_FILES
 from bayesdl.inference import files
 from bayesdl.inference.errors import UserError
 from bayesdl.workflows.base import Workflow
+from bayesdl.workflows.fit_options import FitOptions
 
 __all__ = [
     "RUN_FILES",
@@ -37,7 +37,7 @@ __all__ = [
 
 def fit_run(
     workflow_cls: type[Workflow],
-    args: argparse.Namespace,
+    options: FitOptions,
     out: Path | None,
     *,
     resume: bool = False,
@@ -46,14 +46,14 @@ def fit_run(
 ) -> Run:
     """Fit a registered model by the method its options name (into the run folder ``out`` when
     given: config, metrics, checkpoint or draws, summary, figures)."""
-    return method_of(args).fit(
-        workflow_cls, args, out, resume=resume, overwrite=overwrite, progress=progress
+    return method_of(options).fit(
+        workflow_cls, options, out, resume=resume, overwrite=overwrite, progress=progress
     )
 
 
 def run_fit(
     workflow_cls: type[Workflow],
-    args: argparse.Namespace,
+    options: FitOptions,
     out: Path,
     *,
     resume: bool = False,
@@ -62,13 +62,13 @@ def run_fit(
 ) -> dict[str, Any]:
     """Fit a registered model into ``out`` and return its summary (see :func:`fit_run`)."""
     return fit_run(
-        workflow_cls, args, out, resume=resume, overwrite=overwrite, progress=progress
+        workflow_cls, options, out, resume=resume, overwrite=overwrite, progress=progress
     ).summary
 
 
 def fit_posterior(
     workflow_cls: type[Workflow],
-    args: argparse.Namespace,
+    options: FitOptions,
     out: Path | None,
     *,
     resume: bool = False,
@@ -76,8 +76,10 @@ def fit_posterior(
     progress: bool = True,
 ) -> Posterior:
     """:func:`fit_run`, its run wrapped as its method's :class:`Posterior`."""
-    method = method_of(args)
-    run = method.fit(workflow_cls, args, out, resume=resume, overwrite=overwrite, progress=progress)
+    method = method_of(options)
+    run = method.fit(
+        workflow_cls, options, out, resume=resume, overwrite=overwrite, progress=progress
+    )
     return method.posterior(run)
 
 

@@ -6,9 +6,7 @@ checks written to the run folder; a VI run read back (parameters restored from
 
 from __future__ import annotations
 
-import argparse
 import os
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +33,10 @@ from bayesdl.inference.convergence import warn_unconverged
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.moments import posterior_table
 from bayesdl.inference.train import CHECKPOINT, FitConfig, FitResult, fit, restore
-from bayesdl.workflows.base import Problem, Workflow
+from bayesdl.workflows.base import Problem, Workflow, start
+from bayesdl.workflows.fit_options import FitOptions
 
 # ----------------------------------------------------------------------------- fitting
-
-
-def fit_config(args: argparse.Namespace) -> FitConfig:
-    """The engine's settings from parsed options (every FitConfig field is an option)."""
-    return FitConfig(
-        **{f.name: getattr(args, f.name) for f in fields(FitConfig) if hasattr(args, f.name)}
-    )
 
 
 def fit_problem(
@@ -74,31 +66,31 @@ def fit_problem(
 
 def fit_run(
     workflow_cls: type[Workflow],
-    args: argparse.Namespace,
+    options: FitOptions,
     out: Path | None,
     *,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Run:
-    """Fit a registered model's guide (into the run folder ``out`` when given: config,
-    metrics, checkpoint, summary, figures)."""
-    config = fit_config(args)
-    config.validate()
-    workflow = workflow_cls(args)
+    """Fit a registered model's guide with ``options`` (into the run folder ``out`` when
+    given: config, metrics, checkpoint, summary, figures)."""
+    options.engine.validate()
     main = distributed.is_main()  # under torchrun only rank 0 writes the run folder
     if out is None:
         if resume:
             raise UserError("--resume needs --out DIR holding the checkpoint")
+        workflow = start(workflow_cls, options)
         problem = build(workflow)
-        config = fit_config(args)  # as build() chose it (an estimator the model asks for)
+        config = workflow.engine  # as derived (an estimator the model asks for)
         result = fit_problem(problem, config, None, progress=progress)
         return Run(workflow, problem, result, summarize(workflow, problem, config, result))
     out = Path(out)
     if main:  # checked before anything is built or written
         prepare_out(out, resume=resume, overwrite=overwrite, make=False)
+    workflow = start(workflow_cls, options)
     problem = build(workflow)  # the model, guide and data are checked before --out is touched
-    config = fit_config(args)
+    config = workflow.engine
     with claimed(out, resume=resume, overwrite=overwrite, main=main):
         return _fit_locked(workflow, problem, config, out, resume, progress)
 
@@ -137,7 +129,7 @@ def summarize(
     """The entries of ``summary.json``: settings, final ELBO, posterior, the model's params."""
     summary: dict[str, Any] = {
         "model": type(workflow).name,
-        "guide": _name(getattr(workflow.args, "guide", None)),
+        "guide": _name(workflow.settings.guide),
         "estimator": config.estimator,
         "steps": result.steps,
         "final_elbo": result.final_elbo,
@@ -208,7 +200,7 @@ def load_run(
             pass  # local latents sized by the data: the whole training data it is
     workflow, problem = load_workflow(run_dir, registry, device, overrides)
     dev, problem.params = restore(
-        problem.model, problem.guide, problem.data, run_dir / CHECKPOINT, workflow.args.device
+        problem.model, problem.guide, problem.data, run_dir / CHECKPOINT, workflow.engine.device
     )
     problem.data = on_device(problem.data, str(dev))
     return workflow, problem

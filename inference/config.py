@@ -20,9 +20,10 @@ COMPILE_MODES = ("false", "true", "auto")
 MAX_SEED = 2**32 - 1
 
 
-@dataclass
+@dataclass(frozen=True)
 class FitConfig:
-    """Everything that decides a fit; saved with every checkpoint."""
+    """Everything that decides a fit; saved with every checkpoint. Frozen: a changed setting
+    is a new object (``dataclasses.replace``)."""
 
     # every field is a `bayesdl fit` option (see bayesdl.workflows.options): `metadata` holds
     # its help ("%(default)s" is the model's default), flag and command-line converter
@@ -126,7 +127,7 @@ class FitConfig:
                 "(leave it out for no clipping)"
             )
         if isinstance(self.compile, bool):  # compile=True from Python
-            self.compile = "true" if self.compile else "false"
+            object.__setattr__(self, "compile", "true" if self.compile else "false")
         if self.compile not in COMPILE_MODES:
             raise UserError(f"--compile must be one of {', '.join(COMPILE_MODES)}")
         if self.log_every < 1 or self.checkpoint_every < 1:

@@ -37,7 +37,7 @@ RHAT_LIMIT = 1.05
 METHODS = ("vi", "nuts")
 
 
-@dataclass
+@dataclass(frozen=True)
 class MCMCConfig:
     """The options of ``bayesdl fit --inference nuts`` (Python: ``method="nuts"``)."""
 

@@ -50,7 +50,7 @@ def figures(workflow: Coin, problem: Problem, out: Path) -> list[str]:
             color="C3",
             ls=":",
             lw=2.5,
-            label=f"{workflow.args.guide.upper()} = {f['pi_hat']:.3f}",
+            label=f"{workflow.settings.guide.upper()} = {f['pi_hat']:.3f}",
         )
     ax.set_xlabel("pi = P(heads)")
     ax.set_ylabel("density")
@@ -88,7 +88,15 @@ def comparison(workflow: Coin, summary: dict[str, Any]) -> list[tuple[str, Any, 
         ]
     rows += [
         ("P(next = 1): full Bayes", p["bayes"], f["predictive"] if "mean" in f else None),
-        ("P(next = 1): MAP", p["map"], f["predictive"] if workflow.args.guide == "map" else None),
-        ("P(next = 1): MLE", p["mle"], f["predictive"] if workflow.args.guide == "mle" else None),
+        (
+            "P(next = 1): MAP",
+            p["map"],
+            f["predictive"] if workflow.settings.guide == "map" else None,
+        ),
+        (
+            "P(next = 1): MLE",
+            p["mle"],
+            f["predictive"] if workflow.settings.guide == "mle" else None,
+        ),
     ]
     return rows

@@ -32,7 +32,7 @@ def figures(workflow: LinearRegression, problem: Problem, out: Path) -> list[str
         fmt="s",
         capsize=3,
         color="C3",
-        label=f"fitted ({workflow.args.guide})",
+        label=f"fitted ({workflow.settings.guide})",
     )
     ax.set_xticks(i, [f"theta_{k}" for k in i], rotation=45 if d > 6 else 0)
     ax.set_ylabel("mean +- 2 std")
@@ -51,7 +51,7 @@ def figures(workflow: LinearRegression, problem: Problem, out: Path) -> list[str
             ((mu, cov), "exact", "C0", "-"),
             ((loc, qcov), "fitted", "C3", "--"),
         ):
-            p = linreg.predictive(grid, m, c, workflow.args.noise_scale)
+            p = linreg.predictive(grid, m, c, workflow.model_options.noise_scale)
             ax.plot(grid[:, 0], p.mean, color=color, ls=ls, label=f"{label} predictive mean")
             ax.fill_between(
                 grid[:, 0],

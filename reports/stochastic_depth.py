@@ -16,12 +16,12 @@ from bayesdl.workflows.stochastic_depth import StochasticDepth
 
 
 def figures(workflow: StochasticDepth, problem: Problem, out: Path) -> list[str]:
-    if workflow.args.fixed_depth:
+    if workflow.model_options.fixed_depth:
         return []
     x, y = problem.extra["x_test"], problem.extra["y_test"]
     dev = next(problem.model.net.parameters()).device
     rules = workflow.rules(problem, x.to(dev), y.to(dev))
-    L = workflow.args.blocks
+    L = workflow.model_options.blocks
     fig, ax = plt.subplots(figsize=(6, 3.4))
     width = 0.4
     for i, (rule, label) in enumerate(
@@ -37,7 +37,9 @@ def figures(workflow: StochasticDepth, problem: Problem, out: Path) -> list[str]
         )
     ax.set_xlabel("depth z (blocks run)")
     ax.set_ylabel("test inputs")
-    ax.set_title(f"depth used on the test set (penalty {workflow.args.depth_penalty:g} nats/block)")
+    ax.set_title(
+        f"depth used on the test set (penalty {workflow.model_options.depth_penalty:g} nats/block)"
+    )
     ax.legend(fontsize=8)
     names = [save(fig, out, "stochastic_depth_histogram.png")]
 

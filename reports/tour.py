@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bayesdl.inference.errors import UserError
+from bayesdl.workflows.fit_options import from_namespace
 from bayesdl.workflows.options import fit_parser
 
 PROG = "bayesdl"
@@ -45,7 +46,7 @@ class PlannedRun:
     name: str
     workflow: type
     argv: list[str]
-    args: Any
+    options: Any  # FitOptions
     out: Path
 
 
@@ -65,11 +66,12 @@ def plan(registry: dict[str, type], names: list[str], out: Path) -> list[Planned
     for name in names:
         workflow = registry[name]
         for i, run_argv in enumerate(workflow.tour_runs):
-            args_ns = fit_parser(workflow, f"{PROG} fit {name}").parse_args(run_argv)
+            parsed = fit_parser(workflow, f"{PROG} fit {name}").parse_args(run_argv)
+            options = from_namespace(workflow, parsed)
             run_dir = out / (
-                name if len(workflow.tour_runs) == 1 else f"{name}-{i + 1}-{args_ns.guide}"
+                name if len(workflow.tour_runs) == 1 else f"{name}-{i + 1}-{options.guide}"
             )
-            planned.append(PlannedRun(name, workflow, run_argv, args_ns, run_dir))
+            planned.append(PlannedRun(name, workflow, run_argv, options, run_dir))
     return planned
 
 
@@ -96,14 +98,14 @@ def fit_section(name: str, planned: list[PlannedRun], overwrite: bool, progress:
     shown = []
     for r in runs:
         print(f"[tour] {name} {' '.join(r.argv)}", file=sys.stderr)
-        summary = run_fit(r.workflow, r.args, r.out, overwrite=overwrite, progress=progress)
+        summary = run_fit(r.workflow, r.options, r.out, overwrite=overwrite, progress=progress)
         command = f"{PROG} fit {name} {shlex.join(r.argv)} --out {r.out}"
         shown.append(
             {
-                "label": f"{name}: guide {r.args.guide}",
+                "label": f"{name}: guide {r.options.guide}",
                 "summary": summary,
                 "dir": r.out,
-                "rows": r.workflow(r.args).comparison(summary),
+                "rows": r.workflow(r.options).comparison(summary),
                 "command": command,
             }
         )

@@ -35,8 +35,9 @@ from bayesdl.inference.errors import UserError
 from bayesdl.inference.estimators import Estimator, ScoreFunction, make_estimator
 from bayesdl.inference.importance import log_weights
 from bayesdl.reports import page as report
+from bayesdl.workflows.base import start
 from bayesdl.workflows.figures import plt, save
-from bayesdl.workflows.options import namespace
+from bayesdl.workflows.fit_options import from_keywords
 from bayesdl.workflows.registry import REGISTRY
 
 #: the figures of the three sections, in ``out/tour_models``
@@ -62,7 +63,7 @@ def _fit(model: str, argv: list[str], options: dict) -> Run:
     """A short fit of a registered model (no run folder), announced as the tour does."""
     print(f"[tour] {model} {shlex.join(argv)}", file=sys.stderr, flush=True)
     w = REGISTRY[model]
-    return fit_run(w, namespace(w, **options), None, progress=False)
+    return fit_run(w, from_keywords(w, **options), None, progress=False)
 
 
 def _meta(command: str, seconds: float) -> str:
@@ -267,7 +268,7 @@ def gradient_section(out: Path, quick: bool = False) -> tuple[str, dict]:
     rows, commands = [], []
     for ax, (model, title, options, argv) in zip(axes, GRAD_PROBLEMS, strict=True):
         w = REGISTRY[model]
-        problem = w(namespace(w, **options)).build()
+        problem = start(w, from_keywords(w, **options)).build()
         var = numbers[model] = gradient_variance(problem, sizes, draws)
         for i, (name, v) in enumerate(var.items()):
             ax.plot(sizes, v, "o-", color=f"C{i}", label=name)
@@ -339,7 +340,7 @@ def depth_section(out: Path, quick: bool = False) -> tuple[str, dict]:
     run = _fit("stochastic-depth", argv, options)
     problem, wf = run.problem, run.workflow
     x, y = problem.extra["x_test"], problem.extra["y_test"]
-    L = wf.args.blocks
+    L = wf.model_options.blocks
     with problem.scope(), torch.no_grad():
         rules = wf.rules(problem, x, y)
         log_pi = problem.model.net(x).log_softmax(-1)  # (N, L, K)

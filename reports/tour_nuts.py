@@ -26,7 +26,7 @@ from bayesdl.inference.mcmc import RHAT_LIMIT
 from bayesdl.inference.predictive import draw, latent_sites
 from bayesdl.reports import page as report
 from bayesdl.reports.compare import FIGURE, compare_draws
-from bayesdl.workflows.options import namespace
+from bayesdl.workflows.fit_options import from_keywords
 from bayesdl.workflows.registry import REGISTRY
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -61,8 +61,7 @@ def refuse_existing(out: Path) -> None:
 
 def _fit(workflow, run_dir: Path, argv: list[str], options: dict, settings: dict) -> Run:
     print(f"[tour] {workflow.name} {shlex.join(argv)}", file=sys.stderr, flush=True)
-    args = namespace(workflow, **options)
-    return fit_run(workflow, args, run_dir, **settings)
+    return fit_run(workflow, from_keywords(workflow, **options), run_dir, **settings)
 
 
 def _command(model: str, argv: list[str], run_dir: Path) -> str:
@@ -153,7 +152,8 @@ def linreg_section(out: Path, settings: dict, quick: bool = False) -> str:
 
 def schools_section(out: Path, settings: dict, quick: bool = False) -> str:
     """Mean-field VI vs NUTS vs quadrature on eight schools (the funnel)."""
-    from bayesdl.workflows.user_model import file_workflow, load_module
+    from bayesdl.workflows.user_classes import file_workflow
+    from bayesdl.workflows.user_code import load_module
 
     path, data = EXAMPLES / "eight_schools.py", EXAMPLES / "data" / "eight_schools.csv"
     title = "<section><h2>eight schools: mean-field VI vs NUTS (the funnel)</h2>"

@@ -28,7 +28,7 @@ def figures(workflow: VAE, problem: Problem, out: Path) -> list[str]:
         ax.set_ylabel("training ELBO (nats / example)")
         ax.set_title("vae: learning curve")
         names.append(save(fig, out, "vae_elbo.png"))
-    drawn, _ = workflow._draw(problem, out, workflow.args.seed)
+    drawn, _ = workflow._draw(problem, out, workflow.engine.seed)
     return names + drawn
 
 

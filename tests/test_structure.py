@@ -1,11 +1,7 @@
 """No import cycles in the package: every import of a bayesdl module by another, at module
 level or inside a function (a lazy import is still an arrow), read with ``ast`` (nothing is
-imported), and the strongly connected groups of that graph (Tarjan) must be none.
-
-The cycles other work on issue 20 is still removing are known, one group each, marked
-``xfail(strict=True)``: a group's test fails (XPASS) the day its cycle is gone, so the mark is
-removed then, and ``test_no_import_cycle_but_the_known_ones`` fails on any cycle that is not
-inside a known group (a new one). Same rules as ``/work/notes/structure.py``.
+imported), and the strongly connected groups of that graph (Tarjan) must be none (issue 20
+removed the last three: inference/, workflows/ with bnn.py, reports/' SBC pair).
 """
 
 from __future__ import annotations
@@ -17,24 +13,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository root is the package bayesdl
 SKIP = {"tests", "benchmarks", "examples", "docs", "build", "dist"}
-
-#: cycles being removed, by the modules they may involve (issue 20's other pieces)
-KNOWN = {
-    "workflows": {  # bnn <-> bayesian_net <-> user_model <-> options <-> base
-        "bayesdl.bnn",
-        "bayesdl.workflows",
-        "bayesdl.workflows.base",
-        "bayesdl.workflows.bayesian_net",
-        "bayesdl.workflows.bnn",
-        "bayesdl.workflows.coin",
-        "bayesdl.workflows.linear_regression",
-        "bayesdl.workflows.options",
-        "bayesdl.workflows.ss_vae",
-        "bayesdl.workflows.stochastic_depth",
-        "bayesdl.workflows.user_model",
-        "bayesdl.workflows.vae",
-    },
-}
 
 
 def modules(root: Path = ROOT) -> dict[str, Path]:
@@ -154,21 +132,9 @@ def test_the_walk_sees_module_and_function_level_imports(graph):
     assert one_cycle(made, {"a", "b", "c"}) == ["a", "b", "c", "a"]
 
 
-def test_no_import_cycle_but_the_known_ones(graph):
-    new = [g for g in cycle_groups(graph) if not any(g <= known for known in KNOWN.values())]
-    assert not new, "import cycles:\n" + "\n".join(describe(graph, g) for g in new)
-
-
-@pytest.mark.parametrize(
-    "group",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=f"{name}/: issue 20"))
-        for name in KNOWN
-    ],
-)
-def test_no_import_cycle_in(graph, group):
-    found = [g for g in cycle_groups(graph) if g & KNOWN[group]]
-    assert not found, "\n".join(describe(graph, g) for g in found)
+def test_no_import_cycle(graph):
+    found = cycle_groups(graph)
+    assert not found, "import cycles:\n" + "\n".join(describe(graph, g) for g in found)
 
 
 def test_the_fits_floor_has_no_cycle(graph):

@@ -10,12 +10,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyro
 
 from bayesdl.inference.errors import UserError
-from bayesdl.workflows.options import add_options
+from bayesdl.workflows.options import add_options, defaults
+
+if TYPE_CHECKING:
+    from bayesdl.inference.train import FitConfig
+    from bayesdl.workflows.fit_options import FitOptions
 
 
 @dataclass
@@ -46,7 +50,15 @@ class Problem:
 
 class Workflow:
     """Base class of the registered models. Subclasses set the class attributes and
-    override :meth:`build`; every report hook is optional."""
+    override :meth:`build`; every report hook is optional.
+
+    A workflow is made from one frozen :class:`~bayesdl.workflows.fit_options.FitOptions`
+    (``Workflow(options)``): :attr:`model_options` is the instance of its own :attr:`options`
+    dataclass, :attr:`engine` the :class:`~bayesdl.inference.train.FitConfig`,
+    ``settings.guide`` the guide and ``settings.sampler`` NUTS's settings. It never changes
+    them: what it derives from them is :meth:`derive`'s new object, made once before the run
+    (:func:`start`), and that object is what ``config.json`` records.
+    """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
@@ -73,18 +85,50 @@ class Workflow:
     #: ``comparison(workflow, summary)``; ``None``: none (see :func:`report_module`)
     report: ClassVar[str | None] = None
 
-    def __init__(self, args: argparse.Namespace):
-        self.args = args
+    def __init__(self, options: FitOptions):
+        self.settings = options
+
+    @property
+    def model_options(self) -> Any:
+        """The model's own options: an instance of :attr:`options` (frozen)."""
+        return self.settings.model
+
+    @property
+    def engine(self) -> FitConfig:
+        """The engine's options (frozen)."""
+        return self.settings.engine
+
+    def derive(self) -> FitOptions:
+        """The options with the values this model derives from them (and from its data) before
+        the run starts -- a new object, never a change to :attr:`settings`; :func:`start` calls
+        it once and the run records its result. Default: the options as given."""
+        return self.settings
+
+    def recorded_args(self) -> dict[str, Any]:
+        """``config.json``'s ``"args"``: every option of :attr:`settings`
+        (:meth:`FitOptions.record`)."""
+        return self.settings.record()
+
+    @classmethod
+    def option_values(cls) -> dict[str, Any]:
+        """Defaults of the model's own options other than its dataclass's (e.g. a plugin's
+        default data file); used by the flags and the Python keywords alike."""
+        return {}
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         """Model-specific command-line options: one per field of :attr:`options`."""
         if cls.options is not None:
-            add_options(parser.add_argument_group(cls.name or "model"), cls.options)
+            group = parser.add_argument_group(cls.name or "model")
+            add_options(group, cls.options, cls.option_values())
 
     @classmethod
     def option_defaults(cls) -> dict[str, Any]:
-        """The defaults of the model's own options (fill in what an older run's config lacks)."""
+        """The defaults of the model's own options (fill in what an older run's config lacks);
+        a plugin that declares argparse options instead (overrides :meth:`add_arguments`):
+        their defaults."""
+        if cls.options is not None:
+            return {**defaults(cls.options), **cls.option_values()}
         parser = argparse.ArgumentParser(add_help=False)
         cls.add_arguments(parser)
         return vars(parser.parse_args([]))
@@ -102,10 +146,11 @@ class Workflow:
         """Extra entries of ``config.json``: the sha256 of the data file the options name, so
         that ``--resume`` refuses a run whose data changed, and the path and sha256 of the
         code files they name (``--net``, a guide file: :func:`trust.file_records`)."""
-        from bayesdl.workflows import trust
+        import bayesdl.workflows.trust as trust
 
-        out = trust.file_records(self.args)
-        path = getattr(self.args, "data", None)
+        args = self.recorded_args()
+        out = trust.file_records(args)
+        path = args.get("data")
         if isinstance(path, str) and Path(path).is_file():
             out["data_sha256"] = file_sha256(Path(path))
         return out
@@ -151,6 +196,17 @@ def report_module(workflow: type[Workflow]) -> ModuleType | None:
     return importlib.import_module(f"bayesdl.reports.{workflow.report}")
 
 
+def start(workflow_cls: type[Workflow], options: FitOptions) -> Workflow:
+    """The workflow of a run: made from ``options``, then from the options it derives from them
+    (:meth:`Workflow.derive`), once, before anything is built or recorded. Runs in a throwaway
+    param store (a trial of the user's model may create parameters)."""
+    workflow = workflow_cls(options)
+    with pyro.get_param_store().scope():
+        derived = workflow.derive()
+    workflow.settings = derived
+    return workflow
+
+
 def file_sha256(path: Path) -> str:
     """The sha256 of a file, read in 1 MiB blocks."""
     from bayesdl.inference import files
@@ -162,7 +218,7 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-@dataclass
+@dataclass(frozen=True)
 class ImageDataOptions:
     """``--data digits|mnist|FILE.npz``, ``--data-dir`` and ``--split-seed``: the image data
     options shared by the digit models (bnn, vae, stochastic-depth)."""

@@ -12,62 +12,26 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 from pyro import poutine
 
+import bayesdl.workflows.metrics as metrics
 from bayesdl.guides.bayesian_net import GUIDES
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.predictive import draw
-from bayesdl.models.bayesian_net import BayesianNet, Gaussian, Likelihood, Poisson
-from bayesdl.workflows import metrics
+from bayesdl.models.bayesian_net import BayesianNet, Gaussian, Likelihood
+from bayesdl.models.uncertainty import split_uncertainty
 from bayesdl.workflows.base import Problem
 from bayesdl.workflows.user_model import UserModel, _describe, check_arguments
 
-EPS = 1e-12
+if TYPE_CHECKING:
+    from bayesdl.workflows.fit_options import FitOptions
+
 #: posterior draws of a report (predictions, evaluation)
 SAMPLES = 100
-
-
-# ----------------------------------------------------------------------------- uncertainty
-
-
-def _entropy(p: torch.Tensor) -> torch.Tensor:
-    return -(p * p.clamp_min(EPS).log()).sum(-1)
-
-
-def split_uncertainty(
-    likelihood: Likelihood, f: torch.Tensor, sigma: torch.Tensor | None = None
-) -> dict[str, torch.Tensor]:
-    """The predictive distribution's uncertainty from network outputs ``f [M, n, *out]`` of
-    ``M`` posterior draws, split into its sources (see :func:`bayesdl.bnn.uncertainty`)."""
-    if likelihood.classification:
-        p = likelihood.probs(f)
-        mean = p.mean(0)
-        total, expected = _entropy(mean), _entropy(p).mean(0)
-        return {
-            "probs": mean,
-            "entropy": total,
-            "expected_entropy": expected,
-            "mutual_information": (total - expected).clamp_min(0),
-        }
-    if isinstance(likelihood, Gaussian):
-        mu, sd = likelihood.mean_sd(f, 2, sigma=sigma)
-        noise, model = (sd**2).mean(0), mu.var(0, unbiased=False)
-    elif isinstance(likelihood, Poisson):
-        event = likelihood.event(tuple(f.shape[2:]))
-        mu = likelihood._reshape(f, 2, event).clamp(max=30).exp()
-        noise, model = mu.mean(0), mu.var(0, unbiased=False)
-    else:
-        raise ValueError(f"no uncertainty split for {type(likelihood).__name__}")
-    return {
-        "mean": mu.mean(0),
-        "sd": (noise + model).sqrt(),
-        "sd_noise": noise.sqrt(),
-        "sd_model": model.sqrt(),
-    }
 
 
 def network_draws(problem: Problem, x: torch.Tensor, num_samples: int = SAMPLES) -> torch.Tensor:
@@ -241,12 +205,16 @@ class BayesianNetModel(UserModel):
     def where(cls) -> str:
         return "the Bayesian network"
 
+    def derive(self) -> FitOptions:
+        """The options naming the network's own guide family (``config.json`` records
+        ``meanfield``, say, never ``net``)."""
+        if self.settings.guide in (None, "", "net"):
+            return self.settings.replace(guide=self.model().guide_name)
+        return self.settings
+
     def build(self) -> Problem:
-        a = self.args
-        data = self.data(a.data)
-        problem = build_problem(self.model(), a.guide, data, self.where())
-        a.guide = problem.model.guide_name  # config.json names the family, not "net"
-        return problem
+        data = self.data(self.model_options.data)
+        return build_problem(self.model(), self.settings.guide, data, self.where())
 
     def summarize(self, problem: Problem) -> dict[str, Any]:
         return {"bayesian_net": net_summary(problem)}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,16 +20,19 @@ from pyro.infer.autoguide import AutoNormal
 
 import bayesdl.guides.bnn as bnn_guides
 import bayesdl.models.bnn as bnn
+import bayesdl.workflows.bayesian_net as anynet
+import bayesdl.workflows.metrics as metrics
 from bayesdl.bnn import PRIORS
 from bayesdl.datasets import bundled as datasets
 from bayesdl.datasets.io import load_arrays
 from bayesdl.inference.errors import UserError
 from bayesdl.models.bayesian_net import LIKELIHOODS
-from bayesdl.workflows import bayesian_net as anynet
-from bayesdl.workflows import metrics
 from bayesdl.workflows.base import ImageDataOptions, Problem, Workflow, image_data_source
 from bayesdl.workflows.figures import plt, save
 from bayesdl.workflows.registry import register
+
+if TYPE_CHECKING:
+    from bayesdl.workflows.fit_options import FitOptions
 
 #: guides only the any-network path (:func:`bayesdl.bnn.bayesian`) has
 NEW_GUIDES = ("flipout", "mc-dropout", "dropconnect", "concrete-dropout", "gaussian-dropout")
@@ -60,7 +63,7 @@ def _hidden(s: str) -> tuple[int, ...]:
     return h
 
 
-@dataclass
+@dataclass(frozen=True)
 class BNNOptions(ImageDataOptions):
     """The data, the architecture and the guides' settings."""
 
@@ -177,63 +180,72 @@ class BNN(Workflow):
     # -- building ------------------------------------------------------------------------------
 
     @property
+    def prior_scale(self) -> float:
+        """``--prior-scale``, else 10 for a ``--net`` of the user's, else 30."""
+        scale = self.model_options.prior_scale
+        if scale is None:
+            return 10.0 if self.model_options.net else 30.0
+        return scale
+
+    def derive(self) -> FitOptions:
+        """The options with the prior scale resolved (``config.json`` records the number)."""
+        return self.settings.replace(prior_scale=self.prior_scale)
+
+    @property
     def hidden(self) -> str:
         """The MLP's hidden widths: ``--hidden``, else LeNet-300-100 on MNIST, else 100."""
-        if self.args.hidden:
-            return self.args.hidden
-        return "300,100" if image_data_source(self.args) == "mnist" else "100"
+        if self.model_options.hidden:
+            return self.model_options.hidden
+        return "300,100" if image_data_source(self.model_options) == "mnist" else "100"
 
     def _split(self) -> datasets.Split:
-        return datasets.image_classification(
-            image_data_source(self.args), self.args.data_dir, self.args.split_seed
-        )
+        o = self.model_options
+        return datasets.image_classification(image_data_source(o), o.data_dir, o.split_seed)
 
     def _layer(self):
-        a = self.args
-        if a.guide == "meanfield" and a.local_reparam:
-            return lambda shape: bnn.MeanField(shape, bnn.prior_std(shape, a.prior_scale))
-        if a.guide == "dropout":
-            return lambda shape: bnn.Dropout(shape, a.dropout)
-        if a.guide == "sparse-vd":
-            return lambda shape: bnn.SparseVD(shape, a.prune_threshold)
-        if a.guide == "map":
-            return lambda shape: bnn.Deterministic(shape, bnn.prior_std(shape, a.prior_scale))
+        o = self.model_options
+        if self.settings.guide == "meanfield" and o.local_reparam:
+            return lambda shape: bnn.MeanField(shape, bnn.prior_std(shape, self.prior_scale))
+        if self.settings.guide == "dropout":
+            return lambda shape: bnn.Dropout(shape, o.dropout)
+        if self.settings.guide == "sparse-vd":
+            return lambda shape: bnn.SparseVD(shape, o.prune_threshold)
+        if self.settings.guide == "map":
+            return lambda shape: bnn.Deterministic(shape, bnn.prior_std(shape, self.prior_scale))
         return lambda shape: bnn.Deterministic(shape)  # mle; meanfield without local reparam
 
     def _net(self) -> bool:
         """Whether this run goes through :func:`bayesdl.bnn.bayesian`."""
-        return bool(self.args.net) or self.args.guide in NEW_GUIDES
+        return bool(self.model_options.net) or self.settings.guide in NEW_GUIDES
 
     def build(self) -> Problem:
-        a = self.args
-        if a.guide not in self.guides:
-            raise UserError(f"bnn has guides {', '.join(self.guides)}, not {a.guide!r}")
+        o = self.model_options
+        if self.settings.guide not in self.guides:
+            raise UserError(f"bnn has guides {', '.join(self.guides)}, not {self.settings.guide!r}")
         if self._net():
             return self._build_net()
-        if a.prior_scale is None:
-            a.prior_scale = 30.0
-        if not a.prior_scale > 0:
-            raise UserError(f"--prior-scale must be positive, got {a.prior_scale}")
-        if not 0 <= a.dropout < 1:
-            raise UserError(f"--dropout must be in [0, 1), got {a.dropout}")
-        if a.samples < 1:
-            raise UserError(f"--samples must be >= 1, got {a.samples}")
+        if not self.prior_scale > 0:
+            raise UserError(f"--prior-scale must be positive, got {self.prior_scale}")
+        if not 0 <= o.dropout < 1:
+            raise UserError(f"--dropout must be in [0, 1), got {o.dropout}")
+        if o.samples < 1:
+            raise UserError(f"--samples must be >= 1, got {o.samples}")
         split = self._split()
         k = split.num_classes or int(split.y_train.max()) + 1
         with torch.random.fork_rng():  # the initial weights depend on --seed only
-            torch.manual_seed(a.seed)
-            if a.arch == "lenet5":
+            torch.manual_seed(self.engine.seed)
+            if o.arch == "lenet5":
                 if split.x_train.shape[1] != 28 * 28:
                     raise UserError("--arch lenet5 needs 28x28 images (--data mnist)")
                 net = bnn.LeNet5(k, self._layer())
             else:
                 net = bnn.MLP(split.x_train.shape[1], _hidden(self.hidden), k, self._layer())
-        sampled = a.guide == "meanfield" and not a.local_reparam
+        sampled = self.settings.guide == "meanfield" and not o.local_reparam
         if sampled:
             init = {
                 f"layers.{i}.theta": lay.theta.detach().clone() for i, lay in enumerate(net.layers)
             }
-            model = bnn.BNN(bnn.bayesian_(net, a.prior_scale))
+            model = bnn.BNN(bnn.bayesian_(net, self.prior_scale))
             guide = bnn_guides.mean_field(model, init)
         else:
             model, guide = bnn.BNN(net), bnn_guides.in_layers
@@ -245,80 +257,78 @@ class BNN(Workflow):
         Bayesian by :func:`bayesdl.bnn.bayesian`, on the image data or on ``--data`` arrays."""
         from bayesdl.bnn import bayesian
 
-        a = self.args
-        if a.prior_scale is None:
-            a.prior_scale = 10.0 if a.net else 30.0
-        if a.samples < 1:
-            raise UserError(f"--samples must be >= 1, got {a.samples}")
+        o = self.model_options
+        if o.samples < 1:
+            raise UserError(f"--samples must be >= 1, got {o.samples}")
         split = self._net_split()
         with torch.random.fork_rng():  # the initial weights depend on --seed only
-            torch.manual_seed(a.seed)
-            net = self._user_net() if a.net else self._plain_net(split)
+            torch.manual_seed(self.engine.seed)
+            net = self._user_net() if o.net else self._plain_net(split)
         try:
-            noise: float | str = a.noise if a.noise in ("learned", "predicted") else float(a.noise)
+            noise: float | str = o.noise if o.noise in ("learned", "predicted") else float(o.noise)
         except ValueError:
             raise UserError(
-                f"--noise takes a number, learned or predicted, not {a.noise!r}"
+                f"--noise takes a number, learned or predicted, not {o.noise!r}"
             ) from None
         try:
             bnet = bayesian(
                 net,
-                likelihood=a.likelihood,
-                prior=a.prior,
-                guide="mc-dropout" if a.guide == "dropout" else a.guide,
-                exclude=_names(a.exclude),
-                only=_names(a.only),
+                likelihood=o.likelihood,
+                prior=o.prior,
+                guide="mc-dropout" if self.settings.guide == "dropout" else self.settings.guide,
+                exclude=_names(o.exclude),
+                only=_names(o.only),
                 noise=noise,
-                prior_scale=a.prior_scale,
-                dropout=a.dropout,
-                prune_threshold=a.prune_threshold,
-                local_reparam=a.local_reparam,
-                alpha_per=a.alpha_per,
+                prior_scale=self.prior_scale,
+                dropout=o.dropout,
+                prune_threshold=o.prune_threshold,
+                local_reparam=o.local_reparam,
+                alpha_per=o.alpha_per,
             )
         except (ValueError, TypeError) as e:
-            raise UserError(f"bnn --net {a.net or a.arch}: {e}") from None
+            raise UserError(f"bnn --net {o.net or o.arch}: {e}") from None
         data = {"x": split.x_train, "y": split.y_train}
-        problem = anynet.build_problem(bnet, None, data, f"bnn --net {a.net or a.arch}")
+        problem = anynet.build_problem(bnet, None, data, f"bnn --net {o.net or o.arch}")
         problem.extra.update(split=split, net=True)
         return problem
 
     def _net_split(self) -> datasets.Split:
-        a = self.args
-        source = image_data_source(a)
-        if source in ("digits", "mnist") or not a.net:
-            if a.x_cols or a.y_col:
+        o = self.model_options
+        source = image_data_source(o)
+        if source in ("digits", "mnist") or not o.net:
+            if o.x_cols or o.y_col:
                 raise UserError("--x-cols/--y-col pick columns of a .csv --data")
             return self._split()
-        from bayesdl.workflows.user_model import read_data
+        from bayesdl.workflows.user_data import read_data
 
-        arrays = read_data(source, a.x_cols, a.y_col)
+        arrays = read_data(source, o.x_cols, o.y_col)
         if "x" not in arrays or "y" not in arrays:
             raise UserError(
                 f"--data {source}: needs arrays x and y (an .npz) or --x-cols/--y-col (a .csv)"
             )
         x, y = arrays["x"], arrays["y"]
-        if a.likelihood == "categorical":
+        if o.likelihood == "categorical":
             y = y.long()
         xt, yt = arrays.get("x_test"), arrays.get("y_test")
         if xt is None or yt is None:  # no test split given: reports are on the training data
             xt, yt = x, y
-        elif a.likelihood == "categorical":
+        elif o.likelihood == "categorical":
             yt = yt.long()
-        k = int(max(y.max(), yt.max())) + 1 if a.likelihood == "categorical" else None
+        k = int(max(y.max(), yt.max())) + 1 if o.likelihood == "categorical" else None
         return datasets.Split(x, y, xt, yt, None, k)
 
     def _user_net(self) -> torch.nn.Module:
-        from bayesdl.workflows.user_model import load_function, split_spec
+        from bayesdl.workflows.user_code import load_function, split_spec
 
-        path, fn = split_spec(self.args.net, "function")
+        path, fn = split_spec(self.model_options.net, "function")
         make = load_function(path, fn)
         try:
             net = make()
         except Exception as e:  # noqa: BLE001 - the user's code
-            raise UserError(f"--net {self.args.net}: {type(e).__name__}: {e}") from None
+            raise UserError(f"--net {self.model_options.net}: {type(e).__name__}: {e}") from None
         if not isinstance(net, torch.nn.Module):
             raise UserError(
-                f"--net {self.args.net} returned {type(net).__name__}, not an nn.Module"
+                f"--net {self.model_options.net} returned {type(net).__name__}, not an nn.Module"
             )
         return net
 
@@ -327,7 +337,7 @@ class BNN(Workflow):
         from torch import nn
 
         k = split.num_classes or int(split.y_train.max()) + 1
-        if self.args.arch == "lenet5":
+        if self.model_options.arch == "lenet5":
             if split.x_train.shape[1] != 28 * 28:
                 raise UserError("--arch lenet5 needs 28x28 images (--data mnist)")
             return nn.Sequential(
@@ -365,7 +375,11 @@ class BNN(Workflow):
         net, guide = problem.model.net, problem.guide
         dev = next(iter(problem.model.parameters()), torch.empty(0)).device
         x = x.to(dev)
-        m = 1 if mean_net or self.args.guide in ("map", "mle") else (samples or self.args.samples)
+        m = (
+            1
+            if mean_net or self.settings.guide in ("map", "mle")
+            else (samples or self.model_options.samples)
+        )
         net.eval()
         for lay in net.layers:
             lay.sample = not mean_net
@@ -397,12 +411,12 @@ class BNN(Workflow):
         """Network outputs ``[M, N, *out]`` of the any-network path."""
         from bayesdl.bnn import mean_net as mean_network
 
-        if mean_net or self.args.guide in ("map", "mle"):
+        if mean_net or self.settings.guide in ("map", "mle"):
             net = mean_network(problem.model)
             dev = anynet._device(problem)
             with torch.no_grad():
                 return torch.cat([net(c.to(dev)) for c in x.split(ROWS_PER_PASS)])[None]
-        return anynet.network_draws(problem, x, samples or self.args.samples)
+        return anynet.network_draws(problem, x, samples or self.model_options.samples)
 
     def _net_probs(self, problem, x, samples=None, mean_net=False) -> torch.Tensor:
         return problem.model.likelihood.probs(self._net_outputs(problem, x, samples, mean_net))
@@ -500,34 +514,27 @@ class BNN(Workflow):
 
     # -- reports -------------------------------------------------------------------------------
 
-    def record(self) -> dict[str, Any]:
-        """``config.json``'s checksums: the data file's and the ``--net`` file's (``--resume``
-        refuses a changed network file)."""
-        from bayesdl.workflows.user_model import run_file_records
-
-        return {**super().record(), **run_file_records(self.args)}
-
     def summarize(self, problem: Problem) -> dict[str, Any]:
-        a = self.args
+        o = self.model_options
         split = problem.extra["split"]
         if problem.extra.get("net"):
             return {
                 "data": {
-                    "name": image_data_source(a),
+                    "name": image_data_source(o),
                     "train": len(split.y_train),
                     "test": len(split.y_test),
                 },
-                "net": a.net or f"built-in {a.arch}",
+                "net": o.net or f"built-in {o.arch}",
                 **self._report(problem),
             }
         return {
             "data": {
-                "name": image_data_source(a),
+                "name": image_data_source(o),
                 "train": len(split.y_train),
                 "test": len(split.y_test),
             },
-            "arch": a.arch if a.arch == "lenet5" else f"mlp {self.hidden}",
-            "local_reparam": a.local_reparam if a.guide == "meanfield" else None,
+            "arch": o.arch if o.arch == "lenet5" else f"mlp {self.hidden}",
+            "local_reparam": o.local_reparam if self.settings.guide == "meanfield" else None,
             **self._report(problem),
         }
 
@@ -556,7 +563,7 @@ class BNN(Workflow):
         ax.set_xlabel("confidence (max predictive probability)")
         ax.set_ylabel("accuracy")
         ece = problem.extra["report"]["test"]["ece"]
-        ax.set_title(f"bnn {self.args.guide}: reliability, ECE {ece:.3f}")
+        ax.set_title(f"bnn {self.settings.guide}: reliability, ECE {ece:.3f}")
         ax.legend(fontsize=8)
         names = [save(fig, out, "bnn_reliability.png")]
 
@@ -576,13 +583,13 @@ class BNN(Workflow):
             )
         ax.set_xlabel("predictive entropy (nats)")
         ax.set_ylabel("density")
-        ax.set_title(f"bnn {self.args.guide}: in- vs out-of-domain")
+        ax.set_title(f"bnn {self.settings.guide}: in- vs out-of-domain")
         ax.legend(fontsize=8)
         names.append(save(fig, out, "bnn_entropy_ood.png"))
 
         if (
-            self.args.guide == "sparse-vd"
-            and self.args.arch == "mlp"
+            self.settings.guide == "sparse-vd"
+            and self.model_options.arch == "mlp"
             and split.image_shape
             and not problem.extra.get("net")
         ):
@@ -637,7 +644,7 @@ class BNN(Workflow):
             ax.set_ylabel("predictive mean +- 2 sd")
         t = problem.extra["report"]["test"]
         ax.set_title(
-            f"bnn {self.args.guide}: RMSE {t['rmse']:.3g}, log-lik {t['log_likelihood']:.3g}"
+            f"bnn {self.settings.guide}: RMSE {t['rmse']:.3g}, log-lik {t['log_likelihood']:.3g}"
         )
         ax.legend(fontsize=7)
         return save(fig, out, "bnn_regression.png")
@@ -663,12 +670,14 @@ class BNN(Workflow):
         return save(fig, out, "bnn_sparsity_mask.png")
 
     def predict(self, problem: Problem, path: Path) -> dict[str, Any]:
-        if problem.extra.get("net") and self.args.net:
-            from bayesdl.workflows.user_model import read_data
+        if problem.extra.get("net") and self.model_options.net:
+            from bayesdl.workflows.user_data import read_data
 
             suffix = Path(path).suffix.lower()
             inputs = (
-                read_data(path, self.args.x_cols, self.args.y_col, require_y=False)
+                read_data(
+                    path, self.model_options.x_cols, self.model_options.y_col, require_y=False
+                )
                 if suffix != ".npz"
                 else {k: v for k, v in read_data(path).items() if k in ("x", "table")}
             )
@@ -705,8 +714,8 @@ class BNN(Workflow):
                 ("predictive sd: noise part", None, t["sd_noise"]),
                 ("predictive sd: model part", None, t["sd_model"]),
             ]
-        mnist = image_data_source(self.args) == "mnist"
-        paper = PAPER.get((self.args.arch, self.args.guide)) if mnist else None
+        mnist = image_data_source(self.model_options) == "mnist"
+        paper = PAPER.get((self.model_options.arch, self.settings.guide)) if mnist else None
         ref_acc = f"{paper[0]} (Molchanov et al. 2017)" if paper else ">= 0.93 (issue #3 target)"
         rows = [
             ("test accuracy", ref_acc, t["accuracy"]),

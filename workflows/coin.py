@@ -24,7 +24,7 @@ from bayesdl.workflows.registry import register
 MAX_FLIPS = 10_000_000
 
 
-@dataclass
+@dataclass(frozen=True)
 class CoinOptions:
     """The data (one way: counts, flips, a file or a simulation) and the Beta prior."""
 
@@ -65,42 +65,42 @@ class Coin(Workflow):
     ]
 
     def _flips(self) -> torch.Tensor:
-        a = self.args
+        o = self.model_options
         sources = [
-            a.heads is not None or a.tails is not None,
-            a.flips,
-            a.data,
-            a.simulate is not None,
+            o.heads is not None or o.tails is not None,
+            o.flips,
+            o.data,
+            o.simulate is not None,
         ]
         if sum(bool(s) for s in sources) > 1:
             raise UserError(
                 "give the flips one way: --heads/--tails, --flips, --data or --simulate"
             )
-        if not (0 < a.prior_a < math.inf and 0 < a.prior_b < math.inf):
+        if not (0 < o.prior_a < math.inf and 0 < o.prior_b < math.inf):
             raise UserError(
-                f"--prior-a and --prior-b must be positive finite numbers, got {a.prior_a} and "
-                f"{a.prior_b}"
+                f"--prior-a and --prior-b must be positive finite numbers, got {o.prior_a} and "
+                f"{o.prior_b}"
             )
-        if a.flips:
+        if o.flips:
             try:
-                x = np.array([float(v) for v in a.flips.split(",") if v.strip()])
+                x = np.array([float(v) for v in o.flips.split(",") if v.strip()])
             except ValueError:
                 raise UserError(
-                    f"--flips must be comma-separated 0/1 values, got {a.flips!r}"
+                    f"--flips must be comma-separated 0/1 values, got {o.flips!r}"
                 ) from None
-        elif a.data:
-            arrays = load_arrays(a.data)
+        elif o.data:
+            arrays = load_arrays(o.data)
             x = arrays.get("flips", arrays.get("table", next(iter(arrays.values()))))
             x = np.asarray(x, dtype=np.float64).reshape(-1)
-        elif a.simulate is not None:
-            if not 0 <= a.simulate <= 1:
-                raise UserError(f"--simulate takes a probability in [0, 1], got {a.simulate}")
-            if not 0 <= a.n <= MAX_FLIPS:
-                raise UserError(f"--n must be between 0 and {MAX_FLIPS:,}, got {a.n}")
-            rng = np.random.default_rng(a.seed)
-            x = (rng.random(a.n) < a.simulate).astype(np.float64)
+        elif o.simulate is not None:
+            if not 0 <= o.simulate <= 1:
+                raise UserError(f"--simulate takes a probability in [0, 1], got {o.simulate}")
+            if not 0 <= o.n <= MAX_FLIPS:
+                raise UserError(f"--n must be between 0 and {MAX_FLIPS:,}, got {o.n}")
+            rng = np.random.default_rng(self.engine.seed)
+            x = (rng.random(o.n) < o.simulate).astype(np.float64)
         else:
-            h, t = a.heads or 0, a.tails or 0
+            h, t = o.heads or 0, o.tails or 0
             if h < 0 or t < 0:
                 raise UserError("--heads and --tails must be >= 0")
             if h + t > MAX_FLIPS:
@@ -111,18 +111,25 @@ class Coin(Workflow):
         return torch.as_tensor(x, dtype=torch.float32)
 
     def build(self) -> Problem:
-        a = self.args
+        o = self.model_options
         flips = self._flips()
         guide = {"beta": coin_guides.beta, "map": coin_guides.delta, "mle": coin_guides.delta}
-        if a.guide not in guide:
-            raise UserError(f"coin has guides {', '.join(self.guides)}, not {a.guide!r}")
-        if a.guide == "mle" and flips.numel() == 0:
+        if self.settings.guide not in guide:
+            raise UserError(
+                f"coin has guides {', '.join(self.guides)}, not {self.settings.guide!r}"
+            )
+        if self.settings.guide == "mle" and flips.numel() == 0:
             raise UserError("the MLE needs at least one flip")
-        data = {"flips": flips, "prior_a": a.prior_a, "prior_b": a.prior_b, "mle": a.guide == "mle"}
+        data = {
+            "flips": flips,
+            "prior_a": o.prior_a,
+            "prior_b": o.prior_b,
+            "mle": self.settings.guide == "mle",
+        }
         h = int(flips.sum())
         return Problem(
             coin.model,
-            guide[a.guide],
+            guide[self.settings.guide],
             data,
             data_size=flips.numel(),
             extra={"heads": h, "tails": flips.numel() - h},
@@ -130,13 +137,17 @@ class Coin(Workflow):
 
     def exact_marginals(self, problem: Problem) -> dict[str, dict[str, float]]:
         """Mean and std of the exact posterior of ``pi`` (for NUTS runs and ``compare``)."""
-        a, b = (1.0, 1.0) if problem.data["mle"] else (self.args.prior_a, self.args.prior_b)
+        a, b = (
+            (1.0, 1.0)
+            if problem.data["mle"]
+            else (self.model_options.prior_a, self.model_options.prior_b)
+        )
         pa, pb = coin.posterior(a, b, problem.extra["heads"], problem.extra["tails"])
         q = Beta(torch.tensor(pa), torch.tensor(pb))
         return {"pi": {"mean": q.mean.item(), "std": q.stddev.item()}}
 
     def summarize(self, problem: Problem) -> dict[str, Any]:
-        a, b = self.args.prior_a, self.args.prior_b
+        a, b = self.model_options.prior_a, self.model_options.prior_b
         h, t = problem.extra["heads"], problem.extra["tails"]
         pa, pb = coin.posterior(a, b, h, t)
         exact = Beta(torch.tensor(pa), torch.tensor(pb))
@@ -157,7 +168,7 @@ class Coin(Workflow):
             },
         }
         store = pyro.get_param_store()
-        if self.args.guide == "beta":
+        if self.settings.guide == "beta":
             q = Beta(store["a_q"].detach().cpu(), store["b_q"].detach().cpu())
             out["fitted"] = {
                 "a_q": q.concentration1.item(),

@@ -36,7 +36,7 @@ def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int):
     return t(x[tr]), t(y[tr]), t(x[te]), t(y[te])
 
 
-@dataclass
+@dataclass(frozen=True)
 class LinearRegressionOptions:
     """The data (bundled, a file or a simulation) and the Gaussian prior and noise."""
 
@@ -81,64 +81,66 @@ class LinearRegression(Workflow):
     ]
 
     def _data(self):
-        a = self.args
-        for flag, v in (("--prior-scale", a.prior_scale), ("--noise-scale", a.noise_scale)):
+        o = self.model_options
+        for flag, v in (("--prior-scale", o.prior_scale), ("--noise-scale", o.noise_scale)):
             # (their squares and inverse squares must be float32 numbers)
             if not 1e-15 <= v <= 1e15:
                 raise UserError(f"{flag} must be between 1e-15 and 1e15, got {v}")
-        if not abs(a.prior_loc) <= 1e15:
-            raise UserError(f"--prior-loc must be a number within +-1e15, got {a.prior_loc}")
-        if not 0 <= a.test_fraction < 1:
+        if not abs(o.prior_loc) <= 1e15:
+            raise UserError(f"--prior-loc must be a number within +-1e15, got {o.prior_loc}")
+        if not 0 <= o.test_fraction < 1:
             raise UserError("--test-fraction must be in [0, 1)")
-        if a.simulate is not None:
-            if a.simulate < 2 or a.dim < 1:
+        if o.simulate is not None:
+            if o.simulate < 2 or o.dim < 1:
                 raise UserError("--simulate needs N >= 2 points and --dim >= 1")
-            if a.simulate * a.dim > MAX_SIMULATED:
+            if o.simulate * o.dim > MAX_SIMULATED:
                 raise UserError(f"--simulate N x --dim: at most {MAX_SIMULATED:,} numbers")
-            rng = np.random.default_rng(a.seed)
-            theta = a.prior_loc + a.prior_scale * rng.standard_normal(a.dim)
-            x = rng.uniform(-3, 3, size=(a.simulate, a.dim))
-            y = x @ theta + a.noise_scale * rng.standard_normal(a.simulate)
-            return (*_split(x, y, a.test_fraction, a.seed), theta.tolist())
-        if a.data == "diabetes":
-            s = diabetes(a.test_fraction or 0.25, seed=a.seed)
+            rng = np.random.default_rng(self.engine.seed)
+            theta = o.prior_loc + o.prior_scale * rng.standard_normal(o.dim)
+            x = rng.uniform(-3, 3, size=(o.simulate, o.dim))
+            y = x @ theta + o.noise_scale * rng.standard_normal(o.simulate)
+            return (*_split(x, y, o.test_fraction, self.engine.seed), theta.tolist())
+        if o.data == "diabetes":
+            s = diabetes(o.test_fraction or 0.25, seed=self.engine.seed)
             return s.x_train, s.y_train, s.x_test, s.y_test, None
-        arrays = load_arrays(a.data)
+        arrays = load_arrays(o.data)
         if "x" in arrays and "y" in arrays:
             x, y = arrays["x"], arrays["y"]
         elif "table" in arrays and arrays["table"].ndim == 2 and arrays["table"].shape[1] >= 2:
             table = arrays["table"]
             names = [k for k in arrays if k != "table"]
             j = table.shape[1] - 1
-            if a.y_col is not None:
-                if a.y_col not in names:
+            if o.y_col is not None:
+                if o.y_col not in names:
                     raise UserError(
-                        f"--y-col {a.y_col!r} is not a column of {a.data} ({', '.join(names)})"
+                        f"--y-col {o.y_col!r} is not a column of {o.data} ({', '.join(names)})"
                     )
-                j = names.index(a.y_col)
+                j = names.index(o.y_col)
             x, y = np.delete(table, j, axis=1), table[:, j]
         else:
-            raise UserError(f"data file {a.data} needs arrays x and y (or a table of >= 2 columns)")
+            raise UserError(f"data file {o.data} needs arrays x and y (or a table of >= 2 columns)")
         x = np.asarray(x, dtype=np.float64)
         x = x[:, None] if x.ndim == 1 else x
         y = np.asarray(y, dtype=np.float64)
         if x.ndim != 2 or y.ndim != 1 or len(x) != len(y):
             raise UserError(
-                f"data file {a.data}: x must be N x D and y of length N, "
+                f"data file {o.data}: x must be N x D and y of length N, "
                 f"got x {x.shape}, y {y.shape}"
             )
         if len(x) < 2:
-            raise UserError(f"data file {a.data}: needs at least 2 rows")
-        return (*_split(x, y, a.test_fraction, a.seed), None)
+            raise UserError(f"data file {o.data}: needs at least 2 rows")
+        return (*_split(x, y, o.test_fraction, self.engine.seed), None)
 
     def build(self) -> Problem:
-        a = self.args
+        o = self.model_options
         x, y, x_test, y_test, theta_true = self._data()
-        kw = {"prior_loc": a.prior_loc, "prior_scale": a.prior_scale, "noise_scale": a.noise_scale}
+        kw = {"prior_loc": o.prior_loc, "prior_scale": o.prior_scale, "noise_scale": o.noise_scale}
         make = {"full-covariance": lr_guides.full_covariance, "mean-field": lr_guides.mean_field}
-        if a.guide not in make:
-            raise UserError(f"linreg has guides {', '.join(self.guides)}, not {a.guide!r}")
-        guide = make[a.guide](linreg.model)
+        if self.settings.guide not in make:
+            raise UserError(
+                f"linreg has guides {', '.join(self.guides)}, not {self.settings.guide!r}"
+            )
+        guide = make[self.settings.guide](linreg.model)
         mu, cov = linreg.posterior(x, y, **kw)
         return Problem(
             linreg.model,
@@ -168,7 +170,7 @@ class LinearRegression(Workflow):
         if len(x_te) == 0:
             return None
         return (
-            linreg.predictive(x_te, loc, cov, self.args.noise_scale)
+            linreg.predictive(x_te, loc, cov, self.model_options.noise_scale)
             .log_prob(y_te.double())
             .mean()
             .item()
@@ -186,7 +188,7 @@ class LinearRegression(Workflow):
             theta = sample_posterior(problem.guide, problem.data, 2000, ["theta"])["theta"]
             theta = theta.reshape(2000, -1).double().cpu()
             lp = torch.distributions.Normal(
-                x_te.double() @ theta.T, self.args.noise_scale
+                x_te.double() @ theta.T, self.model_options.noise_scale
             ).log_prob(y_te.double()[:, None])
             mc = (torch.logsumexp(lp, 1) - np.log(2000)).mean().item()
             del dev
@@ -195,7 +197,7 @@ class LinearRegression(Workflow):
                 "n_train": len(problem.data["x"]),
                 "n_test": len(x_te),
                 "dim": mu.numel(),
-                "source": "simulated" if self.args.simulate else self.args.data,
+                "source": "simulated" if self.model_options.simulate else self.model_options.data,
             },
             "theta_true": problem.extra["theta_true"],
             "exact_posterior": {
@@ -235,7 +237,7 @@ class LinearRegression(Workflow):
         if x.ndim != 2 or x.shape[1] != d:
             raise UserError(f"{path}: inputs must be N x {d}, got {x.shape}")
         loc, qcov = self._fitted(problem)
-        p = linreg.predictive(torch.as_tensor(x), loc, qcov, self.args.noise_scale)
+        p = linreg.predictive(torch.as_tensor(x), loc, qcov, self.model_options.noise_scale)
         return {
             "mean": p.mean.tolist(),
             "std": p.stddev.tolist(),

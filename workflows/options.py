@@ -1,6 +1,7 @@
 """Options are data: each model's options, and the engine's (:class:`FitConfig`), are a
-dataclass; the command line's flags and the Python keywords of :func:`namespace` are both
-derived from it, so the two cannot drift apart.
+dataclass; the command line's flags (:func:`fit_parser`) and the Python keywords are both
+derived from it, so the two cannot drift apart (the typed objects a fit receives are built in
+:mod:`bayesdl.workflows.fit_options`).
 
 One field is one flag:
 
@@ -8,7 +9,8 @@ One field is one flag:
 * ``int``, ``float``, ``str`` and ``X | None`` -> an option taking one value of that type;
 * ``bool`` -> a switch: ``--name`` (``store_true``) when the default is False, ``--no-name``
   (``store_false``) when it is True;
-* ``list[str]`` (``default_factory=list``) -> a repeatable option (``action="append"``).
+* ``tuple[str, ...]`` (``default=()``; or ``list[str]``) -> a repeatable option
+  (``action="append"``); the options object holds a tuple.
 
 ``field(metadata=...)`` adds: ``help``; ``metavar``; ``choices``; ``flag`` (another flag
 name); ``hidden`` (accepted, but not listed by ``--help``); ``const``, the value of the flag given
@@ -34,6 +36,7 @@ import numpy as np
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.mcmc import MCMCConfig
 from bayesdl.inference.train import MAX_SEED, FitConfig
+from bayesdl.workflows.paths import absolute_path, absolute_spec
 
 __all__ = [
     "CONVERTERS",
@@ -43,7 +46,6 @@ __all__ = [
     "engine_defaults",
     "fit_parser",
     "flags",
-    "namespace",
     "option_specs",
     "optional_int",
     "saved_value_error",
@@ -63,7 +65,7 @@ def optional_int(s: str) -> int | None:
 
 
 class _BadValue(argparse.ArgumentTypeError, ValueError):
-    """A converter's refusal: argparse prints its message, :func:`namespace` its own."""
+    """A converter's refusal: argparse prints its message, a Python keyword's check its own."""
 
 
 def seed(s: str) -> int:
@@ -84,20 +86,6 @@ def compile_mode(s: str) -> str:
     if value not in ("false", "true", "auto"):
         raise _BadValue(f"invalid value {s!r}: false, true or auto")
     return value
-
-
-def absolute_path(s: str) -> str:
-    """A path made absolute (runs are re-opened from anywhere)."""
-    from bayesdl.workflows.user_model import absolute_path as absolute
-
-    return absolute(s)
-
-
-def absolute_spec(s: str) -> str:
-    """``FILE.py:function`` with its file made absolute (``--net``)."""
-    from bayesdl.workflows.user_model import absolute_spec as absolute
-
-    return absolute(s)
 
 
 #: converters that ``field(metadata={"type": NAME})`` can name (modules that cannot import
@@ -144,8 +132,9 @@ def _unwrap(hint: Any, where: str) -> tuple[type, bool]:
         if len(rest) != 1:
             raise TypeError(f"{where}: option type {hint!r} is not supported")
         hint = rest[0]
-    if typing.get_origin(hint) is list and typing.get_args(hint) in ((str,), ()):
-        return list, optional
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if (origin is list and args in ((str,), ())) or (origin is tuple and args == (str, ...)):
+        return list, optional  # a sequence of strings (held as a tuple by the options object)
     if hint in (bool, int, float, str):
         return hint, optional
     raise TypeError(f"{where}: option type {hint!r} is not supported")
@@ -260,8 +249,8 @@ class _Guide:
 
 @dataclass
 class _Plugin:
-    plugin: list[str] = field(
-        default_factory=list,
+    plugin: tuple[str, ...] = field(
+        default=(),
         metadata={
             "help": "Python file whose @register models to load (repeatable)",
             "metavar": "FILE",
@@ -353,7 +342,7 @@ def _convert(s: _Spec, value: Any, model: str) -> Any:
         items = [os.fspath(v) if isinstance(v, os.PathLike) else v for v in value]
         if not all(isinstance(v, str) for v in items):
             raise bad(f"got {value!r}")
-        return [s.convert(v) if s.convert else v for v in items]
+        return tuple(s.convert(v) if s.convert else v for v in items)
     if isinstance(value, bool) and s.const is not None and s.convert:  # compile=True
         value = str(value).lower()
     if isinstance(value, str):
@@ -405,7 +394,7 @@ def saved_value_error(s: _Spec, value: Any) -> str | None:
     if s.kind is bool:
         ok = isinstance(value, bool)
     elif s.kind is list:
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ok = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
     elif s.kind is str:
         ok = isinstance(value, str)
     elif isinstance(value, bool):
@@ -424,25 +413,3 @@ def saved_value_error(s: _Spec, value: Any) -> str | None:
     if s.choices is not None and value not in s.choices:
         return f"{value!r}, not one of {', '.join(map(str, s.choices))}"
     return None
-
-
-def namespace(workflow: type, **kwargs: Any) -> argparse.Namespace:
-    """What ``fit_parser(workflow).parse_args(argv)`` gives, from Python keywords: every
-    option at the model's default, except those named, which are checked and converted as
-    their command-line strings would be (``heads=6``, ``steps=2000``, ``lr=0.1``)."""
-    p = fit_parser(workflow, f"bayesdl fit {workflow.name}")
-    ns = p.parse_args([])
-    known = vars(ns)
-    unknown = sorted(set(kwargs) - set(known))
-    if unknown:
-        raise UserError(
-            f"unknown option {unknown[0]!r} for model {workflow.name!r}; "
-            f"options: {', '.join(sorted(known))}"
-        )
-    specs = option_specs(workflow)
-    for name, value in kwargs.items():
-        if name == "guide" and not isinstance(value, str | os.PathLike) and callable(value):
-            setattr(ns, name, value)  # a guide function, object or autoguide class from Python
-            continue
-        setattr(ns, name, _convert(specs[name], value, workflow.name) if name in specs else value)
-    return ns

@@ -29,7 +29,7 @@ from bayesdl.workflows.registry import register
 from bayesdl.workflows.vae import _grid, _hidden
 
 
-@dataclass
+@dataclass(frozen=True)
 class SSVAEOptions(ImageDataOptions):
     """The labelled subset, the networks and the classifier weight."""
 
@@ -141,32 +141,32 @@ class SSVAE(Workflow):
 
     # -- data and networks --------------------------------------------------------------------
     def _source(self) -> str:
-        return image_data_source(self.args)
+        return image_data_source(self.model_options)
 
     def _sizes(self) -> tuple[int, tuple[int, ...]]:
-        a, mnist = self.args, self._source() == "mnist"
-        latent = a.latent_dim if a.latent_dim is not None else (50 if mnist else 8)
+        o, mnist = self.model_options, self._source() == "mnist"
+        latent = o.latent_dim if o.latent_dim is not None else (50 if mnist else 8)
         if latent < 1:
             raise UserError(f"--latent-dim must be >= 1, got {latent}")
-        hidden = _hidden(a.hidden if a.hidden is not None else ("500" if mnist else "256"))
+        hidden = _hidden(o.hidden if o.hidden is not None else ("500" if mnist else "256"))
         return latent, hidden
 
     def split(self) -> tuple[datasets.Split, torch.Tensor, torch.Tensor]:
         """The data split, the indices of the labelled and of the unlabelled training points."""
-        a = self.args
-        split = datasets.image_classification(self._source(), a.data_dir, a.split_seed)
+        o = self.model_options
+        split = datasets.image_classification(self._source(), o.data_dir, o.split_seed)
         lo, hi = float(split.x_train.min()), float(split.x_train.max())
         if lo < 0 or hi > 1:
             raise UserError(f"ss-vae needs pixels in [0, 1], the data span [{lo:.3g}, {hi:.3g}]")
         k = split.num_classes or int(split.y_train.max()) + 1
         split.num_classes = k
-        labelled = pick_labelled(split.y_train, a.labels_per_class, k, a.label_seed)
+        labelled = pick_labelled(split.y_train, o.labels_per_class, k, o.label_seed)
         mask = torch.ones(len(split.x_train), dtype=torch.bool)
         mask[labelled] = False
         unlabelled = mask.nonzero().squeeze(-1)
         if len(unlabelled) == 0:
             raise UserError(
-                f"--labels-per-class {a.labels_per_class} labels every training image: "
+                f"--labels-per-class {o.labels_per_class} labels every training image: "
                 "nothing is left unlabelled"
             )
         return split, labelled, unlabelled
@@ -175,36 +175,38 @@ class SSVAE(Workflow):
         """A fresh ``q(y | x)`` network from ``--seed`` (the baseline starts from the same)."""
         _, hidden = self._sizes()
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.args.seed)
-            return Classifier(data_dim, hidden, num_classes, self.args.activation)
+            torch.manual_seed(self.engine.seed)
+            return Classifier(data_dim, hidden, num_classes, self.model_options.activation)
 
     def build(self) -> Problem:
-        a = self.args
-        if a.guide not in self.guides:
-            raise UserError(f"ss-vae has guides {', '.join(self.guides)}, not {a.guide!r}")
-        if getattr(a, "estimator", "enum") != "enum":
+        o = self.model_options
+        if self.settings.guide not in self.guides:
+            raise UserError(
+                f"ss-vae has guides {', '.join(self.guides)}, not {self.settings.guide!r}"
+            )
+        if self.engine.estimator != "enum":
             raise UserError("ss-vae sums out the unknown labels: it needs --estimator enum")
-        if a.alpha < 0 or not math.isfinite(a.alpha):
-            raise UserError(f"--alpha must be >= 0, got {a.alpha}")
-        if a.labelled_weight is not None and not (
-            a.labelled_weight > 0 and math.isfinite(a.labelled_weight)
+        if o.alpha < 0 or not math.isfinite(o.alpha):
+            raise UserError(f"--alpha must be >= 0, got {o.alpha}")
+        if o.labelled_weight is not None and not (
+            o.labelled_weight > 0 and math.isfinite(o.labelled_weight)
         ):
-            raise UserError(f"--labelled-weight must be > 0, got {a.labelled_weight}")
-        if a.sup_batch_size < 1:
-            raise UserError(f"--sup-batch-size must be >= 1, got {a.sup_batch_size}")
+            raise UserError(f"--labelled-weight must be > 0, got {o.labelled_weight}")
+        if o.sup_batch_size < 1:
+            raise UserError(f"--sup-batch-size must be >= 1, got {o.sup_batch_size}")
         split, labelled, unlabelled = self.split()
         latent, hidden = self._sizes()
         d, k = split.x_train.shape[1], split.num_classes
         n_sup, n = len(labelled), len(split.x_train)
-        sup_batch = a.sup_batch_size if a.sup_batch_size < n_sup else None
+        sup_batch = o.sup_batch_size if o.sup_batch_size < n_sup else None
         classifier = self.classifier(d, k)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(a.seed + 1)
-            decoder = ConditionalDecoder(k, latent, tuple(reversed(hidden)), d, a.activation)
-            encoder = LabelEncoder(d, k, hidden, latent, a.activation)
-        # alpha = a.alpha * N on E_labelled = (1 / N_sup) sum_labelled: per point alpha / N_sup
+            torch.manual_seed(self.engine.seed + 1)
+            decoder = ConditionalDecoder(k, latent, tuple(reversed(hidden)), d, o.activation)
+            encoder = LabelEncoder(d, k, hidden, latent, o.activation)
+        # alpha = o.alpha * N on E_labelled = (1 / N_sup) sum_labelled: per point alpha / N_sup
         w = self.labelled_weight(n_sup, len(unlabelled))
-        model = SSVAEModel(decoder, classifier, latent, a.alpha * n / n_sup, sup_batch, w)
+        model = SSVAEModel(decoder, classifier, latent, o.alpha * n / n_sup, sup_batch, w)
         guide = SSVAEGuide(encoder, classifier, sup_batch, w)
         data = {
             "x": split.x_train[unlabelled],
@@ -229,19 +231,19 @@ class SSVAE(Workflow):
         and the classifier ends below the labels-only one. ``N_u / N_l`` gives the labelled
         and the unlabelled set equal weight (the per-batch means of both, as a minibatch
         semi-supervised loss usually has)."""
-        a = self.args.labelled_weight
+        a = self.model_options.labelled_weight
         return float(a) if a is not None else n_unsup / n_sup
 
     # -- numbers ------------------------------------------------------------------------------
     def baseline(self, problem: Problem) -> Classifier:
         """The same network as ``q(y | x)``, from the same initial weights, trained on the
         labelled points alone (:func:`train_classifier`)."""
-        a, x, y = self.args, problem.data["x_sup"], problem.data["y_sup"]
-        if a.baseline_steps < 1:
-            raise UserError(f"--baseline-steps must be >= 1, got {a.baseline_steps}")
+        o, x, y = self.model_options, problem.data["x_sup"], problem.data["y_sup"]
+        if o.baseline_steps < 1:
+            raise UserError(f"--baseline-steps must be >= 1, got {o.baseline_steps}")
         net = self.classifier(x.shape[1], problem.extra["num_classes"]).to(x.device)
         with torch.random.fork_rng(devices=[]):
-            return train_classifier(net, x, y, a.baseline_steps, a.baseline_weight_decay)
+            return train_classifier(net, x, y, o.baseline_steps, o.baseline_weight_decay)
 
     def _accuracies(self, problem: Problem) -> dict[str, Any]:
         x, y = problem.extra["x_test"], problem.extra["y_test"]
@@ -270,8 +272,8 @@ class SSVAE(Workflow):
                 "dim": d["x"].shape[1],
                 "image_shape": problem.extra["image_shape"],
             },
-            "labels_per_class": self.args.labels_per_class,
-            "alpha": self.args.alpha * (n_sup + len(d["x"])),
+            "labels_per_class": self.model_options.labels_per_class,
+            "alpha": self.model_options.alpha * (n_sup + len(d["x"])),
             "labelled_weight": self.labelled_weight(n_sup, len(d["x"])),
             "latent_dim": latent,
             "hidden": list(hidden),
@@ -300,12 +302,12 @@ class SSVAE(Workflow):
         return flat.reshape(k * styles, *shape).cpu().numpy()
 
     def _class_figure(self, problem: Problem, out: Path) -> str:
-        images = self._draw(problem, self.args.seed)
+        images = self._draw(problem, self.engine.seed)
         title = "E[x | y, z]: one row per class y, one style z ~ p(z) per column"
         return save(_grid(images, 10, title), out, "ss_vae_classes.png")
 
     def sample(self, problem: Problem, out: Path) -> dict[str, Any]:
-        images = self._draw(problem, self.args.seed)
+        images = self._draw(problem, self.engine.seed)
         path = Path(out) / "ss_vae_samples.npz"
         write_with(path, lambda f: np.savez_compressed(f, classes=images))
         return {

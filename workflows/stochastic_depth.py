@@ -20,11 +20,11 @@ import torch
 
 import bayesdl.guides.stochastic_depth as sd_guides
 import bayesdl.models.stochastic_depth as sd
+import bayesdl.workflows.metrics as metrics
 from bayesdl.datasets.bundled import Split, image_classification
 from bayesdl.datasets.io import load_arrays
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.estimators import capabilities, names_with
-from bayesdl.workflows import metrics
 from bayesdl.workflows.base import ImageDataOptions, Problem, Workflow, image_data_source
 from bayesdl.workflows.registry import register
 
@@ -48,7 +48,7 @@ def _time_per_example(fn, repeats: int = 15) -> float:
     return float(min(times))
 
 
-@dataclass
+@dataclass(frozen=True)
 class StochasticDepthOptions(ImageDataOptions):
     """The data, the residual network and the depth prior."""
 
@@ -113,67 +113,69 @@ class StochasticDepth(Workflow):
 
     # -- data and model -----------------------------------------------------------------------
     def _split(self) -> Split:
-        a = self.args
-        split = image_classification(image_data_source(a), a.data_dir, a.split_seed)
-        if a.max_train is not None:
-            if a.max_train < 1:
-                raise UserError(f"--max-train must be >= 1, got {a.max_train}")
+        o = self.model_options
+        split = image_classification(image_data_source(o), o.data_dir, o.split_seed)
+        if o.max_train is not None:
+            if o.max_train < 1:
+                raise UserError(f"--max-train must be >= 1, got {o.max_train}")
             split.x_train, split.y_train = (
-                split.x_train[: a.max_train],
-                split.y_train[: a.max_train],
+                split.x_train[: o.max_train],
+                split.y_train[: o.max_train],
             )
         return split
 
     def _arch(self, split: Split) -> str:
-        arch = self.args.arch
+        arch = self.model_options.arch
         if arch == "auto":
-            arch = "conv" if image_data_source(self.args) == "mnist" else "mlp"
+            arch = "conv" if image_data_source(self.model_options) == "mnist" else "mlp"
         if arch == "conv" and split.image_shape is None:
             raise UserError("--arch conv needs image data (digits or mnist)")
         return arch
 
     def build(self) -> Problem:
-        a = self.args
-        if a.guide not in self.guides:
-            raise UserError(f"stochastic-depth has guide {', '.join(self.guides)}, not {a.guide!r}")
-        if a.blocks < 1:
-            raise UserError(f"--blocks must be >= 1, got {a.blocks}")
-        if a.depth_penalty < 0:
-            raise UserError(f"--depth-penalty must be >= 0, got {a.depth_penalty}")
-        if a.weight_prior_scale < 0:
-            raise UserError(f"--weight-prior-scale must be >= 0, got {a.weight_prior_scale}")
-        if a.fixed_depth is not None and not 1 <= a.fixed_depth <= a.blocks:
+        o = self.model_options
+        if self.settings.guide not in self.guides:
             raise UserError(
-                f"--fixed-depth must be in 1..--blocks ({a.blocks}), got {a.fixed_depth}"
+                f"stochastic-depth has guide {', '.join(self.guides)}, not {self.settings.guide!r}"
             )
-        caps = capabilities(a.estimator)
-        if caps.stateful and a.particles > 1 and a.vectorize_particles:
+        if o.blocks < 1:
+            raise UserError(f"--blocks must be >= 1, got {o.blocks}")
+        if o.depth_penalty < 0:
+            raise UserError(f"--depth-penalty must be >= 0, got {o.depth_penalty}")
+        if o.weight_prior_scale < 0:
+            raise UserError(f"--weight-prior-scale must be >= 0, got {o.weight_prior_scale}")
+        if o.fixed_depth is not None and not 1 <= o.fixed_depth <= o.blocks:
             raise UserError(
-                f"--estimator {a.estimator} with --particles > 1 needs --no-vectorize-particles "
-                "(the per-input baseline is not broadcast over particles)"
+                f"--fixed-depth must be in 1..--blocks ({o.blocks}), got {o.fixed_depth}"
             )
-        if not caps.discrete and a.fixed_depth is None:
+        caps = capabilities(self.engine.estimator)
+        if caps.stateful and self.engine.particles > 1 and self.engine.vectorize_particles:
+            raise UserError(
+                f"--estimator {self.engine.estimator} with --particles > 1 needs "
+                "--no-vectorize-particles (the per-input baseline is not broadcast over particles)"
+            )
+        if not caps.discrete and o.fixed_depth is None:
             *rest, last = names_with("discrete")
             raise UserError(f"depth is discrete: use --estimator {', '.join(rest)} or {last}")
         split = self._split()
         k = split.num_classes or int(split.y_train.max()) + 1
-        torch.manual_seed(a.seed)  # the networks' initial weights
+        torch.manual_seed(self.engine.seed)  # the networks' initial weights
         d = split.x_train.shape[1]
         if self._arch(split) == "conv":
-            net = sd.ResidualConvNet(split.image_shape, k, a.blocks, a.width or 32)
+            net = sd.ResidualConvNet(split.image_shape, k, o.blocks, o.width or 32)
         else:
-            net = sd.ResidualMLP(d, k, a.blocks, a.width or 64)
-        penalty = 0.0 if a.depth_prior == "uniform" else a.depth_penalty
+            net = sd.ResidualMLP(d, k, o.blocks, o.width or 64)
+        penalty = 0.0 if o.depth_prior == "uniform" else o.depth_penalty
         model = sd.StochasticDepthModel(
             net,
-            sd.depth_prior_logits(a.blocks, penalty),
-            weight_scale=a.weight_prior_scale or None,
-            fixed_depth=a.fixed_depth,
+            sd.depth_prior_logits(o.blocks, penalty),
+            weight_scale=o.weight_prior_scale or None,
+            fixed_depth=o.fixed_depth,
         )
         guide = (
             sd_guides.no_latent
-            if a.fixed_depth
-            else sd_guides.AmortizedDepthGuide(d, a.blocks, a.guide_hidden)
+            if o.fixed_depth
+            else sd_guides.AmortizedDepthGuide(d, o.blocks, o.guide_hidden)
         )
         return Problem(
             model,
@@ -190,8 +192,10 @@ class StochasticDepth(Workflow):
     # -- test-time rules ----------------------------------------------------------------------
     def _q_depth(self, problem: Problem, x: torch.Tensor) -> torch.Tensor:
         """Depth (1..L) at the mode of q(z | x); the fixed depth when there is no latent."""
-        if self.args.fixed_depth:
-            return torch.full((len(x),), self.args.fixed_depth, dtype=torch.long, device=x.device)
+        if self.model_options.fixed_depth:
+            return torch.full(
+                (len(x),), self.model_options.fixed_depth, dtype=torch.long, device=x.device
+            )
         return problem.guide.logits(x).argmax(-1) + 1
 
     @torch.no_grad()
@@ -200,7 +204,7 @@ class StochasticDepth(Workflow):
     ) -> dict[str, Any]:
         """Every test-time rule on inputs ``x``: prediction, probabilities, depth statistics
         and (given labels ``y``) accuracy and NLL, keyed by rule."""
-        net, L = problem.model.net, self.args.blocks
+        net, L = problem.model.net, self.model_options.blocks
         log_pi = net(x).log_softmax(-1)  # (B, L, K)
         log_prior = problem.model.prior_logits.to(x.device)
         out: dict[str, Any] = {}
@@ -217,7 +221,7 @@ class StochasticDepth(Workflow):
             "full_depth_readout": log_pi[:, -1].exp(),
         }
         # a sample of p(y, z | x) = p(z) p(y | x, z), reproducible from --seed
-        gen = torch.Generator(device=x.device).manual_seed(self.args.seed)
+        gen = torch.Generator(device=x.device).manual_seed(self.engine.seed)
         drawn = torch.multinomial(joint.reshape(len(x), -1).exp(), 1, generator=gen).squeeze(-1)
         depth_sample, y_sample = drawn // joint.shape[-1] + 1, drawn % joint.shape[-1]
         probs["joint_sample"] = log_pi[batch, depth_sample - 1].exp()
@@ -226,7 +230,7 @@ class StochasticDepth(Workflow):
             "joint_mode": depth_joint,
             "joint_sample": depth_sample,
         }
-        if not self.args.fixed_depth:
+        if not self.model_options.fixed_depth:
             log_q = problem.guide.logits(x).log_softmax(-1)
             probs["predictive_q"] = (log_q[:, :, None] + log_pi).logsumexp(1).exp()
         for rule, p in probs.items():
@@ -280,8 +284,10 @@ class StochasticDepth(Workflow):
                 r: {k: v for k, v in row.items() if k not in ("prediction", "probs")}
                 for r, row in rules.items()
             },
-            "blocks": self.args.blocks,
-            "depth_penalty": 0.0 if self.args.depth_prior == "uniform" else self.args.depth_penalty,
+            "blocks": self.model_options.blocks,
+            "depth_penalty": 0.0
+            if self.model_options.depth_prior == "uniform"
+            else self.model_options.depth_penalty,
         }
 
     def evaluate(self, problem: Problem, out: Path) -> dict[str, Any]:

@@ -129,12 +129,12 @@ def file_record(path: str | Path) -> dict[str, str | None]:
     return {"path": str(full), "sha256": digest}
 
 
-def file_records(args: Any) -> dict[str, dict]:
+def file_records(args: dict[str, Any]) -> dict[str, dict]:
     """The records of the code files a run's options name (``model_file``, a guide file,
     ``net``), for ``config.json``'s top level."""
     out = {}
     for option, (_, key) in CODE_OPTIONS.items():
-        value = getattr(args, option, None)
+        value = args.get(option)
         if isinstance(value, str) and value and (option == "model_file" or is_file_spec(value)):
             out[key] = file_record(spec_file(value))
     return out

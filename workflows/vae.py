@@ -52,7 +52,7 @@ def _hidden(spec: str) -> tuple[int, ...]:
     return sizes
 
 
-@dataclass
+@dataclass(frozen=True)
 class VAEOptions(ImageDataOptions):
     """The data, the likelihood and the networks."""
 
@@ -122,14 +122,14 @@ class VAE(Workflow):
 
     # -- data ---------------------------------------------------------------------------------
     def _source(self) -> str:
-        return image_data_source(self.args)
+        return image_data_source(self.model_options)
 
     def _split(self) -> datasets.Split:
-        a, source = self.args, self._source()
+        o, source = self.model_options, self._source()
         if source == "digits":
-            return datasets.digits(seed=a.split_seed)
+            return datasets.digits(seed=o.split_seed)
         if source == "mnist":
-            return datasets.mnist(a.data_dir)
+            return datasets.mnist(o.data_dir)
         if str(source).endswith(".npz"):
             return self._npz(source)
         raise UserError(f"--data must be digits, mnist or an .npz file, got {source!r}")
@@ -155,7 +155,7 @@ class VAE(Workflow):
             yte = arrays.get("y_test", np.zeros(len(xte), dtype=np.int64))
             xtr, ytr = x, y
         else:
-            perm = np.random.default_rng(self.args.split_seed).permutation(len(x))
+            perm = np.random.default_rng(self.model_options.split_seed).permutation(len(x))
             n_test = max(1, round(0.25 * len(x)))
             te, tr = perm[:n_test], perm[n_test:]
             xtr, ytr, xte, yte = x[tr], y[tr], x[te], y[te]
@@ -170,8 +170,8 @@ class VAE(Workflow):
         )
 
     def _latent_dim(self) -> int:
-        a = self.args
-        latent = a.latent_dim
+        o = self.model_options
+        latent = o.latent_dim
         if latent is None:
             latent = 50 if self._source() == "mnist" else 2
         if latent < 1:
@@ -180,34 +180,38 @@ class VAE(Workflow):
 
     def networks(self, data_dim: int) -> tuple[VAEModel, AmortizedGuide]:
         """Model and guide with fresh networks, initialised from ``--seed`` (the untrained VAE)."""
-        a, latent, hidden = self.args, self._latent_dim(), _hidden(self.args.hidden)
+        o, latent, hidden = (
+            self.model_options,
+            self._latent_dim(),
+            _hidden(self.model_options.hidden),
+        )
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(a.seed)
-            decoder = Decoder(latent, tuple(reversed(hidden)), data_dim, a.likelihood, a.activation)
-            encoder = Encoder(data_dim, hidden, latent, a.activation)
+            torch.manual_seed(self.engine.seed)
+            decoder = Decoder(latent, tuple(reversed(hidden)), data_dim, o.likelihood, o.activation)
+            encoder = Encoder(data_dim, hidden, latent, o.activation)
         return VAEModel(decoder, latent), AmortizedGuide(encoder)
 
     def build(self) -> Problem:
-        a = self.args
-        if a.guide not in self.guides:
-            raise UserError(f"vae has guides {', '.join(self.guides)}, not {a.guide!r}")
-        if a.iw_samples < 1:
-            raise UserError(f"--iw-samples must be >= 1, got {a.iw_samples}")
+        o = self.model_options
+        if self.settings.guide not in self.guides:
+            raise UserError(f"vae has guides {', '.join(self.guides)}, not {self.settings.guide!r}")
+        if o.iw_samples < 1:
+            raise UserError(f"--iw-samples must be >= 1, got {o.iw_samples}")
         split = self._split()
         x_train, x_test = split.x_train, split.x_test
-        if a.likelihood != "gaussian":
+        if o.likelihood != "gaussian":
             lo = float(min(x_train.min(), x_test.min()))
             hi = float(max(x_train.max(), x_test.max()))
             if lo < 0 or hi > 1:
                 raise UserError(
-                    f"--likelihood {a.likelihood} needs pixels in [0, 1], the data span "
+                    f"--likelihood {o.likelihood} needs pixels in [0, 1], the data span "
                     f"[{lo:.3g}, {hi:.3g}]; rescale them or use --likelihood gaussian"
                 )
         hook = None
-        if a.likelihood == "bernoulli":
-            gen = torch.Generator().manual_seed(a.seed)
+        if o.likelihood == "bernoulli":
+            gen = torch.Generator().manual_seed(self.engine.seed)
             x_test = torch.bernoulli(x_test, generator=gen)
-            if a.binarize == "fixed":
+            if o.binarize == "fixed":
                 x_train = torch.bernoulli(x_train, generator=gen)
             else:
                 hook = dynamic_binarization
@@ -224,7 +228,7 @@ class VAE(Workflow):
 
     # -- numbers ------------------------------------------------------------------------------
     def _chunks(self, problem: Problem, num_samples: int) -> tuple[int, int]:
-        width = max(problem.data["x"].shape[1], *(_hidden(self.args.hidden) or (1,)))
+        width = max(problem.data["x"].shape[1], *(_hidden(self.model_options.hidden) or (1,)))
         batch = 100
         return batch, max(1, min(num_samples, MAX_ELEMENTS // (batch * width)))
 
@@ -255,7 +259,7 @@ class VAE(Workflow):
     def summarize(self, problem: Problem) -> dict[str, Any]:
         x = problem.data["x"]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.args.seed)
+            torch.manual_seed(self.engine.seed)
             fitted = self._test_numbers(problem, SUMMARY_IW_SAMPLES)
             model0, guide0 = self.networks(x.shape[1])
             untrained = self._test_numbers(
@@ -269,20 +273,22 @@ class VAE(Workflow):
                 "dim": x.shape[1],
                 "image_shape": problem.extra["image_shape"],
             },
-            "likelihood": self.args.likelihood,
-            "binarize": self.args.binarize if self.args.likelihood == "bernoulli" else None,
+            "likelihood": self.model_options.likelihood,
+            "binarize": self.model_options.binarize
+            if self.model_options.likelihood == "bernoulli"
+            else None,
             "latent_dim": self._latent_dim(),
             "test": fitted,
             "untrained": untrained,
         }
 
     def evaluate(self, problem: Problem, out: Path) -> dict[str, Any]:
-        k = self.args.iw_samples
+        k = self.model_options.iw_samples
         if k < 1:
             raise UserError(f"--iw-samples must be >= 1, got {k}")
         x_test = problem.extra["x_test"]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.args.seed)
+            torch.manual_seed(self.engine.seed)
             r = self.log_px(problem, x_test, k)
             n = len(x_test)
             result: dict[str, Any] = {
@@ -309,10 +315,10 @@ class VAE(Workflow):
         """Inputs p(x) should find unlikely: uniform noise, inverted and upside-down digits."""
         x = problem.extra["x_test"][:1000]
         noise = torch.rand_like(x)
-        if self.args.likelihood == "bernoulli":
+        if self.model_options.likelihood == "bernoulli":
             noise = torch.bernoulli(noise)
         sets = {"noise": noise}
-        if self.args.likelihood != "gaussian" or float(x.min()) >= 0:
+        if self.model_options.likelihood != "gaussian" or float(x.min()) >= 0:
             sets["inverted"] = x.max() + x.min() - x
         shape = problem.extra["image_shape"]
         if shape is not None and len(shape) == 2:
@@ -380,7 +386,7 @@ class VAE(Workflow):
         return names, arrays
 
     def sample(self, problem: Problem, out: Path) -> dict[str, Any]:
-        names, arrays = self._draw(problem, out, self.args.seed)
+        names, arrays = self._draw(problem, out, self.engine.seed)
         write_with(Path(out) / "vae_samples.npz", lambda f: np.savez_compressed(f, **arrays))
         return {
             "figures": names,

@@ -28,7 +28,8 @@ from bayesdl.inference import FitConfig, fit
 from bayesdl.inference import compiled as compiled_mod
 from bayesdl.inference.train import Interrupted, Trainer
 from bayesdl.workflows.coin import Coin
-from bayesdl.workflows.options import fit_parser, namespace
+from bayesdl.workflows.fit_options import from_keywords
+from bayesdl.workflows.options import fit_parser
 
 COIN = {"flips": torch.cat([torch.ones(6), torch.zeros(4)]), "prior_a": 10.0, "prior_b": 10.0}
 
@@ -199,10 +200,10 @@ def test_compile_option_from_cli_and_python():
     assert p.parse_args([]).compile == "false"
     assert p.parse_args(["--compile"]).compile == "true"
     assert p.parse_args(["--compile", "auto"]).compile == "auto"
-    assert namespace(workflow, compile=True).compile == "true"
-    assert namespace(workflow, compile="auto").compile == "auto"
+    assert from_keywords(workflow, compile=True).engine.compile == "true"
+    assert from_keywords(workflow, compile="auto").engine.compile == "auto"
     with pytest.raises(ValueError, match="compile"):
-        namespace(workflow, compile="sometimes")
+        from_keywords(workflow, compile="sometimes")
     cfg = FitConfig(compile=True)
     cfg.validate()
     assert cfg.compile == "true"

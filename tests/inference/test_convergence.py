@@ -21,7 +21,7 @@ from bayesdl.inference.convergence import (
     elbo_test,
 )
 from bayesdl.inference.train import FitConfig, fit
-from bayesdl.workflows.options import namespace
+from bayesdl.workflows.fit_options import from_keywords
 from bayesdl.workflows.user_model import UserModel, load_module
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,16 +137,16 @@ def test_named_models_keep_their_steps_and_report_the_flag():
     post = bayesdl.fit("coin", heads=6, tails=4, progress=False)
     s = post._run.summary
     assert s["steps"] == 2000 and s["converged"] is True and s["convergence"]["steps"] == 2000
-    assert namespace(bayesdl.registry()["linreg"]).steps == 3000
+    assert from_keywords(bayesdl.registry()["linreg"]).engine.steps == 3000
 
 
 def test_steps_auto_is_an_option_everywhere():
-    ns = namespace(bayesdl.registry()["coin"], steps="auto")
-    assert ns.steps == "auto"
+    options = from_keywords(bayesdl.registry()["coin"], steps="auto")
+    assert options.engine.steps == "auto"
     with pytest.raises(bayesdl.UserError, match="--steps must be positive"):
         FitConfig(steps=0).validate()
     with pytest.raises(bayesdl.UserError, match="steps"):
-        namespace(bayesdl.registry()["coin"], steps="forever")
+        from_keywords(bayesdl.registry()["coin"], steps="forever")
 
 
 def test_an_auto_fit_resumed_ends_as_an_uninterrupted_one(tmp_path):

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import bayesdl.models.bnn as bnn
-from bayesdl.fits.svi import fit_config, fit_problem
+from bayesdl.fits.svi import fit_problem
 from bayesdl.workflows import metrics
 from bayesdl.workflows.bnn import BNN
-from bayesdl.workflows.options import fit_parser
+from bayesdl.workflows.fit_options import from_argv
 
 # the defaults: MLP 64-100-10 on the bundled digits, 3000 minibatches of 128 (285 epochs),
 # Adam 1e-2, KL warmed up over 500 steps; every guide with the same split, seed and settings
@@ -34,10 +34,10 @@ def one_thread(monkeypatch):
 
 def fitted(*argv: str):
     """Fit ``bnn`` with ``argv`` in process; return the workflow, problem and its report."""
-    args = fit_parser(BNN, "bnn").parse_args([*QUICK, *argv])
+    args = from_argv(BNN, [*QUICK, *argv])
     w = BNN(args)
     problem = w.build()
-    fit_problem(problem, fit_config(args), progress=False)
+    fit_problem(problem, args.engine, progress=False)
     with problem.scope():  # the fit's own parameters, as bayesdl.fit reads them
         return w, problem, w._report(problem)
 
@@ -97,7 +97,7 @@ def test_kl_approximation_matches_monte_carlo():
 
 
 def _problem(guide: str, *extra: str):
-    args = fit_parser(BNN, "bnn").parse_args(["--guide", guide, "--hidden", "32", *extra])
+    args = from_argv(BNN, ["--guide", guide, "--hidden", "32", *extra])
     w = BNN(args)
     return w, w.build()
 
@@ -217,12 +217,24 @@ def test_lenet5_on_mnist_runs(guide):
 
     if not os.environ.get("BAYESDL_MNIST_DIR"):
         pytest.skip("set BAYESDL_MNIST_DIR to the MNIST IDX files")
-    args = fit_parser(BNN, "bnn").parse_args(
-        ["--data", "mnist", "--arch", "lenet5", "--guide", guide, "--steps", "30", "--samples", "3"]
+    args = from_argv(
+        BNN,
+        [
+            "--data",
+            "mnist",
+            "--arch",
+            "lenet5",
+            "--guide",
+            guide,
+            "--steps",
+            "30",
+            "--samples",
+            "3",
+        ],
     )
     w = BNN(args)
     problem = w.build()
-    r = fit_problem(problem, fit_config(args), progress=False)
+    r = fit_problem(problem, args.engine, progress=False)
     assert math.isfinite(r.final_elbo)
     with problem.scope():
         p = w.probs(problem, problem.extra["split"].x_test[:64])

@@ -4,7 +4,6 @@ unbiased, and the CLI's fit / evaluate / errors."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pyro
@@ -37,11 +36,11 @@ def one_thread():
     torch.set_num_threads(old)
 
 
-def _args(**kw) -> argparse.Namespace:
-    from bayesdl.workflows.options import fit_parser
+def _args(**kw):
+    from bayesdl.workflows.fit_options import from_argv
 
     argv = [f"--{k.replace('_', '-')}={v}" for k, v in kw.items()]
-    return fit_parser(REGISTRY["ss-vae"], "fit ss-vae").parse_args(argv)
+    return from_argv(REGISTRY["ss-vae"], argv)
 
 
 def test_m2_beats_the_classifier_on_the_labels_alone(tmp_path):

@@ -9,7 +9,7 @@ import pyro
 import pytest
 import torch
 
-from bayesdl.fits.svi import fit_config, fit_problem
+from bayesdl.fits.svi import fit_problem
 from bayesdl.guides.stochastic_depth import AmortizedDepthGuide
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.estimators import make_estimator
@@ -21,7 +21,7 @@ from bayesdl.models.stochastic_depth import (
     early_exit_logits,
     gaussian_log_density,
 )
-from bayesdl.workflows.options import fit_parser
+from bayesdl.workflows.fit_options import from_argv
 from bayesdl.workflows.registry import REGISTRY
 
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 10000))
@@ -111,10 +111,10 @@ def test_early_exit_runs_only_the_blocks_of_each_depth():
 def _fit_digits(penalty: float, seed: int = 0) -> dict:
     workflow_cls = REGISTRY["stochastic-depth"]
     argv = ["--steps", "500", "--width", "16", "--depth-penalty", str(penalty), "--seed", str(seed)]
-    args = fit_parser(workflow_cls, "test").parse_args(argv)
+    args = from_argv(workflow_cls, argv)
     workflow = workflow_cls(args)
     problem = workflow.build()
-    fit_problem(problem, fit_config(args), progress=False)
+    fit_problem(problem, args.engine, progress=False)
     with problem.scope():
         return workflow.summarize(problem)["test"]
 
@@ -190,7 +190,7 @@ def test_cli_fit_evaluate_predict(cli, tmp_path, monkeypatch):
 )
 def test_user_errors(argv, message):
     workflow_cls = REGISTRY["stochastic-depth"]
-    args = fit_parser(workflow_cls, "test").parse_args(argv)
+    args = from_argv(workflow_cls, argv)
     with pytest.raises(UserError, match=message):
         workflow_cls(args).build()
 

@@ -222,20 +222,8 @@ def test_sample_needs_a_generative_model(tmp_path, cli):
 
 
 def _args(**kw):
-    import argparse
+    from bayesdl.workflows.fit_options import from_keywords
 
-    base = dict(
-        data="digits",
-        data_dir=None,
-        split_seed=0,
-        likelihood="bernoulli",
-        binarize="dynamic",
-        latent_dim=None,
-        hidden="20",
-        activation="tanh",
-        iw_samples=10,
-        guide="amortized",
-        seed=0,
-    )
+    base = dict(hidden="20", activation="tanh", iw_samples=10, guide="amortized", seed=0)
     base.update(kw)
-    return argparse.Namespace(**base)
+    return from_keywords(REGISTRY["vae"], **base)

@@ -17,13 +17,13 @@ from bayesdl.inference.mcmc import MCMCConfig
 from bayesdl.inference.train import FitConfig
 from bayesdl.workflows.base import Workflow
 from bayesdl.workflows.coin import Coin
+from bayesdl.workflows.fit_options import from_keywords, from_namespace
 from bayesdl.workflows.options import (
     add_options,
     defaults,
     engine_defaults,
     fit_parser,
     flags,
-    namespace,
 )
 from bayesdl.workflows.registry import REGISTRY
 
@@ -37,6 +37,9 @@ def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
 def _sample(cls: type, f: dataclasses.Field) -> tuple[list[str], object]:
     """A non-default value of field ``f``: ``(command-line words, Python value)``."""
     hint = typing.get_type_hints(cls)[f.name]
+    if typing.get_origin(hint) in (list, tuple):
+        flag = flags(cls)[f.name]
+        return [flag, "a=1", flag, "b=2"], ["a=1", "b=2"]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     kind = args[0] if typing.get_origin(hint) is not list and args else hint
     flag = flags(cls)[f.name]
@@ -101,7 +104,7 @@ def test_engine_flags_are_the_ones_of_before():
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_keywords_and_flags_give_the_same_namespace(name):
+def test_keywords_and_flags_give_the_same_options(name):
     """``defaults() + overrides`` from Python keywords == parsing the equivalent flags."""
     w = REGISTRY[name]
     argv, kwargs = [], {}
@@ -117,29 +120,32 @@ def test_keywords_and_flags_give_the_same_namespace(name):
     argv += ["--guide", "g1", "--plugin", "p.py"]
     kwargs.update(guide="g1", plugin=["p.py"])
     parsed = fit_parser(w, "t").parse_args(argv)
-    assert vars(namespace(w, **kwargs)) == vars(parsed)
-    assert vars(namespace(w)) == vars(fit_parser(w, "t").parse_args([]))
+    assert from_keywords(w, **kwargs) == from_namespace(w, parsed)
+    assert from_keywords(w) == from_namespace(w, fit_parser(w, "t").parse_args([]))
 
 
 def test_coin_keywords():
-    ns = namespace(Coin, heads=6, tails=4, steps=2000)
-    assert (ns.heads, ns.tails, ns.steps, ns.lr, ns.guide) == (6, 4, 2000, 0.1, "beta")
-    assert ns.estimator == "reparam" and ns.prior_a == 1.0 and ns.plugin == []
-    assert isinstance(namespace(Coin, lr=1).lr, float)
-    assert namespace(Coin, lr="0.5", steps="7").lr == 0.5  # strings as on the command line
-    assert namespace(Coin, steps=7.0).steps == 7
-    assert namespace(Coin, batch_size=0).batch_size is None  # as `--batch-size 0`
-    assert namespace(Coin, batch_size="full").batch_size is None
-    assert namespace(Coin, batch_size=16).batch_size == 16
-    assert namespace(Coin, heads=None).heads is None
-    assert namespace(Coin, vectorize_particles=False, check_args=True).check_args is True
-    assert namespace(Coin, data=Path("flips.csv")).data == "flips.csv"
-    assert namespace(Coin, plugin=[Path("p.py")]).plugin == [str(Path("p.py").resolve())]
+    o = from_keywords(Coin, heads=6, tails=4, steps=2000)
+    assert (o.model.heads, o.model.tails, o.engine.steps, o.engine.lr) == (6, 4, 2000, 0.1)
+    assert o.guide == "beta"
+    assert o.engine.estimator == "reparam" and o.model.prior_a == 1.0 and o.plugin == ()
+    assert isinstance(from_keywords(Coin, lr=1).engine.lr, float)
+    strings = from_keywords(Coin, lr="0.5", steps="7").engine  # strings as on the command line
+    assert (strings.lr, strings.steps) == (0.5, 7)
+    assert from_keywords(Coin, steps=7.0).engine.steps == 7
+    assert from_keywords(Coin, batch_size=0).engine.batch_size is None  # as `--batch-size 0`
+    assert from_keywords(Coin, batch_size="full").engine.batch_size is None
+    assert from_keywords(Coin, batch_size=16).engine.batch_size == 16
+    assert from_keywords(Coin, heads=None).model.heads is None
+    both = from_keywords(Coin, vectorize_particles=False, check_args=True).engine
+    assert both.check_args is True and both.vectorize_particles is False
+    assert from_keywords(Coin, data=Path("flips.csv")).model.data == "flips.csv"
+    assert from_keywords(Coin, plugin=[Path("p.py")]).plugin == (str(Path("p.py").resolve()),)
 
 
 def test_unknown_keyword_lists_the_valid_ones():
     with pytest.raises(UserError, match=r"unknown option 'foo' for model 'coin'; options: ") as e:
-        namespace(Coin, heads=1, foo=2)
+        from_keywords(Coin, heads=1, foo=2)
     assert "heads" in str(e.value) and "steps" in str(e.value) and "guide" in str(e.value)
 
 
@@ -159,7 +165,7 @@ def test_unknown_keyword_lists_the_valid_ones():
 )
 def test_bad_keyword_values_are_user_errors(kwargs, words):
     with pytest.raises(UserError) as e:
-        namespace(Coin, **kwargs)
+        from_keywords(Coin, **kwargs)
     for w in words:
         assert w in str(e.value)
     assert "model 'coin'" in str(e.value)
@@ -167,7 +173,7 @@ def test_bad_keyword_values_are_user_errors(kwargs, words):
 
 def test_choices_are_checked_for_keywords():
     with pytest.raises(UserError, match="must be one of mlp, lenet5"):
-        namespace(REGISTRY["bnn"], arch="resnet")
+        from_keywords(REGISTRY["bnn"], arch="resnet")
 
 
 def test_switch_flags_and_overrides():
@@ -211,6 +217,6 @@ def test_a_plugin_may_still_declare_argparse_options():
 
     assert fit_parser(Legacy, "t").parse_args(["--knob", "5"]).knob == 5
     assert Legacy.option_defaults() == {"knob": 4}
-    assert namespace(Legacy, knob=6, steps=3).knob == 6
+    assert from_keywords(Legacy, knob=6, steps=3).model.knob == 6
     with pytest.raises(UserError, match="unknown option 'nob'"):
-        namespace(Legacy, nob=1)
+        from_keywords(Legacy, nob=1)

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from bayesdl.reports import tour_models as tm
-from bayesdl.workflows.options import namespace
+from bayesdl.workflows.base import start
+from bayesdl.workflows.fit_options import from_keywords
 from bayesdl.workflows.registry import REGISTRY
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -135,8 +136,7 @@ def test_joint_sample_and_mode_rules_of_the_workflow():
     """The workflow's rules on a tiny untrained net: the sampled depth follows p(z) (y summed
     out), the mode's depth maximizes p(y, z | x)."""
     w = REGISTRY["stochastic-depth"]
-    args = namespace(w, blocks=4, width=8, depth_penalty=1.0, max_train=50)
-    wf = w(args)
+    wf = start(w, from_keywords(w, blocks=4, width=8, depth_penalty=1.0, max_train=50))
     problem = wf.build()
     x, y = problem.extra["x_test"], problem.extra["y_test"]
     with problem.scope():
