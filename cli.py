@@ -270,10 +270,19 @@ def cmd_tour(argv: list[str]) -> int:
         help="torch intra-op threads (default 1: the tour's models are small, and more threads "
         "spin-wait against other jobs on a busy machine)",
     )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        help="sections fitted at once, each in its own process of --threads threads (default: "
+        "one per core, at most 4; 1: all in this process); the page is the same for any --jobs",
+    )
     args = p.parse_args(argv)
     from bayesdl.inference.devices import check_threads
+    from bayesdl.reports.tour_jobs import default_jobs
 
     check_threads(args.threads)
+    if args.jobs is not None and args.jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {args.jobs}")
     import torch
 
     from bayesdl.reports import tour
@@ -293,6 +302,8 @@ def cmd_tour(argv: list[str]) -> int:
         whole=not args.only,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        jobs=default_jobs() if args.jobs is None else args.jobs,
+        threads=args.threads,
     )
     print(f"tour: {len(names)} models -> {out / 'index.html'}")
     return 0

@@ -1,8 +1,9 @@
 """`bayesdl tour`: every registered model fitted with its quick settings, one HTML page.
 
 :func:`plan` names the run folders of every model's ``tour_runs``, :func:`refuse_existing`
-checks them before anything is fitted, :func:`run` fits them (through
-:func:`bayesdl.fits.run.run_fit`, as `bayesdl fit` does) and writes ``index.html``
+checks them before anything is fitted, :func:`run` fits them (:mod:`bayesdl.reports.tour_fits`,
+through :func:`bayesdl.fits.run.run_fit`, as `bayesdl fit` does; every section a job of
+:mod:`bayesdl.reports.tour_jobs`) and writes ``index.html``
 (:mod:`bayesdl.reports.page`), with the whole tour's lecture sections (:data:`SECTIONS`) after
 the models.
 """
@@ -10,8 +11,6 @@ the models.
 from __future__ import annotations
 
 import os
-import shlex
-import sys
 import time
 from dataclasses import dataclass
 from importlib import import_module
@@ -37,6 +36,9 @@ SECTIONS = [
     "bayesdl.reports.tour_sbc",
     "bayesdl.reports.tour_full_protocols",
 ]
+
+#: the module whose ``sections`` fits one model's planned runs (its section of the page)
+FITS = "bayesdl.reports.tour_fits"
 
 
 @dataclass
@@ -89,29 +91,6 @@ def refuse_existing(planned: list[PlannedRun]) -> None:
             )
 
 
-def fit_section(name: str, planned: list[PlannedRun], overwrite: bool, progress: bool) -> str:
-    """Fit the planned runs of model ``name``; its section of the page (comparison rows)."""
-    from bayesdl.fits.run import run_fit
-    from bayesdl.reports import page
-
-    runs = [r for r in planned if r.name == name]
-    shown = []
-    for r in runs:
-        print(f"[tour] {name} {' '.join(r.argv)}", file=sys.stderr)
-        summary = run_fit(r.workflow, r.options, r.out, overwrite=overwrite, progress=progress)
-        command = f"{PROG} fit {name} {shlex.join(r.argv)} --out {r.out}"
-        shown.append(
-            {
-                "label": f"{name}: guide {r.options.guide}",
-                "summary": summary,
-                "dir": r.out,
-                "rows": r.workflow(r.options).comparison(summary),
-                "command": command,
-            }
-        )
-    return page.section(name, runs[0].workflow.description, shown)
-
-
 def run(
     registry: dict[str, type],
     names: list[str],
@@ -120,12 +99,17 @@ def run(
     whole: bool,
     overwrite: bool = False,
     progress: bool = True,
+    jobs: int = 1,
+    threads: int = 1,
 ) -> Path:
     """Fit the models ``names`` into ``out`` (one folder a run) and write ``out/index.html``;
-    ``whole``: the whole tour, with the lecture's sections (:data:`SECTIONS`). Every refusal
-    (an existing page or run, a link) comes before anything is fitted. Returns the page."""
+    ``whole``: the whole tour, with the lecture's sections (:data:`SECTIONS`); ``jobs``: worker
+    processes of ``threads`` torch threads each (:mod:`bayesdl.reports.tour_jobs`; the page is
+    the same for every ``jobs``). Every refusal (an existing page or run, a link) comes before
+    anything is fitted. Returns the page."""
     from bayesdl.fits import outputs
     from bayesdl.reports import page
+    from bayesdl.reports.tour_jobs import Job, run_jobs
 
     index = out / "index.html"
     outputs.check_file(index, overwrite, "--out")  # before anything is fitted
@@ -143,9 +127,9 @@ def run(
     except OSError as e:
         raise UserError(f"cannot make {out}: {e.strerror or e}") from None
     t0 = time.perf_counter()
-    sections = [fit_section(name, planned, overwrite, progress) for name in names]
-    for module in extras:
-        sections += module.sections(out, overwrite=overwrite, progress=progress)
+    work = [Job(n, FITS, (("runs", tuple(r for r in planned if r.name == n)),)) for n in names]
+    work += [Job(m.__name__, m.__name__) for m in extras]
+    sections = run_jobs(work, out, overwrite, progress, jobs, threads)
     elapsed = time.perf_counter() - t0
     header = f"Every registered model fitted with quick defaults; {elapsed:.0f} s in all."
     outputs.write(index, page.page(sections, header), overwrite=overwrite, flag="--out")
