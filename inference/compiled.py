@@ -487,7 +487,7 @@ class CompiledStep:
             # as in training, gradients on: a model may choose its estimator by
             # torch.is_grad_enabled() (a BNN's local reparameterization does)
             with torch.enable_grad(), pyro.validation_enabled(False):
-                eager = float(self.loss_fn(**data))
+                eager = float(self.loss_fn(**data).detach())
         except Exception as e:  # noqa: BLE001 -- the eager step will say what fails, and where
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             return f"the eager loss failed ({type(e).__name__}: {first})"

@@ -341,6 +341,8 @@ def test_a_value_the_graph_kept_is_found_at_a_log_point(capsys, fx_backend, monk
     assert "back to eager steps at step 1: the compiled loss" in err and "eager loss" in err
 
 
+# the check reads the eager loss as a float: without a warning that it requires grad
+@pytest.mark.filterwarnings("error:Converting a tensor with requires_grad")
 def test_loss_check_holds_with_minibatches_kl_warmup_and_clipping(monkeypatch, fx_backend):
     """The eager loss at a log point sees the step's minibatch, KL weight and noise: the check
     runs at each of the 5 log points and the fit stays compiled."""
