@@ -45,6 +45,17 @@ def score_without_baseline() -> Estimator:
     return est
 
 
+def score_draws(k: float, baseline: bool) -> torch.Tensor:
+    """DRAWS score-function gradients of the toy at ``k`` (with Pyro's decaying-average
+    baseline or none), from seed 0 and a fresh baseline (4,000 TraceGraph ELBOs: about 25 s
+    of CPU)."""
+    model, guide = toy(k)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    est = "score" if baseline else score_without_baseline()
+    return gradient_draws(model, guide, {}, est, DRAWS)["mu"]
+
+
 def _closed_form_score_variance(k: float, baseline: float | None = None) -> float:
     """Variance of eps * (f - b); the optimal constant b = E f leaves d = 1/2."""
     c = 1.0 - k
@@ -63,8 +74,7 @@ def test_pathwise_gradient_variance_is_four(k):
 
 @pytest.mark.parametrize("k", [0.0, 3.0])
 def test_score_function_is_unbiased_with_its_known_variance(k):
-    model, guide = toy(k)
-    g = gradient_draws(model, guide, {}, score_without_baseline(), DRAWS)["mu"]
+    g = score_draws(k, baseline=False)
     var = _closed_form_score_variance(k)
     se = math.sqrt(var / DRAWS)
     assert g.mean().item() == pytest.approx(2 * (1 - k), abs=4 * se)
@@ -81,13 +91,11 @@ def test_anchor_numbers_of_bare_cost():
 
 
 def test_baseline_reduces_score_variance():
-    model, guide = toy(3.0)
-    plain = gradient_draws(model, guide, {}, score_without_baseline(), DRAWS)["mu"]
-    pyro.clear_param_store()
-    based = gradient_draws(model, guide, {}, "score", DRAWS)["mu"]
+    based = score_draws(3.0, baseline=True)
     # a decaying average of f converges to E f: the variance of the optimal constant baseline
+    # (34.5 at k = 3), against 54.5 without one (measured in the test above)
     assert based.var().item() == pytest.approx(_closed_form_score_variance(3.0, "mean"), rel=0.2)
-    assert based.var() < 0.8 * plain.var()
+    assert based.var().item() < 0.8 * _closed_form_score_variance(3.0)
     assert based.mean().item() == pytest.approx(-4.0, abs=4 * math.sqrt(based.var().item() / DRAWS))
 
 
