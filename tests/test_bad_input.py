@@ -465,7 +465,9 @@ def _wait_for(ready, proc: subprocess.Popen, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
-def test_a_second_concurrent_fit_is_refused(tmp_path):
+def test_a_second_concurrent_fit_is_refused(tmp_path, capsys):
+    """A fit in another process holds the folder: this process's fits, overwrite and resume
+    included, are refused in one line (the lock is the folder's, not a process's)."""
     out = tmp_path / "r"
     first = subprocess.Popen(
         [
@@ -494,8 +496,10 @@ def test_a_second_concurrent_fit_is_refused(tmp_path):
         _wait_for(lambda: (out / "metrics.jsonl").exists(), first)
         config = (out / "config.json").read_bytes()
         for extra in ([], ["--overwrite"], ["--resume"]):
-            p = bayesdl("fit", "linreg", "--steps", 20, "--quiet", "--out", out, *extra)
-            assert "another bayesdl process is writing" in error_line(p)
+            line = main_error(
+                capsys, "fit", "linreg", "--steps", 20, "--quiet", "--out", out, *extra
+            )
+            assert "another bayesdl process is writing" in line
         assert (out / "config.json").read_bytes() == config
         assert first.poll() is None  # the first run goes on
     finally:
