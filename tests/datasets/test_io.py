@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -190,14 +189,11 @@ def test_a_moderately_big_csv_takes_the_fast_path(tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(pd, "read_csv", spy)
-    t = time.perf_counter()
     d = read_data(p)
-    seconds = time.perf_counter() - t
     assert [c.get("engine") for c in calls] == ["c"] and calls[0].get("chunksize")
     assert d["a"].dtype == torch.float32 and d["g"].dtype == torch.int64
     assert d["a"].shape == (rows,) and d["a"].is_contiguous()
     np.testing.assert_allclose(d["y"].numpy(), frame["y"].to_numpy(), rtol=1e-6)
-    assert seconds < 10, seconds  # ~0.15 s here; the old Python reader took ~1.2 s
 
 
 @pytest.mark.slow

@@ -7,7 +7,6 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 
 import pytest
 from conftest import ROOT
@@ -25,7 +24,6 @@ def test_tutorial_runs_top_to_bottom(tmp_path):
     blocks = [b for b in re.findall(r"```python\n(.*?)```", TUTORIAL, re.S) if b not in file_bodies]
     script = "\n".join(blocks)
     (tmp_path / "tutorial.py").write_text(script)
-    t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "tutorial.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300
     )
@@ -39,4 +37,3 @@ def test_tutorial_runs_top_to_bottom(tmp_path):
             cmd = [sys.executable, "-m", "bayesdl", *argv[1:]]
             out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
             assert out.returncode == 0, (line, out.stderr[-2000:])
-    assert time.perf_counter() - t0 < 120
