@@ -76,11 +76,8 @@ def fit_posterior(
     progress: bool = True,
 ) -> Posterior:
     """:func:`fit_run`, its run wrapped as its method's :class:`Posterior`."""
-    method = method_of(options)
-    run = method.fit(
-        workflow_cls, options, out, resume=resume, overwrite=overwrite, progress=progress
-    )
-    return method.posterior(run)
+    run = fit_run(workflow_cls, options, out, resume=resume, overwrite=overwrite, progress=progress)
+    return method_of(options).posterior(run)
 
 
 def load_posterior(
