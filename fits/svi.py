@@ -137,6 +137,7 @@ def summarize(
         "compiled": result.compiled,
         "compile_seconds": round(result.compile_seconds, 3),
         "steps_per_second": round(result.steps_per_second, 2),
+        "threads": result.threads,
         "device": result.device,
         "seed": config.seed,
         "particles": config.particles,

@@ -8,6 +8,26 @@ import torch
 
 from bayesdl.inference.errors import UserError
 
+#: a step whose parameters and (mini)batch hold fewer numbers than this runs on one torch
+#: thread unless told otherwise: its time is Python's and Pyro's, and more threads only
+#: spin-wait (the coin, 2,000 steps, on a busy 2-core machine: 13.6 s of CPU and 83 s on one
+#: thread, 26.0 s and 124 s on two; `benchmarks/threads.py`)
+SMALL_STEP = 100_000
+#: the most threads chosen for a larger step (intra-op parallelism of one SVI step's matmuls
+#: gains little beyond this, and the machine may have other work)
+MAX_AUTO_THREADS = 4
+
+
+def auto_threads(params, data: dict, batch_share: float = 1.0) -> int:
+    """Torch threads for a fit that names none: 1 when ``sum numel(params) + batch_share *
+    sum numel(data) < SMALL_STEP`` (``batch_share``: B / N with minibatches), else one per CPU,
+    at most :data:`MAX_AUTO_THREADS`."""
+    numbers = sum(p.numel() for p in params)
+    numbers += batch_share * sum(v.numel() for v in data.values() if torch.is_tensor(v))
+    if numbers < SMALL_STEP:
+        return 1
+    return max(1, min(MAX_AUTO_THREADS, os.cpu_count() or 1))
+
 
 def resolve_device(name: str = "cpu") -> torch.device:
     """Map ``cpu | cuda[:N] | auto`` to a :class:`torch.device`; clear error without CUDA."""

@@ -30,6 +30,9 @@ class FitResult:
     compile_seconds: float = 0.0
     #: steps per second of the loop after compilation (of the whole loop when eager)
     steps_per_second: float = float("nan")
+    #: the torch threads the steps ran on (``--threads``, else chosen by the step's size:
+    #: :func:`~bayesdl.inference.devices.auto_threads`)
+    threads: int = 1
 
     def param(self, name: str) -> torch.Tensor:
         """The fitted value of ``pyro.param(name)`` (constrained), from this fit's store."""

@@ -29,7 +29,7 @@ import bayesdl.inference.files as files
 from bayesdl.inference.compiled import auto_pays_off
 from bayesdl.inference.config import COMPILE_MODES, MAX_SEED, OPTIMIZERS, FitConfig
 from bayesdl.inference.convergence import AUTO
-from bayesdl.inference.devices import resolve_device
+from bayesdl.inference.devices import auto_threads, resolve_device
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.failures import step_failure
 from bayesdl.inference.params import trainable_params, untrained_leaves, warn_untrained
@@ -116,20 +116,39 @@ def fit(
         )
     if config.threads is not None:
         torch.set_num_threads(config.threads)
+    previous_threads = torch.get_num_threads()
     pyro.set_rng_seed(config.seed)
-    with pyro.get_param_store().scope(params) as store_state:
-        trainer = Trainer(
-            model, guide, config, data_size=data_size, data_hook=data_hook, ddp=ddp, device=device
-        )
-        state = trainer.init(data)
-        if saved is not None:
-            trainer.load(state, saved)
-        if ddp is not None and not ddp.is_main:
-            out, progress = None, False  # rank 0 alone shows progress, writes files
-        kept = (saved["step"], out / CHECKPOINT) if saved is not None and out is not None else None
-        result = _run(trainer, state, out, progress, stop_at_step, kept)
-    result.params = store_state
+    try:
+        with pyro.get_param_store().scope(params) as store_state:
+            trainer = Trainer(
+                model,
+                guide,
+                config,
+                data_size=data_size,
+                data_hook=data_hook,
+                ddp=ddp,
+                device=device,
+            )
+            state = trainer.init(data)
+            threads = config.threads or _auto_threads(trainer, data, data_size)
+            torch.set_num_threads(threads)
+            if saved is not None:
+                trainer.load(state, saved)
+            if ddp is not None and not ddp.is_main:
+                out, progress = None, False  # rank 0 alone shows progress, writes files
+            kept = (saved["step"], out / CHECKPOINT) if saved and out is not None else None
+            result = _run(trainer, state, out, progress, stop_at_step, kept)
+    finally:
+        torch.set_num_threads(previous_threads)  # a fit naming no --threads leaves torch's
+    result.params, result.threads = store_state, threads
     return result
+
+
+def _auto_threads(trainer: Trainer, data: dict[str, Any], data_size: int | None) -> int:
+    """:func:`~bayesdl.inference.devices.auto_threads` for this fit's parameters and batch."""
+    batch, n = trainer.config.batch_size, data_size
+    share = batch / n if batch and n else 1.0
+    return auto_threads(trainer.params.values(), data, min(share, 1.0))
 
 
 def _run(

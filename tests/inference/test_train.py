@@ -172,3 +172,25 @@ def test_divergence_is_reported_not_saved(tmp_path, data):
     cfg = FitConfig(steps=20, lr=1e30, log_every=10, checkpoint_every=5)
     with pytest.raises(UserError, match="ELBO became|diverged"):
         fit(bad_model, AutoNormal(bad_model), data, cfg, tmp_path, progress=False)
+
+
+def test_a_fit_naming_no_threads_runs_small_steps_on_one_and_leaves_torchs_count(data):
+    """Threads by the step's size (inference.devices.auto_threads): the logistic regression's
+    806 numbers run on one thread, a step of 400,000 data numbers on min(4, CPUs); either way
+    torch's own count is what it was before the fit, and --threads is taken as given."""
+    import os
+
+    before = torch.get_num_threads()
+    cfg = FitConfig(steps=5, log_every=5)
+    small = fit(logistic, AutoNormal(logistic), data, cfg, progress=False)
+    assert small.threads == 1 and torch.get_num_threads() == before
+    g = torch.Generator().manual_seed(1)
+    wide = {"x": torch.randn(20_000, 20, generator=g), "y": torch.ones(20_000)}
+    large = fit(logistic, AutoNormal(logistic), wide, cfg, progress=False)
+    assert large.threads == min(4, os.cpu_count() or 1) and torch.get_num_threads() == before
+    # a minibatch of 100 rows of those 20,000 is a small step again
+    cfg_mb = FitConfig(steps=5, log_every=5, batch_size=100)
+    mini = fit(logistic, AutoNormal(logistic), wide, cfg_mb, data_size=20_000, progress=False)
+    assert mini.threads == 1
+    told = fit(logistic, AutoNormal(logistic), data, FitConfig(steps=5, threads=1), progress=False)
+    assert told.threads == 1
