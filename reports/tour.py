@@ -92,24 +92,28 @@ def refuse_existing(planned: list[PlannedRun]) -> None:
 def fit_section(name: str, planned: list[PlannedRun], overwrite: bool, progress: bool) -> str:
     """Fit the planned runs of model ``name``; its section of the page (comparison rows)."""
     from bayesdl.fits.run import run_fit
-    from bayesdl.reports import page
+    from bayesdl.reports import page, verdict
 
     runs = [r for r in planned if r.name == name]
     shown = []
-    for r in runs:
-        print(f"[tour] {name} {' '.join(r.argv)}", file=sys.stderr)
-        summary = run_fit(r.workflow, r.options, r.out, overwrite=overwrite, progress=progress)
-        command = f"{PROG} fit {name} {shlex.join(r.argv)} --out {r.out}"
-        shown.append(
-            {
-                "label": f"{name}: guide {r.options.guide}",
-                "summary": summary,
-                "dir": r.out,
-                "rows": r.workflow(r.options).comparison(summary),
-                "command": command,
-            }
-        )
-    return page.section(name, runs[0].workflow.description, shown)
+    with verdict.collect_warnings() as caught:
+        for r in runs:
+            print(f"[tour] {name} {' '.join(r.argv)}", file=sys.stderr)
+            summary = run_fit(r.workflow, r.options, r.out, overwrite=overwrite, progress=progress)
+            command = f"{PROG} fit {name} {shlex.join(r.argv)} --out {r.out}"
+            shown.append(
+                {
+                    "label": f"{name}: guide {r.options.guide}",
+                    "summary": summary,
+                    "dir": r.out,
+                    "rows": r.workflow(r.options).comparison(summary),
+                    "command": command,
+                }
+            )
+    named = [(Path(s["dir"]).name, s) for s in shown]
+    agrees, agreement = verdict.rows_agreement([(n, s["rows"]) for n, s in named])
+    v = verdict.runs_verdict([(n, s["summary"]) for n, s in named], agrees, agreement)
+    return verdict.finish(page.section(name, runs[0].workflow.description, shown), v, caught)
 
 
 def run(
