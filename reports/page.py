@@ -20,6 +20,9 @@ def _fmt(v: Any) -> str:
 #: a figure this many pixels wide or more (at 120 dpi: 6 inches) is wide: it gets a row of
 #: its own at the page's full width, where its labels are as large as a narrow figure's
 WIDE_PX = 720
+#: the smallest share of its own size a wide figure is shown at (its 7-point legends stay
+#: about 8 px high); on a narrower screen it scrolls sideways inside its own box, the page not
+LEGIBLE = 0.7
 
 
 def png_width(raw: bytes) -> int:
@@ -37,8 +40,10 @@ def _img(path: Path) -> str:
     raw = files.read_bytes(path, "figure", files.FIGURE_LIMIT, follow=False)
     data = base64.b64encode(raw).decode()
     width = png_width(raw)
-    img = f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
-    return f"<div class=wide>{img}</div>" if width >= WIDE_PX else img
+    img = f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}"'
+    if width < WIDE_PX:
+        return img + ">"
+    return f"<div class=wide>{img} style='min-width:{round(LEGIBLE * width)}px'></div>"
 
 
 def figures(paths: list[Path]) -> str:
@@ -143,6 +148,16 @@ def section(title: str, description: str, runs: list[dict[str, Any]]) -> str:
     return "\n".join(parts)
 
 
+def verdict_counts(sections: list[str]) -> str:
+    """How many sections passed, failed, or compared nothing (their verdict lines' classes)."""
+    counts = {k: sum(f"class='verdict {k}'" in s for s in sections)
+              for k in ("pass", "fail", "incomplete")}  # fmt: skip
+    return (
+        f"Verdicts: {counts['pass']} of {len(sections)} sections pass, {counts['fail']} fail, "
+        f"{counts['incomplete']} compare nothing exact (each section ends in its verdict)."
+    )
+
+
 def page(sections: list[str], header: str) -> str:
     """The whole report."""
     style = (
@@ -156,7 +171,7 @@ def page(sections: list[str], header: str) -> str:
         # width; a wide one takes a row of its own, at the page's full width
         ".figs{display:flex;flex-wrap:wrap;align-items:flex-start;gap:.3em}"
         ".figs img{max-width:100%;height:auto}.figs .wide{flex:0 0 100%}"
-        ".figs .wide img{display:block}"
+        ".figs .wide{overflow-x:auto}.figs .wide img{display:block}"
         "section{border-top:2px solid #ddd;margin-top:2em}.meta{color:#555;font-size:.9em}"
         "code{overflow-wrap:anywhere}"
         "pre{font-size:.75em;background:#f6f6f6;padding:.5em;overflow:auto;max-width:100%}"
@@ -171,6 +186,5 @@ def page(sections: list[str], header: str) -> str:
         "<meta name=viewport content='width=device-width, initial-scale=1'>"
         f"<title>bayesdl tour</title>"
         f"<style>{style}</style></head><body><h1>bayesdl tour</h1><p>{header}</p>"
-        + "\n".join(sections)
-        + "</body></html>\n"
+        f"<p><b>{verdict_counts(sections)}</b></p>" + "\n".join(sections) + "</body></html>\n"
     )

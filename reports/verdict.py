@@ -90,21 +90,23 @@ def _value(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def summary_diagnostics(summary: dict[str, Any], name: str = "") -> tuple[list[str], bool | None]:
+def summary_diagnostics(
+    summary: dict[str, Any], name: str = ""
+) -> tuple[list[str], bool | None, list[str]]:
     """The checks of one fit (``summary.json``'s ``checks``, convergence apart) as short
-    strings, and whether they all passed (``None``: none was run)."""
-    shown, verdicts = [], []
+    strings, whether they all passed (``None``: none was run), and the checks not run."""
+    shown, verdicts, unchecked = [], [], []
     for check, c in (summary.get("checks") or {}).items():
         if check == "convergence":
             continue
         v = c.get("verdict")
         label = check.replace("_", "-").replace("ess", "ESS").replace("r-hat", "R-hat")
         if v == "not checked":
-            shown.append(f"{name}{label} not checked")
+            unchecked.append(label)
             continue
         verdicts.append(v not in FAILED)
         shown.append(f"{name}{label} {_value(c.get('value'))} ({v})")
-    return shown, (all(verdicts) if verdicts else None)
+    return shown, (all(verdicts) if verdicts else None), unchecked
 
 
 def runs_verdict(
@@ -112,13 +114,18 @@ def runs_verdict(
     agrees: bool | None = None,
     agreement: str = "",
 ) -> Verdict:
-    """A section of fits: each ``(name, summary)`` read for convergence and checks."""
+    """A section of fits: each ``(name, summary)`` read for convergence and checks (a check
+    not run is counted, not listed per fit)."""
     converged, fits = fits_converged([(n, s.get("converged")) for n, s in summaries])
-    shown, oks = [], []
+    shown, oks, unchecked = [], [], {}
     for name, s in summaries:
-        d, ok = summary_diagnostics(s, f"{name} " if len(summaries) > 1 else "")
+        d, ok, missing = summary_diagnostics(s, f"{name} " if len(summaries) > 1 else "")
         shown += d
         oks.append(ok)
+        for label in missing:
+            unchecked[label] = unchecked.get(label, 0) + 1
+    shown += [f"{label} not checked ({n} of {len(summaries)} fits)" if len(summaries) > 1
+              else f"{label} not checked" for label, n in unchecked.items()]  # fmt: skip
     diag_ok = False if False in oks else (True if True in oks else None)
     return Verdict(converged, fits, tuple(shown), diag_ok, agrees, agreement)
 

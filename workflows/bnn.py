@@ -718,8 +718,9 @@ class BNN(Workflow):
         paper = PAPER.get((self.model_options.arch, self.settings.guide)) if mnist else None
         # rows (quantity, reference, fitted, kind[, accepted range]); kinds as the tour's
         # table labels them (bayesdl.reports.page.comparison_row)
-        acc = ("test accuracy", f"{paper[0]} (Molchanov et al. 2017)", t["accuracy"], "paper")
-        if not paper:
+        if paper:
+            acc = ("test accuracy", f"{paper[0]} (Molchanov et al. 2017)", t["accuracy"], "paper")
+        else:
             acc = ("test accuracy", ">= 0.93 (issue #3 target)", t["accuracy"], "target",
                    (0.93, 1.0))  # fmt: skip
         rows = [
