@@ -150,3 +150,24 @@ def test_lecture_verdicts_on_synthetic_records():
     assert lecture_verdicts.elbo_kl({"elbo_kl": {"coin": rows}}, []).agrees is True
     rows[0][7] = 3.5  # the Monte Carlo gap 3.5 standard errors from the KL
     assert lecture_verdicts.elbo_kl({"elbo_kl": {"coin": rows}}, []).agrees is False
+
+
+def test_bnn_rows_label_ideals_apart_from_targets():
+    """The BNN's rows off MNIST: accuracy judged against the 0.93 target, ECE 0 and AUROC 1
+    labelled ideals, never in the true-answer column."""
+    import bayesdl.workflows  # noqa: F401  (registers the built-in models)
+    from bayesdl.workflows.fit_options import from_keywords
+    from bayesdl.workflows.registry import REGISTRY
+
+    w = REGISTRY["bnn"]
+    test = {"accuracy": 0.91, "nll": 0.3, "ece": 0.03, "brier": 0.1, "mutual_information": 0.1}
+    rows = w(from_keywords(w, guide="meanfield")).comparison(
+        {"test": test, "ood": {"noise": {"auroc_entropy": 0.99}}}
+    )
+    kinds = {r[0]: page.comparison_row(r) for r in rows}
+    assert kinds["test accuracy"]["kind"] == "target"
+    assert kinds["test accuracy"]["ok"] is False  # 0.91 < 0.93
+    assert kinds["ECE (15 bins)"]["kind"] == "ideal"
+    assert kinds["OOD AUROC of entropy: noise"]["kind"] == "ideal"
+    assert not any(r["kind"] in page.TRUE_KINDS for r in kinds.values())
+    assert verdict.rows_agreement([("bnn", rows)])[0] is False
