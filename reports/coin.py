@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch.distributions import Beta
 
+from bayesdl.reports.compare import MEAN_LIMIT, SD_RANGE
 from bayesdl.workflows.base import Problem
 from bayesdl.workflows.coin import Coin
 from bayesdl.workflows.figures import plt, save
@@ -72,31 +73,33 @@ def figures(workflow: Coin, problem: Problem, out: Path) -> list[str]:
         )
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("P(next flip = heads)")
-    ax.set_title("posterior predictive: point estimates are over-confident")
+    # two short lines: a title wider than the figure is cut at the image's edge
+    ax.set_title("posterior predictive:\npoint estimates are over-confident", fontsize=10)
     names.append(save(fig, out, "coin_predictive.png"))
     return names
 
 
-def comparison(workflow: Coin, summary: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+def comparison(workflow: Coin, summary: dict[str, Any]) -> list[tuple]:
+    """Rows ``(quantity, reference, fitted, kind, accepted)``: the exact posterior's moments
+    and predictives (accepted: a mean within :data:`~bayesdl.reports.compare.MEAN_LIMIT` exact
+    sd, an sd within :data:`~bayesdl.reports.compare.SD_RANGE` of the exact one, as
+    ``bayesdl compare`` flags them), the KL's ideal 0 (shown, not judged)."""
     e, f, p = summary["exact_posterior"], summary["fitted"], summary["predictive_exact"]
-    rows = []
+    tol = MEAN_LIMIT * e["std"]
+    near = lambda v: (v - tol, v + tol)  # noqa: E731
+    rows: list[tuple] = []
     if "mean" in f:
         rows += [
-            ("posterior mean", e["mean"], f["mean"]),
-            ("posterior std", e["std"], f["std"]),
-            ("KL(q || exact)", 0.0, f["kl_to_exact"]),
+            ("posterior mean", e["mean"], f["mean"], "exact", near(e["mean"])),
+            ("posterior std", e["std"], f["std"], "exact", tuple(r * e["std"] for r in SD_RANGE)),
+            ("KL(q || exact)", 0.0, f["kl_to_exact"], "ideal"),
         ]
-    rows += [
-        ("P(next = 1): full Bayes", p["bayes"], f["predictive"] if "mean" in f else None),
-        (
-            "P(next = 1): MAP",
-            p["map"],
-            f["predictive"] if workflow.settings.guide == "map" else None,
-        ),
-        (
-            "P(next = 1): MLE",
-            p["mle"],
-            f["predictive"] if workflow.settings.guide == "mle" else None,
-        ),
-    ]
+    guide = workflow.settings.guide
+    for label, key, fitted in (
+        ("full Bayes", "bayes", f["predictive"] if "mean" in f else None),
+        ("MAP", "map", f["predictive"] if guide == "map" else None),
+        ("MLE", "mle", f["predictive"] if guide == "mle" else None),
+    ):
+        accepted = near(p[key]) if fitted is not None and p[key] == p[key] else None
+        rows.append((f"P(next = 1): {label}", p[key], fitted, "exact", accepted))
     return rows

@@ -86,12 +86,14 @@ class Comparison:
         return self.table()
 
     def figure(self, path: str | Path, max_panels: int = 6, overwrite: bool = True) -> Path:
-        """Overlaid marginal histograms of A and B for the first ``max_panels`` elements
-        (an existing file at ``path`` is replaced only if ``overwrite``; never a link)."""
+        """Overlaid marginal histograms of A and B for ``max_panels`` elements, the flagged
+        ones first (the ones a reader of the table looks for), then in site order (an existing
+        file at ``path`` is replaced only if ``overwrite``; never a link)."""
         from bayesdl.workflows.figures import plt, save
 
         path = Path(path)
-        keys = list(self.draws)[:max_panels]
+        flagged = [k for k in self.flagged if k in self.draws]
+        keys = (flagged + [k for k in self.draws if k not in flagged])[:max_panels]
         a, b = (_short(n) for n in self.names)
         cols = min(3, max(1, len(keys)))
         rows = max(1, math.ceil(len(keys) / cols))

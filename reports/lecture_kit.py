@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import time
 import warnings
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,23 @@ class Context:
     record: dict[str, Any] = field(default_factory=dict)
 
 
+#: where :func:`quiet_fit` notes ``(model, converged)`` of each fit, while a section is built
+#: (:func:`bayesdl.reports.lecture_verdicts.judged` sets it): its verdict says how many converged
+FITS: ContextVar[list | None] = ContextVar("bayesdl_lecture_fits", default=None)
+
+
 def quiet_fit(model: Any, data: Any = None, **options: Any):
-    """:func:`bayesdl.fit`, quietly: these short fits are judged by their numbers, not flagged."""
+    """:func:`bayesdl.fit`, quietly: these short fits are judged by their numbers, not flagged
+    one by one (their convergence is counted in the section's verdict, :data:`FITS`)."""
     options.setdefault("progress", False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return bayesdl.fit(model, data, **options)
+        post = bayesdl.fit(model, data, **options)
+    seen = FITS.get()
+    if seen is not None:
+        name = model if isinstance(model, str) else "bnn"
+        seen.append((f"{name} #{len(seen) + 1}", post.converged))
+    return post
 
 
 def summary_of(post) -> dict[str, Any]:

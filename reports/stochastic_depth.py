@@ -64,19 +64,26 @@ def figures(workflow: StochasticDepth, problem: Problem, out: Path) -> list[str]
     return names
 
 
-def comparison(workflow: StochasticDepth, summary: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+def comparison(workflow: StochasticDepth, summary: dict[str, Any]) -> list[tuple]:
     t = summary["test"]
     rows = [(f"test accuracy: {r}", None, t[r]["accuracy"]) for r in t]
     rows += [
-        (f"mean depth: {r}", summary["blocks"], t[r]["mean_depth"])
+        (
+            f"mean depth: {r} (reference: all blocks)",
+            summary["blocks"],
+            t[r]["mean_depth"],
+            "bound",
+            (1, summary["blocks"]),
+        )
         for r in t
         if "depth_histogram" in t[r]
     ]
     rows.append(
         (
-            "fraction of blocks skipped (early exit)",
+            "fraction of blocks skipped (early exit; reference: full depth)",
             0.0,
             t["early_exit_q_mode"]["fraction_skipped"],
+            "baseline",
         )
     )
     return rows

@@ -12,6 +12,7 @@ import html
 from pathlib import Path
 
 from bayesdl.reports import page as report
+from bayesdl.reports import verdict
 
 DOC = "docs/full_protocols.md"
 #: (benchmark, protocol, the reference it is set beside, the command)
@@ -62,5 +63,6 @@ def sections(
         f"<p>Hours of CPU each, on data the tour does not ship: the tables, the exact commands "
         f"and where the time goes are in {link}; the tour fits none of them.</p>"
         + report.table(["benchmark", "protocol", "measured against", "command"], rows)
+        + verdict.no_fit("hours-long benchmarks, run by hand: their verdicts are in " + DOC).html()
         + "</section>"
     ]

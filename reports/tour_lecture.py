@@ -34,6 +34,8 @@ from bayesdl.reports import (
     lecture_elbo_kl,
     lecture_ensemble,
     lecture_sequential,
+    lecture_verdicts,
+    verdict,
 )
 from bayesdl.reports.lecture_collapse import FIT_NS, _linreg_data, linreg_sd  # noqa: F401
 from bayesdl.reports.lecture_data_per_parameter import BNN_SIZES, fit_digits  # noqa: F401
@@ -89,5 +91,5 @@ def sections(
     html_parts = []
     for name, _, make in SECTIONS:
         print(f"[tour] lecture claims: {name}", file=sys.stderr, flush=True)
-        html_parts.append(make(out, ctx))
+        html_parts.append(verdict.shown(lecture_verdicts.judged, name, make, out, ctx))
     return html_parts

@@ -35,6 +35,7 @@ from bayesdl.inference.errors import UserError
 from bayesdl.inference.estimators import Estimator, ScoreFunction, make_estimator
 from bayesdl.inference.importance import log_weights
 from bayesdl.reports import page as report
+from bayesdl.reports import verdict
 from bayesdl.workflows.base import start
 from bayesdl.workflows.figures import plt, save
 from bayesdl.workflows.fit_options import from_keywords
@@ -154,7 +155,8 @@ def draw_vae(out: Path, ks: tuple[int, ...], numbers: dict, x: torch.Tensor) -> 
 
 def vae_section(out: Path, quick: bool = False) -> tuple[str, dict]:
     """log p(x) of a fitted VAE by Monte Carlo from p(z) and by importance sampling from
-    q(z | x), against K; returns the HTML and the numbers."""
+    q(z | x), against K; returns the HTML (its verdict in ``numbers["verdict"]``) and the
+    numbers."""
     t0 = time.perf_counter()
     steps, n_test, ks = (150, 20, VAE_K[:4]) if quick else (1000, 100, VAE_K)
     options = {"steps": steps, "lr": 3e-3, "latent_dim": 8}
@@ -166,6 +168,16 @@ def vae_section(out: Path, quick: bool = False) -> tuple[str, dict]:
     # the fewest prior samples whose estimate comes within 0.1 nats of importance sampling's K = 1
     match = next((k for k in ks if numbers["mc"][ks.index(k)] >= numbers["iw"][0] - 0.1), None)
     draw_vae(out, ks, numbers, x)
+    # the claim, in paired standard errors: at K = 1 importance sampling is above plain MC
+    z = [
+        g / se if se > 0 else math.inf
+        for g, se in zip(numbers["gap"], numbers["gap_se"], strict=True)
+    ]
+    agrees, agreement = verdict.within(
+        [(f"(IS - MC) / s.e. at K = {ks[0]}", z[0], 2.0, math.inf)],
+        "claim checks hold (importance sampling above plain MC by > 2 paired s.e.)",
+    )
+    numbers["verdict"] = verdict.runs_verdict([("vae", run.summary)], agrees, agreement)
     claim = (
         f"at K = 1 plain Monte Carlo is {numbers['gap'][0]:.1f} +- {numbers['gap_se'][0]:.1f} "
         f"nats below importance sampling ({numbers['iw'][0]:.2f} nats), and "
@@ -285,6 +297,7 @@ def gradient_section(out: Path, quick: bool = False) -> tuple[str, dict]:
     save(fig, out, FIGURES[1])
 
     coin, lin = numbers["coin"], numbers["linreg"]
+    numbers["verdict"] = gradient_verdict(numbers, sizes, draws)
     r_coin = coin["score, no baseline"][0] / coin["reparameterization"][0]
     best = lambda v: min(v[n][0] for n in v if n != "reparameterization")  # noqa: E731
     r_lin = best(lin) / lin["reparameterization"][0]
@@ -321,6 +334,25 @@ def gradient_section(out: Path, quick: bool = False) -> tuple[str, dict]:
         ),
     ]
     return "\n".join(parts), numbers
+
+
+def gradient_verdict(numbers: dict, sizes: tuple[int, ...], draws: int) -> verdict.Verdict:
+    """The claims in numbers: REINFORCE without a baseline has more variance than the pathwise
+    estimator (ratio > 1 at S = 1), and every estimator's variance falls like 1/S (S times the
+    variance at the largest S over the variance at S = 1 within [0.5, 2]: a variance from
+    ``draws`` estimates has a relative sd of sqrt(2 / draws), under 0.2 here)."""
+    checks = []
+    for model in ("coin", "linreg"):
+        var = numbers[model]
+        pathwise = var["reparameterization"][0]
+        checks.append((f"{model} no-baseline / pathwise", var["score, no baseline"][0] / pathwise,
+                       1.0, math.inf))  # fmt: skip
+        for name, v in var.items():
+            checks.append((f"{model} {name}: S var(S={sizes[-1]}) / var(1)",
+                           sizes[-1] * v[-1] / v[0], 0.5, 2.0))  # fmt: skip
+    agrees, agreement = verdict.within(checks, "claim checks hold")
+    return verdict.Verdict(None, f"none (gradients at the guide's start, {draws} draws a point)",
+                           agrees=agrees, agreement=agreement)  # fmt: skip
 
 
 # -- 10. Stochastic depth: sample or mode of p(y, z | x) -----------------------------------------
@@ -382,6 +414,11 @@ def depth_section(out: Path, quick: bool = False) -> tuple[str, dict]:
     axes[0].legend(fontsize=7, loc="upper left")
     save(fig, out, FIGURES[2])
     numbers["full_depth_accuracy"] = full
+    numbers["verdict"] = verdict.runs_verdict(
+        [("stochastic-depth", run.summary)],
+        None,
+        "no exact answer to compare: the rules are shown side by side, not judged",
+    )
     numbers["posterior_easy"], numbers["posterior_hard"] = post[easy].tolist(), post[hard].tolist()
 
     parts = [
@@ -424,7 +461,12 @@ def sections(
         raise UserError(f"cannot make {out}: {e.strerror or e}") from None
     with torch.random.fork_rng(devices=[]):
         return [
-            vae_section(out, quick)[0],
-            gradient_section(out, quick)[0],
-            depth_section(out, quick)[0],
+            verdict.shown(_with_verdict, make, out, quick)
+            for make in (vae_section, gradient_section, depth_section)
         ]
+
+
+def _with_verdict(make, out: Path, quick: bool) -> tuple[str, verdict.Verdict]:
+    """A section's HTML and the verdict it put among its numbers."""
+    section, numbers = make(out, quick)
+    return section, numbers["verdict"]

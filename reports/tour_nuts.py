@@ -25,7 +25,8 @@ from bayesdl.inference.errors import UserError
 from bayesdl.inference.mcmc import RHAT_LIMIT
 from bayesdl.inference.predictive import draw, latent_sites
 from bayesdl.reports import page as report
-from bayesdl.reports.compare import FIGURE, compare_draws
+from bayesdl.reports import verdict
+from bayesdl.reports.compare import FIGURE, MEAN_LIMIT, SD_RANGE, Comparison, compare_draws
 from bayesdl.workflows.fit_options import from_keywords
 from bayesdl.workflows.registry import REGISTRY
 
@@ -68,7 +69,7 @@ def _command(model: str, argv: list[str], run_dir: Path) -> str:
     return f"bayesdl fit {model} {shlex.join(argv)} --out {run_dir}"
 
 
-def _compare_block(vi: Run, nuts: Run, out: Path, names: tuple[str, str]) -> str:
+def _compare_block(vi: Run, nuts: Run, out: Path, names: tuple[str, str]) -> tuple[str, Comparison]:
     cmp = compare_draws(vi_draws(vi), nuts.result.flat(), names=names)
     cmp.figure(out / FIGURE)
     flagged = cmp.flagged
@@ -79,8 +80,39 @@ def _compare_block(vi: Run, nuts: Run, out: Path, names: tuple[str, str]) -> str
         + (f" ({html.escape(shown)})" if flagged else "")
         + f"; NUTS split R-hat at most {nuts.summary['convergence']['max_r_hat']:.3f} "
         f"(limit {RHAT_LIMIT}), {nuts.summary['divergences']} divergences.</p>"
+        + " The figure shows the flagged elements first."
         + f"<div class=figs>{report.image(out / FIGURE)}</div>"
-    )
+    ), cmp
+
+
+def _agreement(
+    parts: list[tuple[str, list[tuple[str, float, float, float]]]],
+) -> tuple[bool | None, str]:
+    """Each ``(what, checks)`` of :func:`bayesdl.reports.verdict.within`, in one text."""
+    results = [(what, *verdict.within(checks)) for what, checks in parts]
+    ok = [r[1] for r in results]
+    agrees = False if False in ok else (True if ok and all(ok) else None)
+    return agrees, "; ".join(f"{what}: {text}" for what, _, text in results)
+
+
+def _close(name: str, value: float, ref: float, sd: float) -> tuple[str, float, float, float]:
+    """``value`` within :data:`MEAN_LIMIT` of ``sd`` around ``ref`` (``bayesdl compare``'s rule)."""
+    return (name, value, ref - MEAN_LIMIT * sd, ref + MEAN_LIMIT * sd)
+
+
+def _ratio(name: str, value: float, ref: float) -> tuple[str, float, float, float]:
+    """``value / ref`` within :data:`SD_RANGE` (``bayesdl compare``'s rule)."""
+    return (f"{name} ratio", value / ref, *SD_RANGE)
+
+
+def _cmp_checks(cmp: Comparison) -> list[tuple[str, float, float, float]]:
+    """The comparison's elements as checks, as ``bayesdl compare`` flags them: the difference
+    of means within :data:`MEAN_LIMIT` reference sd, the sd ratio within :data:`SD_RANGE`."""
+    checks = []
+    for k, r in cmp.rows.items():
+        checks.append((f"{k} diff/sd", r["mean_diff_sd"], -MEAN_LIMIT, MEAN_LIMIT))
+        checks.append((f"{k} sd ratio", r["sd_ratio"], *SD_RANGE))
+    return checks
 
 
 def checks_block(run: Run) -> str:
@@ -99,7 +131,7 @@ def checks_block(run: Run) -> str:
     )
 
 
-def linreg_section(out: Path, settings: dict, quick: bool = False) -> str:
+def linreg_section(out: Path, settings: dict, quick: bool = False) -> tuple[str, verdict.Verdict]:
     """Mean-field VI vs NUTS vs the closed form, on the diabetes regression."""
     w = REGISTRY["linreg"]
     samples, warmup = (60, 60) if quick else (NUTS_SAMPLES, NUTS_WARMUP)
@@ -120,6 +152,20 @@ def linreg_section(out: Path, settings: dict, quick: bool = False) -> str:
         for k in range(len(exact["mean"]))
     ]  # fmt: skip
     ratio = np.array(fitted["std"]) / np.array(exact["std"])
+    block, _ = _compare_block(vi, nuts, nuts_dir, ("mean-field VI", "NUTS"))
+    n_sd = [float(v) for v in post["std"]]
+    agrees, agreement = _agreement([
+        ("NUTS vs the closed form",
+         [_close(f"theta_{k} mean", float(post["mean"][k]), exact["mean"][k], exact["std"][k])
+          for k in range(len(n_sd))]
+         + [_ratio(f"theta_{k} sd", n_sd[k], exact["std"][k]) for k in range(len(n_sd))]),
+        ("mean-field VI vs its family's best (exact means, sds 1/sqrt(Lambda_kk))",
+         [_close(f"theta_{k} mean", fitted["mean"][k], exact["mean"][k], exact["std"][k])
+          for k in range(len(n_sd))]
+         + [_ratio(f"theta_{k} sd", fitted["std"][k], optimum[k]) for k in range(len(n_sd))]),
+    ])  # fmt: skip
+    v = verdict.runs_verdict([("mean-field VI", vi.summary), ("NUTS", nuts.summary)], agrees,
+                             agreement)  # fmt: skip
     parts = [
         "<section><h2>linreg: mean-field VI vs NUTS vs the closed form</h2>",
         "<p>The exact posterior of theta is Gaussian; the diabetes features are correlated, so "
@@ -140,17 +186,17 @@ def linreg_section(out: Path, settings: dict, quick: bool = False) -> str:
             ],
             rows,
         ),  # fmt: skip
-        _compare_block(vi, nuts, nuts_dir, ("mean-field VI", "NUTS")),
+        block,
         "<p class=meta>commands: <code>"
         + html.escape(_command("linreg", vi_argv, vi_dir))
         + "</code>; <code>"
         + html.escape(_command("linreg", nuts_argv, nuts_dir))
         + "</code></p></section>",
     ]
-    return "\n".join(parts)
+    return "\n".join(parts), v
 
 
-def schools_section(out: Path, settings: dict, quick: bool = False) -> str:
+def schools_section(out: Path, settings: dict, quick: bool = False) -> tuple[str, verdict.Verdict]:
     """Mean-field VI vs NUTS vs quadrature on eight schools (the funnel)."""
     from bayesdl.workflows.user_classes import file_workflow
     from bayesdl.workflows.user_code import load_module
@@ -158,7 +204,8 @@ def schools_section(out: Path, settings: dict, quick: bool = False) -> str:
     path, data = EXAMPLES / "eight_schools.py", EXAMPLES / "data" / "eight_schools.csv"
     title = "<section><h2>eight schools: mean-field VI vs NUTS (the funnel)</h2>"
     if not path.exists() or not data.exists():
-        return title + "<p>examples/eight_schools.py is not here (a wheel install).</p></section>"
+        missing = "<p>examples/eight_schools.py is not here (a wheel install).</p></section>"
+        return title + missing, verdict.no_fit("the example is not installed")
     spec = f"{path}:model"
     w = file_workflow(spec)
     samples, warmup = (60, 60) if quick else (NUTS_SAMPLES, 300)
@@ -181,6 +228,13 @@ def schools_section(out: Path, settings: dict, quick: bool = False) -> str:
          float(vd[k].std())]
         for k in ("mu", "tau")
     ]  # fmt: skip
+    block, cmp = _compare_block(vi, nuts, nuts_dir, ("mean-field VI", "NUTS"))
+    agrees, agreement = _agreement([
+        ("NUTS vs quadrature", [_close(f"E[{r[0]}]", r[2], r[1], r[4]) for r in rows]),
+        ("mean-field VI vs NUTS", _cmp_checks(cmp)),
+    ])  # fmt: skip
+    v = verdict.runs_verdict([("mean-field VI", vi.summary), ("NUTS", nuts.summary)], agrees,
+                             agreement)  # fmt: skip
     parts = [
         title,
         "<p>y_j ~ N(mu + tau eta_j, sigma_j^2), eta_j ~ N(0, 1), tau ~ HalfCauchy(5): small tau "
@@ -191,7 +245,7 @@ def schools_section(out: Path, settings: dict, quick: bool = False) -> str:
             ["quantity", "exact mean", "NUTS mean", "mean-field mean", "NUTS sd", "mean-field sd"],
             rows,
         ),  # fmt: skip
-        _compare_block(vi, nuts, nuts_dir, ("mean-field VI", "NUTS")),
+        block,
         checks_block(vi),
         "<p class=meta>commands: <code>"
         + html.escape(_command(spec, vi_argv, vi_dir))
@@ -199,7 +253,7 @@ def schools_section(out: Path, settings: dict, quick: bool = False) -> str:
         + html.escape(_command(spec, nuts_argv, nuts_dir))
         + "</code></p></section>",
     ]
-    return "\n".join(parts)
+    return "\n".join(parts), v
 
 
 def sections(
@@ -208,4 +262,7 @@ def sections(
     """Both sections, their runs in ``out/nuts``; ``quick``: tiny settings (tests)."""
     out = Path(out) / "nuts"
     settings = {"overwrite": overwrite, "progress": progress}
-    return [linreg_section(out, settings, quick), schools_section(out, settings, quick)]
+    return [
+        verdict.shown(linreg_section, out, settings, quick),
+        verdict.shown(schools_section, out, settings, quick),
+    ]

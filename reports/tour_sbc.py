@@ -16,11 +16,13 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from bayesdl.inference.errors import UserError
 from bayesdl.reports import page as report
+from bayesdl.reports import verdict
 from bayesdl.reports.sbc_report import FIGURE, SBC_FILE
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -92,20 +94,52 @@ def _row(name: str, csv: Path, result, seconds: float) -> list:
     ]
 
 
+#: what the theory says each design's SBC finds for the mean-field family
+EXPECTED = {"correlated": "miscalibrated", "orthogonal": "calibrated"}
+
+
+def sbc_verdict(results: dict[str, Any]) -> verdict.Verdict:
+    """Every replication's fit converged; each design's SBC verdict is the one the closed form
+    predicts (:data:`EXPECTED`: a factorized Gaussian is exact only when the posterior
+    factorizes); an inconclusive SBC (too few replications) is not judged."""
+    fits = [(f"{name} #{i + 1}", rep.get("converged"))
+            for name, r in results.items() for i, rep in enumerate(r.replications)]  # fmt: skip
+    converged, text = verdict.fits_converged(fits)
+    if len(fits) > 4:  # one line: the count, and the first few that did not converge
+        bad = [n for n, ok in fits if ok is False]
+        good = sum(ok is True for _, ok in fits)
+        text = f"{good} of {len(fits)} replications converged" + (
+            f"; NOT: {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}" if bad else ""
+        )
+    judged = {n: r.verdict for n, r in results.items() if r.verdict != "inconclusive"}
+    checks = [(f"{n}: {v} (expected {EXPECTED[n]})", float(v == EXPECTED[n]), 1.0, 1.0)
+              for n, v in judged.items() if n in EXPECTED]  # fmt: skip
+    agrees, agreement = verdict.within(checks, "designs as the closed form predicts")
+    if not checks:
+        agreement = "inconclusive SBC (too few replications): nothing judged"
+    return verdict.Verdict(converged, text, agrees=agrees, agreement=agreement)
+
+
 def sections(
     out: Path, overwrite: bool = False, progress: bool = False, quick: bool = False
 ) -> list[str]:
     """The SBC section, its two SBCs in ``out/sbc``; ``quick``: tiny settings (tests)."""
+    return [verdict.shown(_section, out, overwrite, progress, quick)]
+
+
+def _section(
+    out: Path, overwrite: bool, progress: bool, quick: bool
+) -> tuple[str, verdict.Verdict]:
     title = "<section><h2>simulation-based calibration: does the fit recover the truth?</h2>"
     if not (EXAMPLES / "sbc_regression.py").exists():
-        return [
-            title + "<p>examples/sbc_regression.py is not here (a wheel install).</p></section>"
-        ]
+        missing = "<p>examples/sbc_regression.py is not here (a wheel install).</p></section>"
+        return title + missing, verdict.no_fit("the example is not installed")
     settings = {"overwrite": overwrite, "progress": progress}
-    rows, figures, commands = [], [], []
+    rows, figures, commands, results = [], [], [], {}
     for name, data in DESIGNS:
         csv, folder = EXAMPLES / "data" / data, Path(out) / "sbc" / name
         result, seconds, command = _sbc(name, csv, folder, settings, quick)
+        results[name] = result
         rows.append(_row(name, csv, result, seconds))
         figures.append(folder / FIGURE)
         commands.append(command)
@@ -135,4 +169,4 @@ def sections(
         + "; ".join(f"<code>{html.escape(c)}</code>" for c in commands)
         + "</p></section>",
     ]
-    return ["\n".join(parts)]
+    return "\n".join(parts), sbc_verdict(results)

@@ -176,9 +176,11 @@ class Workflow:
         """Draw from the fitted generative model into ``out`` (images, arrays); return a summary."""
         raise UserError(f"model {self.name!r} has no sample")
 
-    def comparison(self, summary: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-        """Rows ``(quantity, exact or reference, fitted)`` for the tour report (the
-        :attr:`report`'s)."""
+    def comparison(self, summary: dict[str, Any]) -> list[tuple]:
+        """Rows ``(quantity, reference, fitted[, kind[, accepted (lo, hi)]])`` for the tour
+        report (the :attr:`report`'s): ``kind`` says what the reference is (``exact``, ``nuts``;
+        or ``ideal``, ``bound``, ``paper``, ``baseline``, ``target``), the range where the
+        fitted value is judged."""
         report = report_module(type(self))
         return report.comparison(self, summary) if report is not None else []
 

@@ -154,7 +154,7 @@ def test_elbo_section_adds_up(tour):
 # -- the HTML ----------------------------------------------------------------------------------
 
 TABLE = re.compile(r"<table>.*?</table>", re.S)
-IMG = re.compile(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)">')
+IMG = re.compile(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)"[^>]*>')
 
 
 def test_each_section_has_its_figure_and_table(tour):
