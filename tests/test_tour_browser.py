@@ -125,9 +125,11 @@ def printed_warnings(stderr: str) -> list[str]:
 
 def test_tour_page_renders_reads_and_shows_warnings(browser, cli, tmp_path):
     out = tmp_path / "tour"
+    # a real process: the tour's sections run in worker processes, which print to its stderr
     proc = cli("tour", "--only", "coin,stochastic-depth", "--out", str(out), "--quiet",
-               timeout=600)  # fmt: skip
+               timeout=600, process=True)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert printed_warnings(proc.stderr), "the quick stochastic-depth fit warns: none was read"
     _assert_renders(_open(browser, out / "index.html"), at_least=3)
     text = " ".join(_assert_readable(browser, out / "index.html").split())
     for warning in printed_warnings(proc.stderr):
