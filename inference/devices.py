@@ -10,8 +10,8 @@ from bayesdl.inference.errors import UserError
 
 #: a step whose parameters and (mini)batch hold fewer numbers than this runs on one torch
 #: thread unless told otherwise: its time is Python's and Pyro's, and more threads only
-#: spin-wait (the coin, 2,000 steps, on a busy 2-core machine: 13.6 s of CPU and 83 s on one
-#: thread, 26.0 s and 124 s on two; `benchmarks/threads.py`)
+#: spin-wait (the coin, 2,000 steps, on a busy 2-core machine: 10.4 s of CPU and 57 s on one
+#: thread, 23.7 s and 83 s on two; `benchmarks/threads.py`, figures in the README)
 SMALL_STEP = 100_000
 #: the most threads chosen for a larger step (intra-op parallelism of one SVI step's matmuls
 #: gains little beyond this, and the machine may have other work)
