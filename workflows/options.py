@@ -163,6 +163,8 @@ def _specs(
         raise TypeError(f"{cls.__name__} has no options {', '.join(sorted(unknown))}")
     out = []
     for f in fields(cls):
+        if f.metadata.get("internal"):  # not an option (FitConfig's live optimizer class)
+            continue
         meta = {**f.metadata, **overrides.get(f.name, {})}
         kind, optional = _unwrap(hints[f.name], f"{cls.__name__}.{f.name}")
         default = values[f.name] if f.name in values else _default(f)
