@@ -10,7 +10,6 @@ and :class:`~bayesdl.fits.draws.DrawsPosterior` (NUTS: draws ``z_m ~ p(z | D)``)
 from __future__ import annotations
 
 import abc
-import warnings
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -43,8 +42,9 @@ class Posterior(abc.ABC):
     - ``diagnostics() -> dict``: the method's own (VI: ``k_hat``, ``converged``, ``reliable``,
       ``checks``; NUTS: ``{site: {"r_hat", "n_eff"}}``).
     - ``save(run_dir, overwrite=False) -> Path``: a run folder :func:`bayesdl.load` reopens.
-    - ``to_arviz(num_samples=None) -> arviz.InferenceData`` with a ``posterior`` group (extra
-      ``bayesdl[arviz]``).
+    - ``to_arviz(num_samples=None) -> arviz.InferenceData`` with the groups ``posterior``,
+      ``log_likelihood``, ``posterior_predictive``, ``observed_data`` (NUTS: ``sample_stats``)
+      for ``az.loo`` / ``az.waic`` / ``az.plot_ppc`` (extra ``bayesdl[arviz]``).
     - ``converged``, ``reliable`` (``bool | None``), ``reliable_reasons`` (``list[str]``) and
       ``checks`` (``dict``): the run's own verdict, as ``summary.json`` holds it.
     - ``model``, ``guide`` (None for NUTS), ``data``, ``params`` (``{name: tensor}``), ``elbo``
@@ -152,7 +152,7 @@ class Posterior(abc.ABC):
 
     @abc.abstractmethod
     def to_arviz(self, num_samples: int | None = None):
-        """ArviZ ``InferenceData`` with a ``posterior`` group."""
+        """ArviZ ``InferenceData`` (groups: see the class docstring)."""
 
 
 #: the columns of :meth:`Posterior.summary` in the printed table
@@ -174,19 +174,6 @@ def summary_table(head: str, summary: dict, cols: tuple[str, ...], width: int) -
         if n > 8:
             rows.append(f"{name}[...]  ({n - 8} more elements)")
     return "\n".join(rows)
-
-
-def arviz_posterior(draws: dict[str, torch.Tensor]):
-    """ArviZ ``InferenceData`` of draws ``[chains, samples, *shape]`` (extra ``bayesdl[arviz]``)."""
-    try:
-        import arviz as az
-    except ImportError:
-        raise UserError(
-            "to_arviz needs ArviZ: pip install 'bayesdl[arviz]' (or pip install arviz)"
-        ) from None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return az.from_dict(posterior={k: v.detach().cpu().numpy() for k, v in draws.items()})
 
 
 def check_count(n: Any, what: str) -> None:
