@@ -164,12 +164,15 @@ def run_nuts(
     max_plate_nesting: float = math.inf,
     device: str | torch.device = "cpu",
     name: str = "the model",
+    init_strategy: Callable | None = None,
 ) -> MCMCResult:
     """Draw ``config.chains`` NUTS chains from ``p(z | data)``, one after another.
 
     :param max_plate_nesting: of the model (``inf``: Pyro guesses it from a trace); needed to
         sum out enumerable discrete sites.
     :param progress: Pyro's progress bar per chain (on a terminal only).
+    :param init_strategy: where each chain starts (Pyro's ``init_to_*``; None: Pyro's
+        default, ``init_to_uniform``).
     :param name: the model in messages (a model with ``pyro.param`` sites is refused,
         :func:`refuse_params`).
 
@@ -190,7 +193,7 @@ def run_nuts(
     wall0 = time.perf_counter()
     for c in range(config.chains):
         draws, chain_stats, interrupted = _run_chain(
-            model, data, config, c, nesting, bar, keep_partial=not chains
+            model, data, config, c, nesting, bar, keep_partial=not chains, init=init_strategy
         )
         if draws is not None:
             chains.append(draws)
@@ -234,6 +237,7 @@ def _run_chain(
     bar: bool,
     *,
     keep_partial: bool,
+    init: Callable | None = None,
 ) -> tuple[dict[str, torch.Tensor] | None, dict | None, bool]:
     """Chain ``c`` (0-based): its draws (constrained), its statistics, and whether Ctrl-C
     ended it. An interrupted chain's draws so far are kept only when ``keep_partial`` (the
@@ -271,6 +275,7 @@ def _run_chain(
         max_tree_depth=config.max_tree_depth,
         full_mass=config.dense_mass,
         max_plate_nesting=nesting,
+        **({} if init is None else {"init_strategy": init}),
     )
     mcmc = MCMC(
         kernel,
