@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from bayesdl.fits.base import Run
+from bayesdl.fits.fit_info import FitInfo
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.serial import serialised
 
@@ -45,6 +46,8 @@ class Posterior(abc.ABC):
     - ``to_arviz(num_samples=None) -> arviz.InferenceData`` with the groups ``posterior``,
       ``log_likelihood``, ``posterior_predictive``, ``observed_data`` (NUTS: ``sample_stats``)
       for ``az.loo`` / ``az.waic`` / ``az.plot_ppc`` (extra ``bayesdl[arviz]``).
+    - ``fit_info``: a :class:`~bayesdl.fits.fit_info.FitInfo` (steps, wall time, steps per
+      second, compiled, device, converged...), the numbers of ``summary.json``.
     - ``converged``, ``reliable`` (``bool | None``), ``reliable_reasons`` (``list[str]``) and
       ``checks`` (``dict``): the run's own verdict, as ``summary.json`` holds it.
     - ``model``, ``guide`` (None for NUTS), ``data``, ``params`` (``{name: tensor}``), ``elbo``
@@ -85,6 +88,13 @@ class Posterior(abc.ABC):
         """Whether the fit had converged (VI: its ELBO flat and its guide settled; NUTS: split
         R-hat below 1.05); None where unknown."""
         return self._run.summary.get("converged")
+
+    @property
+    def fit_info(self) -> FitInfo:
+        """What the fit did, typed (:class:`~bayesdl.fits.fit_info.FitInfo`): method, steps,
+        wall time, steps per second, compiled or not, device, converged, reliable, seed --
+        the numbers of ``summary.json``, also after :func:`bayesdl.load`."""
+        return FitInfo.from_summary(self._run.summary)
 
     @property
     def checks(self) -> dict[str, dict]:
