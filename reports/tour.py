@@ -112,6 +112,25 @@ def fit_section(name: str, planned: list[PlannedRun], overwrite: bool, progress:
     return page.section(name, runs[0].workflow.description, shown)
 
 
+#: the file a tour writes first into its --out: a folder holding it (a regular file with
+#: this text) is a tour's, which the same command replaces; any other folder is refused
+MARKER = ".bayesdl-tour"
+MARKER_TEXT = "written by `bayesdl tour`: running it again replaces this folder's tour\n"
+
+
+def _written_by_a_tour(out: Path) -> bool:
+    from bayesdl.inference import files
+
+    marker = out / MARKER
+    st = files.entry(marker, "--out")
+    if st is None or not os.path.isfile(marker) or os.path.islink(marker):
+        return False
+    try:
+        return files.read_text(marker, "tour marker") == MARKER_TEXT
+    except UserError:
+        return False
+
+
 def run(
     registry: dict[str, type],
     names: list[str],
@@ -128,6 +147,9 @@ def run(
     from bayesdl.reports import page
 
     index = out / "index.html"
+    if not overwrite and _written_by_a_tour(out):  # the README's command, run again
+        print(f"[tour] {out} holds an earlier tour: replacing it", file=sys.stderr)
+        overwrite = True
     outputs.check_file(index, overwrite, "--out")  # before anything is fitted
     outputs.check_no_links(out)
     planned = plan(registry, names, out)
@@ -142,6 +164,7 @@ def run(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot make {out}: {e.strerror or e}") from None
+    outputs.write(out / MARKER, MARKER_TEXT, overwrite=True, flag="--out")
     t0 = time.perf_counter()
     sections = [fit_section(name, planned, overwrite, progress) for name in names]
     for module in extras:

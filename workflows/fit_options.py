@@ -149,7 +149,7 @@ def _build(workflow: type, values: dict[str, Any]) -> FitOptions:
         )
     return FitOptions(
         model=model,
-        guide=values.get("guide", workflow.default_guide),
+        guide=canonical_guide(workflow, values.get("guide", workflow.default_guide)),
         engine=FitConfig(
             **{f.name: _frozen(engine[f.name]) for f in fields(FitConfig) if f.name in engine}
         ),
@@ -158,12 +158,37 @@ def _build(workflow: type, values: dict[str, Any]) -> FitOptions:
     )
 
 
+def _spelling(name: str) -> str:
+    return name.lower().replace("-", "").replace("_", "")
+
+
+#: spellings of a guide that name another guide's too (one table for every model): a name is
+#: its model's guide whatever its case, hyphens and underscores, or one of these
+GUIDE_ALIASES: dict[str, str] = {"mf": "meanfield", "fullcov": "fullcovariance"}
+
+
+def canonical_guide(workflow: type, guide: Any) -> Any:
+    """The model's own name of guide ``guide`` (``mean-field``, ``meanfield``, ``Mean_Field``
+    are linreg's ``mean-field`` and bnn's ``meanfield``); any other value as given."""
+    if not isinstance(guide, str) or guide in workflow.guides:
+        return guide
+    key = GUIDE_ALIASES.get(_spelling(guide), _spelling(guide))
+    for name in workflow.guides:
+        if _spelling(name) == key:
+            return name
+    return guide
+
+
 def from_keywords(workflow: type, **keywords: Any) -> FitOptions:
     """The options of ``workflow`` from Python keywords: every option at the model's default,
     except those named, which are checked and converted as their command-line strings would
     be (``heads=6``, ``steps=2000``, ``lr=0.1``, ``batch_size=0`` for the full batch); a bad
     value or an unknown name is a :class:`UserError` naming the option and its flag."""
     keywords, python_optim = _optimizer_keywords(keywords)
+    if "init" in keywords or "init_value" in keywords:
+        from bayesdl.workflows.init_options import python_init_keywords
+
+        keywords = python_init_keywords(keywords)
     specs = option_specs(workflow)
     legacy = set(workflow.option_defaults()) if workflow.options is None else set()
     known = set(specs) | legacy

@@ -294,6 +294,23 @@ def fit_parser(workflow: type, prog: str) -> Parser:
     return p
 
 
+def common_fit_parser(prog: str, models: str) -> Parser:
+    """``bayesdl fit --help`` without a model: the options every model takes (the guide, the
+    engine's, the sampler's) at the engine's defaults; a model's own list its ``--help``."""
+    p = Parser(
+        prog=prog,
+        description=f"fit MODEL: a named model ({models}) or FILE.py:function. The options "
+        "below are every model's; `bayesdl fit MODEL --help` lists the model's own (its data, "
+        "priors, guides) and its defaults.",
+    )
+    g = p.add_argument_group("inference")
+    add_options(g, _Guide, None, {"guide": {"help": "variational family (see the model's help)"}})
+    add_options(g, FitConfig, None, _engine_overrides(), ["estimator"])
+    add_options(p.add_argument_group("sampling (models NUTS can sample)"), MCMCConfig)
+    add_options(p, _Plugin)
+    return p
+
+
 # ------------------------------------------------------------------------------ keywords
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pyro.optim
-import numpy as np
 import pytest
 import torch
 
