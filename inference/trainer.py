@@ -192,7 +192,11 @@ class Trainer:
         if config.batch_size is None and ddp is None:
             return
         if self.data_size is None:
-            raise UserError("this model has no data plate to split into minibatches")
+            raise UserError(
+                "this model has no data plate to split into minibatches: name it 'data', "
+                "with pyro.plate('data', N) as idx: ... obs=y[idx] (or "
+                "obs=pyro.subsample(y, event_dim=0)), or leave --batch-size out"
+            )
         batch_size = config.batch_size
         if ddp is not None:
             batch_size = ddp.global_batch(batch_size, self.data_size)
