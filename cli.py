@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -167,6 +168,8 @@ def cmd_fit(argv: list[str]) -> int:
     if args.out is None:
         if args.resume:
             raise UserError("--resume needs --out: the run folder to continue")
+        if os.environ.get("WORLD_SIZE", "1") != "1":  # torchrun: every process, one folder
+            raise UserError("under torchrun give --out: every process must name the same folder")
         args.out = default_out(argv[0])
         print(f"run folder: {args.out} (choose it with --out)")
     out, resume, overwrite, quiet = Path(args.out), args.resume, args.overwrite, args.quiet

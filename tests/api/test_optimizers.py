@@ -192,3 +192,14 @@ def test_cli_names_an_optimizer_and_a_scheduler(tmp_path, capsys):
     assert args["optim_args"] == ["clip_norm=2"]
     group = _checkpoint(run)["optimizer"]["param_groups"][0]
     assert group["lr"] == pytest.approx(0.05 * 0.5**3) and group["clip_norm"] == 2
+
+
+def test_a_subclass_of_adam_is_never_compiled_as_adam():
+    """--compile traces torch's own Adam / AdamW / SGD update; an optimizer of the user's own
+    (a subclass may change step()) runs eagerly instead of as the parent's arithmetic."""
+    from bayesdl.inference.compiled import Fallback, _optimizer_kind
+
+    p = [torch.zeros(1, requires_grad=True)]
+    assert _optimizer_kind(torch.optim.Adam(p)) == "adam"
+    with pytest.raises(Fallback):
+        _optimizer_kind(HalfAdam(p))
