@@ -15,9 +15,11 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from bayesdl import bnn, calibration
     from bayesdl.api import compare, fit, load, registry
     from bayesdl.calibration import sbc
     from bayesdl.fits.draws import DrawsPosterior
+    from bayesdl.fits.fit_info import FitInfo
     from bayesdl.fits.guide_posterior import GuidePosterior
     from bayesdl.fits.posterior import Posterior
     from bayesdl.inference.errors import UserError
@@ -30,8 +32,13 @@ __version__ = "0.1.0"
 _LAZY = {"fit": "bayesdl.api", "load": "bayesdl.api", "registry": "bayesdl.api"}
 _LAZY.update(compare="bayesdl.api", DrawsPosterior="bayesdl.fits.draws")
 _LAZY.update(Posterior="bayesdl.fits.posterior", UserError="bayesdl.inference.errors")
-_LAZY.update(GuidePosterior="bayesdl.fits.guide_posterior")
+_LAZY.update(GuidePosterior="bayesdl.fits.guide_posterior", FitInfo="bayesdl.fits.fit_info")
 _LAZY.update(sbc="bayesdl.calibration", SBCResult="bayesdl.reports.sbc_report")
+
+
+#: public submodules, imported on first attribute access (``bayesdl.bnn.bayesian(...)`` as
+#: ``torch.nn`` or ``pyro.infer``), not by ``import bayesdl``
+_SUBMODULES = ("bnn", "calibration")
 
 
 def __getattr__(name: str):
@@ -39,19 +46,26 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"bayesdl.{name}")
+        globals()[name] = module
+        return module
     raise AttributeError(f"module 'bayesdl' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
 
 
 __all__ = [
     "DrawsPosterior",
+    "FitInfo",
     "GuidePosterior",
     "Posterior",
     "SBCResult",
     "UserError",
+    "bnn",
+    "calibration",
     "compare",
     "fit",
     "load",

@@ -1,20 +1,11 @@
-"""bayesdl's command line: parses and dispatches, nothing else.
-
-bayesdl list
-bayesdl fit MODEL [options] --out DIR
-bayesdl evaluate DIR [--iw-samples K]
-bayesdl sample DIR [--out DIR]
-bayesdl predict DIR --input FILE
-bayesdl tour --out DIR
-bayesdl compare RUN_A RUN_B [--json FILE] [--out DIR]
-bayesdl gradient-variance MODEL [options]
-bayesdl sbc MODEL [options] --replications R --draws L --out DIR
-"""
+"""bayesdl's command line: each command parses its options and calls the Python API
+(:mod:`bayesdl.api`, :mod:`bayesdl.fits.run`); :data:`HELP` is what ``bayesdl --help`` prints."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -24,6 +15,27 @@ from bayesdl.workflows.fit_options import from_namespace
 from bayesdl.workflows.options import Parser, fit_parser
 
 PROG = "bayesdl"
+
+HELP = """\
+bayesdl: Bayesian deep learning with Pyro. Fit any Pyro model (or one of the lecture's named
+models) by variational inference or NUTS, check whether to trust the fit, save it in a run
+folder, and evaluate, predict, sample and compare from there.
+
+usage: bayesdl COMMAND [options]       bayesdl COMMAND --help: the command's options
+
+commands:
+  list                 the named models (coin, linreg, bnn, vae, ss-vae, stochastic-depth)
+  fit MODEL            fit a named model or FILE.py:function into a run folder (--out)
+  evaluate RUN         held-out metrics of a run (evaluation.json)
+  predict RUN          posterior predictive at new inputs (--input FILE; --output FILE)
+  sample RUN           draws of a fitted generative model (images and arrays)
+  compare RUN_A RUN_B  how far posterior A is from the reference B, per latent site
+  tour                 fit every model on bundled data into one HTML report (--out)
+  gradient-variance M  the variance of the ELBO gradient, REINFORCE vs pathwise
+  sbc MODEL            simulation-based calibration of a model and its fit
+
+example: bayesdl fit coin --heads 6 --tails 4     (into runs/coin-TIMESTAMP, printed)
+docs: README.md, docs/tutorial.md"""
 
 
 def _registry() -> dict:
@@ -82,7 +94,15 @@ def _model_and_rest(argv: list[str], what: str):
     load_plugins(plugin_paths(argv))  # before the name is looked up: `fit NAME --plugin FILE`
     if not argv or argv[0].startswith("-"):
         if argv and argv[0] in ("-h", "--help"):
-            print(f"usage: {PROG} {what} MODEL [options]; models: {', '.join(sorted(_registry()))}")
+            models = ", ".join(sorted(_registry()))
+            if what == "fit":
+                from bayesdl.workflows.options import common_fit_parser
+
+                p = common_fit_parser(f"{PROG} fit MODEL", models)
+                _run_options(p, "fit")
+                p.print_help()
+            else:
+                print(f"usage: {PROG} {what} MODEL [options]; models: {models}")
             raise SystemExit(0)
         raise UserError(f"{what} needs a MODEL: one of {', '.join(sorted(_registry()))}")
     return _lookup(argv[0]), argv[1:]
@@ -108,19 +128,50 @@ def cmd_list(argv: list[str]) -> int:
     return 0
 
 
+def _run_options(p: Parser, what: str) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument(
+        "--out",
+        default=None,
+        help="run folder (summary, metrics, checkpoint, figures); default runs/MODEL-TIMESTAMP",
+    )
+    g.add_argument("--resume", action="store_true", help=f"continue the {what} in --out")
+    g.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def default_out(name: str) -> Path:
+    """``runs/MODEL-YYYYmmdd-HHMMSS`` (a file model ``dir/my_model.py:model`` as
+    ``my_model-model``), ``-2``, ``-3``... added if it exists."""
+    import re
+    import time
+
+    if ":" in name:
+        path, _, fn = name.rpartition(":")
+        name = f"{Path(path).stem}-{fn}"
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "run"
+    base = Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, i = base, 1
+    while out.exists():
+        i += 1
+        out = base.with_name(f"{base.name}-{i}")
+    return out
+
+
 def cmd_fit(argv: list[str]) -> int:
     workflow, rest = _model_and_rest(argv, "fit")
     p = fit_parser(workflow, f"{PROG} fit {workflow.name}")
-    g = p.add_argument_group("run")
-    g.add_argument(
-        "--out", required=True, help="run folder (summary, metrics, checkpoint, figures)"
-    )
-    g.add_argument("--resume", action="store_true", help="continue the run in --out")
-    g.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    _run_options(p, "run")
     args = p.parse_args(rest)
     from bayesdl.fits.run import run_fit
 
+    if args.out is None:
+        if args.resume:
+            raise UserError("--resume needs --out: the run folder to continue")
+        if os.environ.get("WORLD_SIZE", "1") != "1":  # torchrun: every process, one folder
+            raise UserError("under torchrun give --out: every process must name the same folder")
+        args.out = default_out(argv[0])
+        print(f"run folder: {args.out} (choose it with --out)")
     out, resume, overwrite, quiet = Path(args.out), args.resume, args.overwrite, args.quiet
     options = from_namespace(workflow, args)  # --out, --resume ... are not options of the fit
     try:
@@ -205,7 +256,12 @@ def cmd_predict(argv: list[str]) -> int:
     p = Parser(prog=f"{PROG} predict", description="posterior predictive for new inputs")
     p.add_argument("run", help="run folder made by `bayesdl fit`")
     p.add_argument("--input", required=True, help="inputs (.npz with `x`, .csv or .npy)")
-    p.add_argument("--output", help="write predictions here as JSON (default: print)")
+    p.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write the predictions here: FILE.npz (one array per entry, 'y.mean', "
+        "'y.std', ...) or any other name as JSON; default: print JSON",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     p.add_argument("--device", default=None, help="cpu | cuda | auto (default: the run's)")
     _code_options(p)
@@ -221,7 +277,9 @@ def cmd_predict(argv: list[str]) -> int:
         registry = _run_registry(args.run, args.plugin)
         result = predict_run(Path(args.run), registry, Path(args.input), args.device, args.seed)
     if args.output:
-        outputs.write(args.output, json_text(result), overwrite=args.overwrite, flag="--output")
+        npz = Path(args.output).suffix.lower() == ".npz"
+        content = outputs.npz_writer(result) if npz else json_text(result)
+        outputs.write(args.output, content, overwrite=args.overwrite, flag="--output")
         print(f"predictions -> {args.output}")
     else:
         print(json.dumps(result, indent=1))
@@ -451,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     logging.getLogger("pyro").setLevel(logging.WARNING)  # "Guessed max_plate_nesting" etc.
     if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.strip())
+        print(HELP)
         return 0 if argv else 2
     if argv[0] not in COMMANDS:
         sys.stderr.write(

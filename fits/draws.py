@@ -16,12 +16,12 @@ from typing import Any
 import torch
 from pyro import poutine
 
+from bayesdl.fits.arviz_data import inference_data
 from bayesdl.fits.draws_file import DRAWS, save_draws
 from bayesdl.fits.folder import claimed, prepare_out, write_json, write_text
 from bayesdl.fits.posterior import (
     STAT_COLUMNS,
     Posterior,
-    arviz_posterior,
     check_count,
     summary_table,
 )
@@ -187,10 +187,15 @@ class DrawsPosterior(Posterior):
         return out
 
     def to_arviz(self, num_samples: int | None = None):
-        """ArviZ ``InferenceData`` whose ``posterior`` group keeps the chains
-        (``chains x samples`` draws of every continuous latent site)."""
+        """ArviZ ``InferenceData`` that keeps the chains (``chains x samples`` draws):
+        ``posterior`` (every continuous latent and ``pyro.deterministic`` site),
+        ``log_likelihood``, ``posterior_predictive``, ``observed_data``
+        (:mod:`bayesdl.fits.arviz_data`) and, for a fit of this session, ``sample_stats`` per
+        draw: ``diverging``, ``acceptance_rate``, ``lp``, ``step_size``."""
         del num_samples
-        return arviz_posterior(self._with_deterministic())
+        return inference_data(
+            self.model, self.data, self._with_deterministic(), sample_stats=self.result.stats
+        )
 
     def __repr__(self) -> str:
         s = self._run.summary

@@ -208,6 +208,19 @@ def claimed(out: Path, *, resume: bool, overwrite: bool, main: bool = True) -> I
 # ----------------------------------------------------------------------------- --resume
 
 
+def _python_classes(out: Path, old_args: dict, new_args: dict) -> None:
+    """A run fitted with an optimizer or scheduler class of the user's own (recorded as
+    ``python:Class``) resumes only when that class is given again, from Python."""
+    for key, keyword in (("optimizer", "optim"), ("scheduler", "scheduler")):
+        old = old_args.get(key)
+        if isinstance(old, str) and old.startswith("python:") and new_args.get(key) != old:
+            raise UserError(
+                f"--resume: the run in {out} was fitted with the {key} class {old}, which a "
+                f"run folder does not hold (nothing in it is executed): resume it from Python, "
+                f"bayesdl.fit(..., {keyword}=<that class>, out={str(out)!r}, resume=True)"
+            )
+
+
 def check_resume(out: Path, record: dict) -> None:
     """Refuse to continue a run with other options or other data than it was started with."""
     if files.entry(out / CONFIG) is None:
@@ -219,10 +232,14 @@ def check_resume(out: Path, record: dict) -> None:
             f"--resume: {out} is a run of model {old.get('model')!r}, not {record['model']!r}"
         )
     new_args = jsonable(record["args"])
+    _python_classes(out, old_args, new_args)
     changed = sorted(
         k
         for k in set(old_args) | set(new_args)
-        if k not in RESUMABLE and old_args.get(k) != new_args.get(k)
+        if k not in RESUMABLE
+        and old_args.get(k) != new_args.get(k)
+        # an option added since the run was made, left at "none" (--optim-arg, --scheduler)
+        and not (k not in old_args and new_args.get(k) in (None, []))
     )
     if old.get("data_sha256") != record.get("data_sha256"):
         changed.append("data (the file's contents changed)")

@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from pyro import poutine
 
+from bayesdl.fits.arviz_data import inference_data
 from bayesdl.fits.base import Run, model_params, posterior_guide
 from bayesdl.fits.folder import claimed, prepare_out, write_json, write_text
 from bayesdl.fits.posterior import (
     STAT_COLUMNS,
     Posterior,
-    arviz_posterior,
     check_count,
     summary_table,
 )
@@ -239,10 +239,17 @@ class GuidePosterior(Posterior):
         return out
 
     def to_arviz(self, num_samples: int | None = None):
-        """ArviZ ``InferenceData`` with a ``posterior`` group (1 chain x ``num_samples`` draws,
-        default 1000) of every latent site; needs the extra ``bayesdl[arviz]``."""
+        """ArviZ ``InferenceData`` of 1 chain x ``num_samples`` (default 1000) guide draws:
+        ``posterior`` (every latent and ``pyro.deterministic`` site), ``log_likelihood`` (per
+        observation and draw), ``posterior_predictive`` and ``observed_data``
+        (:mod:`bayesdl.fits.arviz_data`; ``az.loo``, ``az.waic``, ``az.plot_ppc`` read them);
+        needs the extra ``bayesdl[arviz]``."""
         draws = self.sample(num_samples)
-        return arviz_posterior({k: v[None] for k, v in draws.items()})
+        problem = self._run.problem
+        with problem.scope():
+            return inference_data(
+                problem.model, problem.data, {k: v[None] for k, v in draws.items()}
+            )
 
     def __repr__(self) -> str:
         s = self._run.summary

@@ -97,6 +97,7 @@ def _sample(workflow: Workflow, problem: Problem, progress: bool) -> MCMCResult:
         max_plate_nesting=float(engine.max_plate_nesting),
         device=resolve_device(engine.device),
         name=_name(workflow),
+        init_strategy=workflow.nuts_init_strategy(),
     )
 
 

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
+
 from bayesdl.fits.records import LOCK
 from bayesdl.inference import files
 from bayesdl.inference.errors import UserError
@@ -124,3 +126,26 @@ def check_no_links(out: str | Path, depth: int = 2, flag: str = "--out") -> None
             )
         if e.is_dir(follow_symlinks=False):
             check_no_links(e.path, depth - 1, flag)
+
+
+def flat_arrays(result: dict, prefix: str = "") -> dict[str, np.ndarray]:
+    """A nested result (``{"y": {"mean": [...], "std": [...]}}``) as ``{"y.mean": array, ...}``:
+    what ``predict --output FILE.npz`` writes (numbers as float64 / int64 arrays, text as
+    strings; ``np.load`` reads it without pickle)."""
+    out: dict[str, np.ndarray] = {}
+    for key, value in result.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_arrays(value, f"{name}."))
+            continue
+        a = np.asarray(value if value is not None else np.nan)
+        if a.dtype == object:
+            a = np.asarray(str(value))
+        out[name] = a
+    return out
+
+
+def npz_writer(result: dict) -> Callable[[BinaryIO], None]:
+    """A writer of ``result`` as a ``.npz`` file (:func:`flat_arrays`), for :func:`write`."""
+    arrays = flat_arrays(result)
+    return lambda f: np.savez(f, **arrays)

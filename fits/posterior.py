@@ -10,7 +10,6 @@ and :class:`~bayesdl.fits.draws.DrawsPosterior` (NUTS: draws ``z_m ~ p(z | D)``)
 from __future__ import annotations
 
 import abc
-import warnings
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from bayesdl.fits.base import Run
+from bayesdl.fits.fit_info import FitInfo
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.serial import serialised
 
@@ -43,8 +43,11 @@ class Posterior(abc.ABC):
     - ``diagnostics() -> dict``: the method's own (VI: ``k_hat``, ``converged``, ``reliable``,
       ``checks``; NUTS: ``{site: {"r_hat", "n_eff"}}``).
     - ``save(run_dir, overwrite=False) -> Path``: a run folder :func:`bayesdl.load` reopens.
-    - ``to_arviz(num_samples=None) -> arviz.InferenceData`` with a ``posterior`` group (extra
-      ``bayesdl[arviz]``).
+    - ``to_arviz(num_samples=None) -> arviz.InferenceData`` with the groups ``posterior``,
+      ``log_likelihood``, ``posterior_predictive``, ``observed_data`` (NUTS: ``sample_stats``)
+      for ``az.loo`` / ``az.waic`` / ``az.plot_ppc`` (extra ``bayesdl[arviz]``).
+    - ``fit_info``: a :class:`~bayesdl.fits.fit_info.FitInfo` (steps, wall time, steps per
+      second, compiled, device, converged...), the numbers of ``summary.json``.
     - ``converged``, ``reliable`` (``bool | None``), ``reliable_reasons`` (``list[str]``) and
       ``checks`` (``dict``): the run's own verdict, as ``summary.json`` holds it.
     - ``model``, ``guide`` (None for NUTS), ``data``, ``params`` (``{name: tensor}``), ``elbo``
@@ -85,6 +88,13 @@ class Posterior(abc.ABC):
         """Whether the fit had converged (VI: its ELBO flat and its guide settled; NUTS: split
         R-hat below 1.05); None where unknown."""
         return self._run.summary.get("converged")
+
+    @property
+    def fit_info(self) -> FitInfo:
+        """What the fit did, typed (:class:`~bayesdl.fits.fit_info.FitInfo`): method, steps,
+        wall time, steps per second, compiled or not, device, converged, reliable, seed --
+        the numbers of ``summary.json``, also after :func:`bayesdl.load`."""
+        return FitInfo.from_summary(self._run.summary)
 
     @property
     def checks(self) -> dict[str, dict]:
@@ -152,7 +162,7 @@ class Posterior(abc.ABC):
 
     @abc.abstractmethod
     def to_arviz(self, num_samples: int | None = None):
-        """ArviZ ``InferenceData`` with a ``posterior`` group."""
+        """ArviZ ``InferenceData`` (groups: see the class docstring)."""
 
 
 #: the columns of :meth:`Posterior.summary` in the printed table
@@ -174,19 +184,6 @@ def summary_table(head: str, summary: dict, cols: tuple[str, ...], width: int) -
         if n > 8:
             rows.append(f"{name}[...]  ({n - 8} more elements)")
     return "\n".join(rows)
-
-
-def arviz_posterior(draws: dict[str, torch.Tensor]):
-    """ArviZ ``InferenceData`` of draws ``[chains, samples, *shape]`` (extra ``bayesdl[arviz]``)."""
-    try:
-        import arviz as az
-    except ImportError:
-        raise UserError(
-            "to_arviz needs ArviZ: pip install 'bayesdl[arviz]' (or pip install arviz)"
-        ) from None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return az.from_dict(posterior={k: v.detach().cpu().numpy() for k, v in draws.items()})
 
 
 def check_count(n: Any, what: str) -> None:

@@ -75,7 +75,9 @@ def load_workflow(
     if cfg["model"] not in registry and cfg["model"].startswith("python:"):
         raise UserError(
             f"{run_dir} holds a model defined interactively in Python ({cfg['model'][7:]}), "
-            "which no file holds: reopen it from Python with bayesdl.load(dir, model=fn)"
+            "which no file holds: reopen it from Python with bayesdl.load(dir, model=fn) (a "
+            "PyroModule is found again when its file binds it to a module-level name, "
+            "model = Net(), and you fit that)"
         )
     if cfg["model"] not in registry:
         raise UserError(

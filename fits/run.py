@@ -92,7 +92,8 @@ def load_posterior(
     if model not in registry:
         raise UserError(
             f"{run_dir} holds a model defined in Python ({model}): pass it again, "
-            "bayesdl.load(dir, model=fn)"
+            "bayesdl.load(dir, model=fn) (a PyroModule is found again when the file of its "
+            "class binds it to a module-level name, model = Net(), and you fit that)"
         )
     method = method_of_folder(run_dir)
     overrides = {} if guide is None else {"guide": guide}

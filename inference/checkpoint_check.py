@@ -98,6 +98,8 @@ def _check(state: dict, resume: bool) -> None:
         check_rng(state["epoch_rng"], "'epoch_rng'")
     if "optimizer" in state:
         _optimizer(state["optimizer"])
+    if state.get("scheduler") is not None:
+        _plain(_dict(state["scheduler"], "'scheduler'"), "'scheduler'")
     window = state.get("window")
     if window is not None:
         window = _dict(window, "'window'")
@@ -180,6 +182,18 @@ def check_rng(rng: Any, what: str) -> None:
         and all(torch.is_tensor(c) and c.dtype == torch.uint8 for c in cuda)
     ):
         raise _Bad(f"{what}: the CUDA RNG states are not uint8 tensors")
+
+
+def _plain(v: Any, what: str) -> None:
+    """``v`` is plain data (numbers, strings, booleans, None, lists and dicts of them)."""
+    if isinstance(v, dict):
+        for k, x in v.items():
+            _plain(x, f"{what}[{k!r}]")
+    elif isinstance(v, list | tuple):
+        for x in v:
+            _plain(x, what)
+    elif not (v is None or isinstance(v, bool | int | float | str)):
+        raise _Bad(f"{what} holds a {type(v).__name__}, not plain data")
 
 
 def _optimizer(opt: Any) -> None:

@@ -115,11 +115,12 @@ def auto_pays_off(remaining_steps: int, eager_step_seconds: float) -> bool:
 
 def _optimizer_kind(optimizer: torch.optim.Optimizer) -> str:
     """``adam``, ``adamw`` or ``sgd``: which update :func:`_optimizer_update` traces."""
-    if isinstance(optimizer, torch.optim.AdamW):
+    # exact classes: a subclass (an optimizer of the user's own) may change the update
+    if type(optimizer) is torch.optim.AdamW:
         return "adamw"
-    if isinstance(optimizer, torch.optim.Adam):
+    if type(optimizer) is torch.optim.Adam:
         return "adamw" if optimizer.param_groups[0].get("decoupled_weight_decay") else "adam"
-    if isinstance(optimizer, torch.optim.SGD):
+    if type(optimizer) is torch.optim.SGD:
         return "sgd"
     raise Fallback(f"the optimizer {type(optimizer).__name__} is not compiled")
 

@@ -1,23 +1,39 @@
 """What decides a fit: :class:`FitConfig` (every ``bayesdl fit`` engine option, typed, saved
-with every checkpoint) and the optimizers it names."""
+with every checkpoint); its optimizers are named in :mod:`bayesdl.inference.optimizers`."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 
 from bayesdl.inference.convergence import AUTO, steps_or_auto
 from bayesdl.inference.devices import check_threads
 from bayesdl.inference.errors import UserError
+from bayesdl.inference.optimizers import (
+    OPTIMIZERS,  # noqa: F401  (imported from here by inference.train)
+    canonical_optimizer,
+    canonical_scheduler,
+    make_optimizer,
+    make_scheduler,
+)
 from bayesdl.inference.schedules import LR_SCHEDULES
 
 #: values of ``--compile`` (see :mod:`bayesdl.inference.compiled`)
 COMPILE_MODES = ("false", "true", "auto")
 #: the largest seed numpy's RNG (seeded by ``pyro.set_rng_seed``) accepts
 MAX_SEED = 2**32 - 1
+
+
+#: ``field(metadata=INTERNAL)``: not an option (no flag, no keyword, not recorded)
+INTERNAL = {"internal": True}
+
+
+def internal(obj: Any) -> tuple:
+    """The fields of dataclass ``obj`` that are not options (``metadata=INTERNAL``)."""
+    return tuple(f for f in fields(obj) if f.metadata.get("internal"))
 
 
 @dataclass(frozen=True)
@@ -37,7 +53,36 @@ class FitConfig:
     )
     lr: float = field(default=1e-2, metadata={"help": "learning rate (default %(default)s)"})
     optimizer: str = field(
-        default="adam", metadata={"help": "adam | adamw | sgd (default %(default)s)"}
+        default="adam",
+        metadata={
+            "help": "adam | adamw | sgd (momentum 0.9) | clipped-adam (Pyro's) | any "
+            "torch.optim class by name, e.g. rmsprop, nadam (default %(default)s)"
+        },
+    )
+    optim_args: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "a keyword of the optimizer, name=JSON value (repeatable): "
+            "--optim-arg weight_decay=1e-4 --optim-arg betas=[0.9,0.99]",
+            "flag": "--optim-arg",
+            "metavar": "NAME=VALUE",
+        },
+    )
+    scheduler: str | None = field(
+        default=None,
+        metadata={
+            "help": "a torch.optim.lr_scheduler class by name (ExponentialLR, StepLR, ...), "
+            "stepped after every optimizer step; replaces --lr-schedule",
+        },
+    )
+    scheduler_args: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "a keyword of the scheduler, name=JSON value (repeatable): "
+            "--scheduler-arg gamma=0.999",
+            "flag": "--scheduler-arg",
+            "metavar": "NAME=VALUE",
+        },
     )
     estimator: str = field(
         default="reparam", metadata={"help": "ELBO gradient estimator (default %(default)s)"}
@@ -100,6 +145,19 @@ class FitConfig:
         },
     )
 
+    # a Python optimizer / scheduler class that has no name (recorded as "python:Class"):
+    # held here, never in config.json or a checkpoint
+    optim_factory: Any = field(default=None, compare=False, repr=False, metadata=INTERNAL)
+    scheduler_factory: Any = field(default=None, compare=False, repr=False, metadata=INTERNAL)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "optimizer", canonical_optimizer(self.optimizer))
+        object.__setattr__(self, "scheduler", canonical_scheduler(self.scheduler))
+
+    def plain(self) -> dict[str, Any]:
+        """The options as plain data (a checkpoint's ``"config"``): the live classes left out."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f not in internal(self)}
+
     def validate(self) -> None:
         """Reject impossible settings with a :class:`UserError`."""
         if self.steps != AUTO and (
@@ -118,8 +176,7 @@ class FitConfig:
             raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise UserError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise UserError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
+        self._validate_optimizer()
         if self.clip_norm is not None and not (
             self.clip_norm > 0 and math.isfinite(self.clip_norm)
         ):
@@ -140,9 +197,20 @@ class FitConfig:
                 flag = "--" + name.replace("_", "-")
                 raise UserError(f"{flag} must be >= 0, got {getattr(self, name)}")
 
-
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
-}
+    def _validate_optimizer(self) -> None:
+        """The optimizer and scheduler built once on a dummy parameter (bad keywords are a
+        one-line error before the fit starts); a scheduler replaces bayesdl's schedule."""
+        p = torch.zeros(1, requires_grad=True)
+        opt = make_optimizer(self.optimizer, self.optim_args, self.lr, [p], self.optim_factory)
+        if self.scheduler is None:
+            return
+        make_scheduler(self.scheduler, self.scheduler_args, opt, self.scheduler_factory)
+        if self.steps == AUTO:
+            raise UserError(
+                "--scheduler sets the learning rate itself: give --steps N (steps=N), not auto"
+            )
+        if self.lr_schedule != "constant" or self.lr_warmup:
+            raise UserError(
+                "--scheduler replaces --lr-schedule and --lr-warmup: leave them out "
+                f"(got --lr-schedule {self.lr_schedule}, --lr-warmup {self.lr_warmup})"
+            )

@@ -100,6 +100,10 @@ class MCMCResult:
     device: str
     chains: list[dict] = field(default_factory=list)  # per chain: samples, divergences, ...
     interrupted: bool = False
+    #: per draw, ``[chains, samples]``: ``diverging``, ``acceptance_rate`` (the draw's mean
+    #: Metropolis acceptance over its tree), ``lp`` (minus the potential energy), ``step_size``
+    #: (Pyro's NUTS keeps no tree depth or energy per draw)
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def num_chains(self) -> int:
@@ -160,12 +164,15 @@ def run_nuts(
     max_plate_nesting: float = math.inf,
     device: str | torch.device = "cpu",
     name: str = "the model",
+    init_strategy: Callable | None = None,
 ) -> MCMCResult:
     """Draw ``config.chains`` NUTS chains from ``p(z | data)``, one after another.
 
     :param max_plate_nesting: of the model (``inf``: Pyro guesses it from a trace); needed to
         sum out enumerable discrete sites.
     :param progress: Pyro's progress bar per chain (on a terminal only).
+    :param init_strategy: where each chain starts (Pyro's ``init_to_*``; None: Pyro's
+        default, ``init_to_uniform``).
     :param name: the model in messages (a model with ``pyro.param`` sites is refused,
         :func:`refuse_params`).
 
@@ -180,22 +187,26 @@ def run_nuts(
     pyro.set_rng_seed(seed)
     chains: list[dict[str, torch.Tensor]] = []
     stats: list[dict] = []
+    per_draw: list[dict[str, torch.Tensor]] = []
     interrupted = False
     bar = bool(progress) and sys.stderr.isatty()
     wall0 = time.perf_counter()
     for c in range(config.chains):
         draws, chain_stats, interrupted = _run_chain(
-            model, data, config, c, nesting, bar, keep_partial=not chains
+            model, data, config, c, nesting, bar, keep_partial=not chains, init=init_strategy
         )
         if draws is not None:
             chains.append(draws)
+            per_draw.append(chain_stats.pop("per_draw"))
             stats.append(chain_stats)
         if interrupted:
             break
     if not chains:
         raise KeyboardInterrupt
     draws = {k: torch.stack([ch[k] for ch in chains]) for k in sorted(chains[0])}
+    n = min(next(iter(ch.values())).shape[0] for ch in chains) if draws else 0
     return MCMCResult(
+        stats={k: torch.stack([d[k][:n] for d in per_draw]) for k in per_draw[0]},
         draws=draws,
         wall_seconds=time.perf_counter() - wall0,
         device=str(device),
@@ -226,15 +237,37 @@ def _run_chain(
     bar: bool,
     *,
     keep_partial: bool,
+    init: Callable | None = None,
 ) -> tuple[dict[str, torch.Tensor] | None, dict | None, bool]:
     """Chain ``c`` (0-based): its draws (constrained), its statistics, and whether Ctrl-C
     ended it. An interrupted chain's draws so far are kept only when ``keep_partial`` (the
     first chain) and there are at least two."""
     kept: list[dict[str, torch.Tensor]] = []  # this chain's draws (unconstrained)
 
+    mean_accept: list[float] = []  # NUTS's running mean after each draw
+    lp: list[float] = []
+    steps: list[float] = []
+
     def keep(kernel, params, stage, i):  # noqa: ARG001
         if stage.startswith("Sample"):
             kept.append({k: v.detach().clone() for k, v in params.items()})
+            mean_accept.append(float(kernel._mean_accept_prob))
+            pe = kernel._potential_energy_last
+            lp.append(float("nan") if pe is None else -float(pe))
+            steps.append(float(kernel.step_size))
+
+    def per_draw() -> dict[str, torch.Tensor]:
+        m = torch.tensor(mean_accept, dtype=torch.float64)
+        k = torch.arange(1, len(m) + 1, dtype=torch.float64)
+        accept = k * m - (k - 1) * torch.cat([m.new_zeros(1), m[:-1]])  # a_n from the means
+        diverging = torch.zeros(len(m), dtype=torch.bool)
+        diverging[[d for d in kernel._divergences if d < len(m)]] = True
+        return {
+            "diverging": diverging,
+            "acceptance_rate": accept,
+            "lp": torch.tensor(lp, dtype=torch.float64),
+            "step_size": torch.tensor(steps, dtype=torch.float64),
+        }
 
     kernel = NUTS(
         model,
@@ -242,6 +275,7 @@ def _run_chain(
         max_tree_depth=config.max_tree_depth,
         full_mass=config.dense_mass,
         max_plate_nesting=nesting,
+        **({} if init is None else {"init_strategy": init}),
     )
     mcmc = MCMC(
         kernel,
@@ -257,7 +291,7 @@ def _run_chain(
     except KeyboardInterrupt:
         if keep_partial and len(kept) >= 2:
             partial = _chain_stats(len(kept), len(kernel._divergences), None, t0, kernel.step_size)
-            return _constrained(kernel, kept), partial, True
+            return _constrained(kernel, kept), {**partial, "per_draw": per_draw()}, True
         return None, None, True
     except (ValueError, RuntimeError, NotImplementedError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -269,7 +303,7 @@ def _run_chain(
     divergences = len(diag.get("divergences", []))
     accept = diag.get("acceptance rate")
     chain_stats = _chain_stats(config.num_samples, divergences, accept, t0, kernel.step_size)
-    return {k: v[0] for k, v in samples.items()}, chain_stats, False
+    return {k: v[0] for k, v in samples.items()}, {**chain_stats, "per_draw": per_draw()}, False
 
 
 def _constrained(kernel: NUTS, kept: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

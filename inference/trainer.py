@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -21,12 +21,13 @@ import torch
 import bayesdl.inference.checkpoint as ckpt
 from bayesdl.inference.batching import DataSubsample, EpochBatcher
 from bayesdl.inference.compiled import CompiledStep, Fallback, unsupported
-from bayesdl.inference.config import OPTIMIZERS, FitConfig
+from bayesdl.inference.config import FitConfig
 from bayesdl.inference.convergence import StepPlan
 from bayesdl.inference.devices import resolve_device
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.estimators import make_estimator
 from bayesdl.inference.guide_moments import IterateAverage, TailAverage, guide_moments
+from bayesdl.inference.optimizers import make_optimizer, make_scheduler
 from bayesdl.inference.params import UntrainedCheck, trainable_params
 from bayesdl.inference.schedules import KLScale, kl_weight
 from bayesdl.inference.step import Diverged, EagerStep, OptimizerFailed, Step, all_finite
@@ -87,6 +88,8 @@ class Trainer:
         self.batcher: EpochBatcher | None = None
         self.params: dict[str, torch.Tensor] = {}
         self.optimizer: torch.optim.Optimizer | None = None
+        #: a torch.optim.lr_scheduler (``--scheduler``), stepped after every optimizer step
+        self.scheduler: Any = None
         self.base_data: dict[str, Any] = {}
         self._set_step = None
         #: ``loss_fn(**data) -> -ELBO`` on the wrapped model and guide (differentiable ELBOs)
@@ -154,7 +157,16 @@ class Trainer:
         self.plan.tracked = self.average is not None
         self.plan.names = self.average.names if self.average is not None else None
         self.tail = TailAverage(params) if self.plan.auto else None  # --steps auto's tail
-        self.optimizer = OPTIMIZERS[config.optimizer](list(params.values()), lr=config.lr)
+        self.optimizer = make_optimizer(
+            config.optimizer,
+            config.optim_args,
+            config.lr,
+            list(params.values()),
+            config.optim_factory,
+        )
+        self.scheduler = make_scheduler(
+            config.scheduler, config.scheduler_args, self.optimizer, config.scheduler_factory
+        )
         self.untrained = UntrainedCheck(params, self.model)
         own_grads = self.estimator.loss_and_grads  # an ELBO without a differentiable loss
         self.eager = EagerStep(
@@ -180,7 +192,11 @@ class Trainer:
         if config.batch_size is None and ddp is None:
             return
         if self.data_size is None:
-            raise UserError("this model has no data plate to split into minibatches")
+            raise UserError(
+                "this model has no data plate to split into minibatches: name it 'data', "
+                "with pyro.plate('data', N) as idx: ... obs=y[idx] (or "
+                "obs=pyro.subsample(y, event_dim=0)), or leave --batch-size out"
+            )
         batch_size = config.batch_size
         if ddp is not None:
             batch_size = ddp.global_batch(batch_size, self.data_size)
@@ -200,8 +216,9 @@ class Trainer:
         """One optimizer step at ``state.step`` (schedules, minibatch, data hook); returns the
         detached loss, which stays on the device."""
         config, step = self.config, state.step
-        for group in self.optimizer.param_groups:
-            group["lr"] = config.lr * self.plan.lr_factor(step)
+        if self.scheduler is None:  # ClippedAdam's lrd decays the rate per step on top
+            for group in self.optimizer.param_groups:
+                group["lr"] = config.lr * self.plan.lr_factor(step) * group.get("lrd", 1) ** step
         self.kl.beta = kl_weight(step, config.kl_warmup, config.kl_warmup_start)
         if self._set_step is not None:
             self._set_step(step, self.plan.total)
@@ -226,6 +243,8 @@ class Trainer:
             raise UserError(
                 f"the optimizer's step {step + 1} failed ({e}): lower --lr (now {config.lr:g})"
             ) from e.__cause__
+        if self.scheduler is not None:
+            self.scheduler.step()
         state.running += loss
         state.count += 1
         state.step += 1
@@ -343,10 +362,11 @@ class Trainer:
             "param_store": ckpt.param_store_state(),
             "modules": ckpt.module_states((self.model, self.guide)),
             "optimizer": self.current_step.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "batcher": self.batcher.state_dict() if self.batcher is not None else None,
             "rng": ckpt.rng_state(),
             "epoch_rng": state.epoch_rng,
-            "config": asdict(self.config),
+            "config": self.config.plain(),
             "history": state.history,
             "window": {"running": state.running.detach().cpu(), "count": state.count},
             "moments": {
@@ -362,6 +382,10 @@ class Trainer:
         ckpt.load_module_states((self.model, self.guide), saved.get("modules"))
         ckpt.load_param_store_state(saved["param_store"], self.device)
         self.current_step.load_state_dict(saved["optimizer"])
+        if self.scheduler is not None:
+            if saved.get("scheduler") is None:
+                raise UserError("the checkpoint holds no scheduler state to continue from")
+            self.scheduler.load_state_dict(saved["scheduler"])
         if self.batcher is not None and saved.get("batcher") is not None:
             self.batcher.load_state_dict(saved["batcher"])
         ckpt.set_rng_state(saved["rng"])

@@ -11,6 +11,7 @@ the models.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from importlib import import_module
@@ -91,6 +92,25 @@ def refuse_existing(planned: list[PlannedRun]) -> None:
             )
 
 
+#: the file a tour writes first into its --out: a folder holding it (a regular file with
+#: this text) is a tour's, which the same command replaces; any other folder is refused
+MARKER = ".bayesdl-tour"
+MARKER_TEXT = "written by `bayesdl tour`: running it again replaces this folder's tour\n"
+
+
+def _written_by_a_tour(out: Path) -> bool:
+    from bayesdl.inference import files
+
+    marker = out / MARKER
+    st = files.entry(marker, "--out")
+    if st is None or not os.path.isfile(marker) or os.path.islink(marker):
+        return False
+    try:
+        return files.read_text(marker, "tour marker") == MARKER_TEXT
+    except UserError:
+        return False
+
+
 def run(
     registry: dict[str, type],
     names: list[str],
@@ -112,6 +132,9 @@ def run(
     from bayesdl.reports.tour_jobs import Job, run_jobs
 
     index = out / "index.html"
+    if not overwrite and _written_by_a_tour(out):  # the README's command, run again
+        print(f"[tour] {out} holds an earlier tour: replacing it", file=sys.stderr)
+        overwrite = True
     outputs.check_file(index, overwrite, "--out")  # before anything is fitted
     outputs.check_no_links(out)
     planned = plan(registry, names, out)
@@ -126,6 +149,7 @@ def run(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot make {out}: {e.strerror or e}") from None
+    outputs.write(out / MARKER, MARKER_TEXT, overwrite=True, flag="--out")
     t0 = time.perf_counter()
     work = [Job(n, FITS, (("runs", tuple(r for r in planned if r.name == n)),)) for n in names]
     work += [Job(m.__name__, m.__name__) for m in extras]

@@ -61,6 +61,40 @@ def test_python_section_runs(tmp_path, monkeypatch):
     assert (tmp_path / "runs/line/summary.json").exists()
 
 
+def test_pyro_pieces_section_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = re.search(r"## Python\n.*?```python\n(.*?)```", README, re.S).group(1)
+    first = first.split("x = torch.linspace")[0] + "x = torch.linspace(-2, 2, 100)\n"
+    first += "y = 1.0 + 0.5 * x + 0.3 * torch.randn(100)\n"
+    code = re.search(r"### Pyro's own pieces\n.*?```python\n(.*?)```", README, re.S).group(1)
+    fit = 'bayesdl.fit(model, data={"x": x, "y": y}, '
+    code = code.replace("steps=2000, ", "").replace(fit, fit + "progress=False, steps=200, ")
+    namespace: dict = {}
+    exec(compile(first + code, "README", "exec"), namespace)
+    assert namespace["post"].fit_info.steps == 200
+    assert "log_likelihood" in namespace["idata"].groups()
+
+
+def test_predict_input_snippet_makes_standardized_held_out_rows(tmp_path, monkeypatch):
+    """The README's new.npz is the bundled split's first five test rows, standardized as
+    the fit's data; predict writes them to .npz and to JSON alike."""
+    from bayesdl.datasets.bundled import diabetes
+
+    monkeypatch.chdir(tmp_path)
+    code = re.search(r"<!-- predict-input -->\n```python\n(.*?)```", README, re.S).group(1)
+    exec(compile(code, "README", "exec"), {})
+    x = np.load(tmp_path / "new.npz")["x"]
+    assert x.shape == (5, 10)
+    assert np.allclose(x, diabetes().x_test[:5].numpy(), atol=1e-5)
+    run = ["fit", "linreg", "--steps", "200", "--quiet", "--out", "runs/linreg"]
+    assert cli.main(run) == 0
+    predict = ["predict", "runs/linreg", "--input", "new.npz", "--output"]
+    assert cli.main([*predict, "pred.npz"]) == 0 and cli.main([*predict, "pred.json"]) == 0
+    npz, js = np.load(tmp_path / "pred.npz"), json.loads((tmp_path / "pred.json").read_text())
+    assert set(npz.files) == set(js) >= {"mean", "std"}
+    assert np.allclose(npz["mean"], js["mean"]) and npz["mean"].shape == (5,)
+
+
 def test_any_network_section_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = re.search(r"## Any network, Bayesian\n.*?```python\n(.*?)```", README, re.S).group(1)

@@ -155,6 +155,10 @@ class Workflow:
             out["data_sha256"] = file_sha256(Path(path))
         return out
 
+    def nuts_init_strategy(self):
+        """NUTS's ``init_strategy`` (None: Pyro's default, ``init_to_uniform``)."""
+        return None
+
     def summarize(self, problem: Problem) -> dict[str, Any]:
         """Model-specific entries of ``summary.json`` (exact posterior, KL, predictives ...)."""
         return {}

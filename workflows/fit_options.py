@@ -25,6 +25,7 @@ import os
 from dataclasses import dataclass, field, fields, make_dataclass, replace
 from typing import Any
 
+from bayesdl.inference.config import internal
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.mcmc import MCMCConfig
 from bayesdl.inference.train import FitConfig
@@ -74,7 +75,9 @@ class FitOptions:
         (one flat table, the names of the flags; tuples as lists)."""
         out: dict[str, Any] = {}
         for name, part in self._parts().items():
-            out.update({f.name: getattr(part, f.name) for f in fields(part)})
+            out.update(
+                {f.name: getattr(part, f.name) for f in fields(part) if f not in internal(part)}
+            )
             if name == "model":
                 out["guide"] = self.guide
         out["plugin"] = self.plugin
@@ -134,6 +137,11 @@ def _build(workflow: type, values: dict[str, Any]) -> FitOptions:
     mine = {**workflow.option_defaults(), **values}
     model = own(**{f.name: _frozen(mine[f.name]) for f in fields(own) if f.name in mine})
     engine = {**engine_defaults(workflow), **values}
+    if (
+        engine.get("scheduler")
+        and engine["lr_schedule"] == engine_defaults(workflow)["lr_schedule"]
+    ):
+        engine["lr_schedule"] = "constant"  # a scheduler replaces the model's own schedule
     sampler = None
     if workflow.nuts:
         sampler = MCMCConfig(
@@ -141,11 +149,34 @@ def _build(workflow: type, values: dict[str, Any]) -> FitOptions:
         )
     return FitOptions(
         model=model,
-        guide=values.get("guide", workflow.default_guide),
-        engine=FitConfig(**{f.name: _frozen(engine[f.name]) for f in fields(FitConfig)}),
+        guide=canonical_guide(workflow, values.get("guide", workflow.default_guide)),
+        engine=FitConfig(
+            **{f.name: _frozen(engine[f.name]) for f in fields(FitConfig) if f.name in engine}
+        ),
         sampler=sampler,
         plugin=tuple(values.get("plugin") or ()),
     )
+
+
+def _spelling(name: str) -> str:
+    return name.lower().replace("-", "").replace("_", "")
+
+
+#: spellings of a guide that name another guide's too (one table for every model): a name is
+#: its model's guide whatever its case, hyphens and underscores, or one of these
+GUIDE_ALIASES: dict[str, str] = {"mf": "meanfield", "fullcov": "fullcovariance"}
+
+
+def canonical_guide(workflow: type, guide: Any) -> Any:
+    """The model's own name of guide ``guide`` (``mean-field``, ``meanfield``, ``Mean_Field``
+    are linreg's ``mean-field`` and bnn's ``meanfield``); any other value as given."""
+    if not isinstance(guide, str) or guide in workflow.guides:
+        return guide
+    key = GUIDE_ALIASES.get(_spelling(guide), _spelling(guide))
+    for name in workflow.guides:
+        if _spelling(name) == key:
+            return name
+    return guide
 
 
 def from_keywords(workflow: type, **keywords: Any) -> FitOptions:
@@ -153,6 +184,11 @@ def from_keywords(workflow: type, **keywords: Any) -> FitOptions:
     except those named, which are checked and converted as their command-line strings would
     be (``heads=6``, ``steps=2000``, ``lr=0.1``, ``batch_size=0`` for the full batch); a bad
     value or an unknown name is a :class:`UserError` naming the option and its flag."""
+    keywords, python_optim = _optimizer_keywords(keywords)
+    if "init" in keywords or "init_value" in keywords:
+        from bayesdl.workflows.init_options import python_init_keywords
+
+        keywords = python_init_keywords(keywords)
     specs = option_specs(workflow)
     legacy = set(workflow.option_defaults()) if workflow.options is None else set()
     known = set(specs) | legacy
@@ -170,7 +206,47 @@ def from_keywords(workflow: type, **keywords: Any) -> FitOptions:
             values[name] = _convert(specs[name], value, workflow.name)
         else:  # an argparse option of a plugin's own: as given
             values[name] = value
-    return _build(workflow, values)
+    if python_optim.get("lr") is not None and "lr" in values and values["lr"] != python_optim["lr"]:
+        raise UserError(
+            f"lr={values['lr']} and the optimizer's lr={python_optim['lr']} differ: give one"
+        )
+    return _build(workflow, {**values, **python_optim})
+
+
+_OPTIM_KEYWORDS = ("optim", "optimizer", "optim_args", "scheduler", "scheduler_args")
+
+
+def _optimizer_keywords(keywords: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Pyro's spelling from Python (``optim=pyro.optim.ClippedAdam({...})``, a torch
+    optimizer class, ``optim_args={...}``, ``scheduler=``...) split off the other keywords and
+    translated into the engine's options (:func:`~bayesdl.inference.optimizers.from_python`).
+    Names and tuples of ``"k=v"`` strings stay keywords, checked as the command line's."""
+    from bayesdl.inference.optimizers import from_python, parse_items
+
+    given = {k: keywords[k] for k in _OPTIM_KEYWORDS if k in keywords}
+    if "optim" in given and "optimizer" in given:
+        raise UserError("give one of optim= and optimizer= (the same option)")
+    optim = given.get("optim", given.get("optimizer"))
+    plain = all(
+        v is None or isinstance(v, str) or (isinstance(v, list | tuple) and not isinstance(v, dict))
+        for v in given.values()
+    )
+    rest = {k: v for k, v in keywords.items() if k not in given}
+    if not given or plain:
+        if "optim" in given:
+            rest["optimizer"] = given["optim"]
+        return {**rest, **{k: v for k, v in given.items() if k != "optim"}}, {}
+
+    def as_dict(v: Any, flag: str) -> dict[str, Any] | None:
+        return v if isinstance(v, dict) or v is None else parse_items(tuple(v), flag)
+
+    translated = from_python(
+        optim if optim is not None else "adam",
+        as_dict(given.get("optim_args"), "optim_args"),
+        given.get("scheduler"),
+        as_dict(given.get("scheduler_args"), "scheduler_args"),
+    )
+    return rest, translated
 
 
 def from_namespace(workflow: type, parsed: Any) -> FitOptions:

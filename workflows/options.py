@@ -163,6 +163,8 @@ def _specs(
         raise TypeError(f"{cls.__name__} has no options {', '.join(sorted(unknown))}")
     out = []
     for f in fields(cls):
+        if f.metadata.get("internal"):  # not an option (FitConfig's live optimizer class)
+            continue
         meta = {**f.metadata, **overrides.get(f.name, {})}
         kind, optional = _unwrap(hints[f.name], f"{cls.__name__}.{f.name}")
         default = values[f.name] if f.name in values else _default(f)
@@ -288,6 +290,23 @@ def fit_parser(workflow: type, prog: str) -> Parser:
     add_options(g, FitConfig, engine_defaults(workflow), _engine_overrides(), ["estimator"])
     if workflow.nuts:  # --inference nuts --samples --warmup --chains ...
         add_options(p.add_argument_group("sampling"), MCMCConfig)
+    add_options(p, _Plugin)
+    return p
+
+
+def common_fit_parser(prog: str, models: str) -> Parser:
+    """``bayesdl fit --help`` without a model: the options every model takes (the guide, the
+    engine's, the sampler's) at the engine's defaults; a model's own list its ``--help``."""
+    p = Parser(
+        prog=prog,
+        description=f"fit MODEL: a named model ({models}) or FILE.py:function. The options "
+        "below are every model's; `bayesdl fit MODEL --help` lists the model's own (its data, "
+        "priors, guides) and its defaults.",
+    )
+    g = p.add_argument_group("inference")
+    add_options(g, _Guide, None, {"guide": {"help": "variational family (see the model's help)"}})
+    add_options(g, FitConfig, None, _engine_overrides(), ["estimator"])
+    add_options(p.add_argument_group("sampling (models NUTS can sample)"), MCMCConfig)
     add_options(p, _Plugin)
     return p
 

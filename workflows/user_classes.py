@@ -40,12 +40,30 @@ def file_workflow(spec: str, path: str | None = None, function: str | None = Non
     )
 
 
+def _module_level(obj: Any) -> tuple[str, str] | None:
+    """``(file, name)`` of a module-level name bound to this very object (a ``PyroModule``
+    instance ``model = Net()`` in ``my_model.py``) in the module of its class; ``None`` if
+    there is none (an object made in ``__main__`` or inside a function)."""
+    import sys
+
+    module = sys.modules.get(type(obj).__module__)
+    if module is None or module.__name__ == "__main__":
+        return None
+    names = [k for k, v in vars(module).items() if v is obj and not k.startswith("_")]
+    try:
+        path = inspect.getsourcefile(module)
+    except TypeError:
+        return None
+    return (path, names[0]) if names and path else None
+
+
 def python_workflow(fn: Callable, data: dict[str, Any] | None) -> type:
     """A :class:`UserModel` class for a model function given from Python, with its data.
 
-    A function importable from a file (not ``__main__``) is recorded by path and name so that
-    its run can be reopened from the shell; one defined interactively is recorded by name only
-    (reopen it with ``bayesdl.load(dir, model=fn)``).
+    A function importable from a file (not ``__main__``), or a ``PyroModule`` instance bound
+    to a module-level name in the file of its class, is recorded by path and name so that its
+    run can be reopened (:func:`bayesdl.load`, the shell) without ``model=``; one defined
+    interactively is recorded by name only (reopen it with ``bayesdl.load(dir, model=fn)``).
     """
     if not callable(fn):
         raise UserError(
@@ -63,6 +81,8 @@ def python_workflow(fn: Callable, data: dict[str, Any] | None) -> type:
             path = inspect.getsourcefile(fn)
         except TypeError:
             path = None
+    elif not inspect.isfunction(fn):  # a PyroModule (or other object) kept in a file
+        path, name = _module_level(fn) or (None, name)
     if path is not None and not Path(path).is_file():
         path = None
     doc = (inspect.getdoc(fn) or "").strip().splitlines() if inspect.isfunction(fn) else []

@@ -147,14 +147,15 @@ def read_data(
     return out
 
 
-def parse_kv(items: Iterable[str] | None) -> dict[str, Any]:
-    """``--arg name=value`` pairs; values read as JSON (numbers, true/false, lists), else text."""
+def parse_kv(items: Iterable[str] | None, flag: str = "--arg") -> dict[str, Any]:
+    """``--arg name=value`` pairs; values read as JSON (numbers, true/false, lists), else text
+    (``flag``: the option named in the error)."""
     out: dict[str, Any] = {}
     for item in items or []:
         name, sep, value = item.partition("=")
         name = name.strip()
         if not sep or not name.isidentifier():
-            raise UserError(f"--arg takes name=value, got {item!r}")
+            raise UserError(f"{flag} takes name=value, got {item!r}")
         try:
             out[name] = json.loads(value)
         except ValueError:

@@ -32,13 +32,6 @@ from pyro.infer.autoguide import (
     AutoMultivariateNormal,
     AutoNormal,
 )
-from pyro.infer.autoguide.initialization import (
-    init_to_feasible,
-    init_to_mean,
-    init_to_median,
-    init_to_sample,
-    init_to_value,
-)
 
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.estimators import capabilities, make_estimator, marked_for_enumeration
@@ -52,6 +45,7 @@ from bayesdl.inference.predictive import (
 from bayesdl.inference.where import definition, warn_at
 from bayesdl.workflows.base import Problem, Workflow
 from bayesdl.workflows.default_guide import AUTO_GUIDE, AUTO_MVN_MAX_DIM, resolve_guide
+from bayesdl.workflows.init_options import INITS, autoguide_init, nuts_init  # noqa: F401
 from bayesdl.workflows.inputs import check_like_training
 from bayesdl.workflows.options import add_options
 from bayesdl.workflows.paths import absolute_path, absolute_spec  # noqa: F401  (re-exported)
@@ -82,13 +76,6 @@ AUTOGUIDES: dict[str, type] = {
     "auto-lowrank": AutoLowRankMultivariateNormal,
     "auto-delta": AutoDelta,
     "auto-laplace": AutoLaplaceApproximation,
-}
-#: ``--init`` names -> Pyro's initialisation strategies of the autoguides' locations
-INITS: dict[str, Callable] = {
-    "feasible": init_to_feasible,
-    "median": init_to_median,
-    "mean": init_to_mean,
-    "sample": init_to_sample,
 }
 PREDICT_SAMPLES = 1000
 
@@ -185,14 +172,15 @@ class UserModel(Workflow):
         init: str | None = field(
             default=None,
             metadata={
-                "help": "autoguide initialisation (default: Pyro's for that autoguide)",
+                "help": "where the autoguide (or NUTS) starts: Pyro's init_to_NAME (default: "
+                "Pyro's for that autoguide, uniform for NUTS)",
                 "choices": sorted(INITS),
             },
         )
         init_value: tuple[str, ...] = field(
             default=(),
             metadata={
-                "help": "start the autoguide at this value of a latent site, e.g. "
+                "help": "start the autoguide (or NUTS) at this value of a latent site, e.g. "
                 "'locs=[-1,1]' (repeatable; other sites as --init)",
                 "metavar": "SITE=VALUE",
             },
@@ -307,25 +295,11 @@ class UserModel(Workflow):
 
     def _init_kwargs(self, spec: str) -> dict[str, Any]:
         o = self.model_options
-        values = {}
-        for name, v in parse_kv(o.init_value).items():
-            try:
-                values[name] = torch.as_tensor(v, dtype=torch.get_default_dtype())
-            except (TypeError, ValueError):
-                raise UserError(f"--init-value {name}: {v!r} is not a number or list") from None
-        # --guide auto starts where auto-normal does (the unconstrained origin): a prior's
-        # median (Pyro's default for the others) lies far out under a wide prior
-        auto = self.settings.guide == AUTO_GUIDE
-        if o.init is None and not values and not auto:
-            return {}
-        fallback = (
-            INITS[o.init]
-            if o.init
-            else (init_to_feasible if spec == "auto-normal" or auto else init_to_median)
-        )  # Pyro's defaults
-        if not values:
-            return {"init_loc_fn": fallback}
-        return {"init_loc_fn": init_to_value(values=values, fallback=fallback)}
+        return autoguide_init(o.init, o.init_value, spec, self.settings.guide == AUTO_GUIDE)
+
+    def nuts_init_strategy(self):
+        """NUTS's ``init_strategy`` from ``--init`` / ``--init-value`` (None: Pyro's)."""
+        return nuts_init(self.model_options.init, self.model_options.init_value)
 
     # -- Workflow
 
