@@ -41,6 +41,7 @@ class FitInfo:
     converged: bool | None
     reliable: bool | None
     seed: int | None
+    threads: int | None = None  #: torch threads the steps ran on (VI; chosen by size by default)
 
     @classmethod
     def from_summary(cls, summary: dict[str, Any]) -> FitInfo:
@@ -62,4 +63,5 @@ class FitInfo:
             converged=_flag(summary.get("converged")),
             reliable=_flag(summary.get("reliable")),
             seed=_count(summary.get("seed")),
+            threads=_count(summary.get("threads")),
         )

@@ -28,9 +28,19 @@ def test_vi_fit_info_is_summary_json_and_survives_load(tmp_path):
     assert isinstance(info, bayesdl.FitInfo)
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert info.method == "vi" and info.steps == 120 == summary["steps"]
-    for name in ("wall_seconds", "steps_per_second", "compiled", "device", "converged", "seed"):
+    facts = (
+        "wall_seconds",
+        "steps_per_second",
+        "compiled",
+        "device",
+        "converged",
+        "seed",
+        "threads",
+    )
+    for name in facts:
         assert getattr(info, name) == summary[name], name
     assert info.compiled is False and info.device == "cpu" and info.steps_per_second > 0
+    assert info.threads == 1  # a step of 8 data and 2 guide numbers
     assert bayesdl.load(tmp_path / "r").fit_info == info
     assert set(f.name for f in dataclasses.fields(info)) >= {"wall_seconds", "converged"}
 
