@@ -65,6 +65,12 @@ class NetGuide(nn.Module):
         """Sample the site ``theta``."""
         raise NotImplementedError
 
+    @staticmethod
+    def site(q) -> torch.Tensor:
+        """The site ``theta ~ q``, its density masked in the distribution itself (so that
+        ``log q(theta)``, which the ELBO would zero, is never computed)."""
+        return pyro.sample("theta", q.mask(False))
+
     def mean(self) -> torch.Tensor:
         """``E_q[theta]``: the weights of the mean network."""
         raise NotImplementedError
@@ -99,7 +105,7 @@ class MeanField(NetGuide):
         return self.log_sigma.exp()
 
     def draw(self):
-        return pyro.sample("theta", dist.Normal(self.loc, self.sigma()).to_event(1))
+        return self.site(dist.Normal(self.loc, self.sigma()).to_event(1))
 
     def mean(self):
         return self.loc
@@ -150,7 +156,7 @@ class SparseVD(NetGuide):
         if not torch.is_grad_enabled():
             keep = self.keep
             loc, sd = loc * keep, torch.where(keep, sd, torch.full_like(sd, 1e-12))
-        return pyro.sample("theta", dist.Normal(loc, sd).to_event(1))
+        return self.site(dist.Normal(loc, sd).to_event(1))
 
     def mean(self):
         return self.loc if torch.is_grad_enabled() else self.loc * self.keep
@@ -170,7 +176,7 @@ class Point(NetGuide):
         self.loc = nn.Parameter(init.detach().clone())
 
     def draw(self):
-        return pyro.sample("theta", dist.Delta(self.loc, event_dim=1))
+        return self.site(dist.Delta(self.loc, event_dim=1))
 
     def mean(self):
         return self.loc
@@ -250,7 +256,7 @@ class Dropout(NetGuide):
                 parts.append((m.reshape(w.shape) * zi / keep[i]).reshape(*batch, -1))
             else:
                 parts.append(m.expand(*batch, w.numel))
-        return pyro.sample("theta", dist.Delta(torch.cat(parts, -1), event_dim=1))
+        return self.site(dist.Delta(torch.cat(parts, -1), event_dim=1))
 
     def mean(self):
         return self.loc

@@ -43,7 +43,6 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro import poutine
 from torch import nn
 from torch.func import functional_call
 
@@ -117,8 +116,10 @@ class BayesianNet(nn.Module):
     site ``theta``). Call it as ``bnet(x, y=None)``; fit it with ``bayesdl.fit(bnet, data=...)``.
 
     Sites: ``theta`` (the Bayesian parameters, flattened; its own density masked, see the
-    module docstring), ``f`` (the network's output, deterministic), ``y`` (observed) and
-    ``kl`` (``-KL(q || p)``, marked ``is_kl``).
+    module docstring), ``f`` (the network's output, deterministic; recorded with gradients
+    off, as every predictive runs -- Pyro's ``Predictive`` and bayesdl's -- and left out of a
+    training step's trace, where it cost half as much as the network's forward pass), ``y``
+    (observed) and ``kl`` (``-KL(q || p)``, marked ``is_kl``).
     """
 
     def __init__(
@@ -142,15 +143,15 @@ class BayesianNet(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         theta = None
-        if self.weights:
-            with poutine.mask(mask=False):  # KL(q || p) is the "kl" site below
-                theta = pyro.sample("theta", self.prior.dist())
+        if self.weights:  # masked: KL(q || p) is the "kl" site below (log p(theta) not computed)
+            theta = pyro.sample("theta", self.prior.dist().mask(False))
         data = pyro.plate("data", x.shape[0])
         idx = data.indices
         f = self.network(x[idx], theta)  # outside the plate: the weights are global
         batch_dims = 1 if theta is None else max(1, theta.dim() - 1)  # draws' dims, then data's
         with data:
-            pyro.deterministic("f", f, event_dim=f.dim() - batch_dims)
+            if not torch.is_grad_enabled():  # predictions (a training step need not pay for it)
+                pyro.deterministic("f", f, event_dim=f.dim() - batch_dims)
             self.likelihood(f, None if y is None else y[idx], batch_dims)
         if theta is not None:
             kl = self.guide.kl(self.prior, theta)
