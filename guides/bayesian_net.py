@@ -117,6 +117,31 @@ class MeanField(NetGuide):
         return prior.kl_normal(self.loc, self.sigma(), theta)
 
 
+class LogVarianceMeanField(MeanField):
+    """:class:`MeanField`'s ``q``, its sds learned as ``log sigma^2`` as the layers of
+    :mod:`bayesdl.models.bnn` learn theirs (an optimizer's step on ``log sigma`` is then half
+    :class:`MeanField`'s): the built-in ``bnn``'s meanfield on ``--stack net``."""
+
+    def __init__(
+        self,
+        weights: Sequence[Weight],
+        init: torch.Tensor,
+        init_scale: float = 1e-3,
+        local: str | None = "lrt",
+    ):
+        NetGuide.__init__(self, weights)
+        self.local = local
+        self.loc = nn.Parameter(init.detach().clone())
+        self.log_sigma2 = nn.Parameter(torch.full_like(self.loc, 2 * math.log(init_scale)))
+
+    def sigma(self) -> torch.Tensor:
+        """``sigma = exp(log sigma^2 / 2)``."""
+        return (0.5 * self.log_sigma2).exp()
+
+    def variance(self):
+        return self.log_sigma2.exp()
+
+
 class SparseVD(NetGuide):
     """Sparse variational dropout: ``q = N(theta, sigma^2)`` learned as ``theta`` and
     ``log sigma^2`` (the additive reparameterization), ``log alpha = log sigma^2 - log theta^2``;

@@ -19,6 +19,7 @@ from torch import nn
 
 import bayesdl.workflows.bayesian_net as anynet
 from bayesdl.datasets import bundled as datasets
+from bayesdl.guides.bayesian_net import LogVarianceMeanField
 from bayesdl.inference.errors import UserError
 from bayesdl.workflows.base import Problem, Workflow, image_data_source
 
@@ -109,6 +110,9 @@ def build(w: Workflow) -> Problem:
         )
     except (ValueError, TypeError) as e:
         raise UserError(f"bnn --net {o.net or o.arch}: {e}") from None
+    if built_in(w) and w.settings.guide == "meanfield":  # sds learned as the layers learn them
+        q = bnet.guide
+        bnet.guide = LogVarianceMeanField(bnet.weights, q.loc, settings["init_scale"], q.local)
     data = {"x": split.x_train, "y": split.y_train}
     problem = anynet.build_problem(bnet, None, data, f"bnn --net {o.net or o.arch}")
     problem.extra.update(split=split, net=True, built_in=built_in(w))
