@@ -29,10 +29,12 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from pyro import poutine
+from pyro.poutine.runtime import get_plates
 from torch import nn
 
-from bayesdl.models.bayesian_net import LogUniformPrior, Prior, Weight
+from bayesdl.models.bayesian_net import FlatPrior, LogUniformPrior, Prior, Weight
 from bayesdl.models.bnn import LOG_ALPHA_MAX, neg_kl_gaussian_dropout
+from bayesdl.models.net_plumbing import unit_shape
 
 TEMPERATURE = 0.1  # of the Concrete relaxation (Gal et al. 2017 use 0.1)
 
@@ -40,7 +42,14 @@ TEMPERATURE = 0.1  # of the Concrete relaxation (Gal et al. 2017 use 0.1)
 class NetGuide(nn.Module):
     """The common part: the site ``theta`` (its density masked out of the ELBO: the model adds
     ``KL(q || p)`` itself) and the last draw, so the model can tell its own draw from a
-    replayed or vectorized one."""
+    replayed or vectorized one.
+
+    A training step that reads no draw of ``theta`` has no site ``theta`` at all, in the guide
+    or the model (as :mod:`bayesdl.models.bnn`'s layers, which hold ``q`` themselves): one
+    draw (gradients on, no enclosing plate), a KL in closed form (``exact_kl``, set from the
+    prior by :func:`make_guide`), and a local estimator that computes every parameter of
+    ``theta`` from ``q``'s parameters (:meth:`draw_free`). The guide then leaves the step's
+    mark (:meth:`take_step`), and the model draws the noise per datum in the layers."""
 
     local: str | None = None
 
@@ -48,14 +57,41 @@ class NetGuide(nn.Module):
         super().__init__()
         self.weights = list(weights)
         self._drawn = None
+        self._marked = False
+        self.exact_kl = False
 
     def forward(self, *args, **kwargs) -> torch.Tensor | None:
+        self._marked = False
         if not self.weights:
+            return None
+        if self.exact_kl and torch.is_grad_enabled() and self.draw_free() and not get_plates():
+            self._marked = True
             return None
         with poutine.mask(mask=False):
             theta = self.draw()
         self._drawn = weakref.ref(theta)
         return theta
+
+    def draw_free(self) -> str | None:
+        """The local estimator that computes every parameter of ``theta`` from ``q``'s
+        parameters alone (``"lrt"``: its mean and variance; ``"dropout"``, ``"point"``: its
+        mean), or ``None``; resolved once."""
+        kind = self.__dict__.get("_draw_free", False)
+        if kind is False:
+            kind = self.__dict__["_draw_free"] = self._draw_free()
+        return kind
+
+    def _draw_free(self) -> str | None:
+        if self.local == "lrt":
+            if all(w.kind != "other" and w.attr in ("weight", "bias") for w in self.weights):
+                return "lrt"
+        return None
+
+    def take_step(self) -> str | None:
+        """The model's question after the guide ran: did it leave this step without ``theta``
+        (then the local estimator :meth:`draw_free` to use)? Asked once per guide call."""
+        marked, self._marked = self._marked, False
+        return self.draw_free() if marked and torch.is_grad_enabled() else None
 
     def drew(self, theta: torch.Tensor) -> bool:
         """Whether ``theta`` is this guide's latest draw (then the model may use ``local``)."""
@@ -200,6 +236,9 @@ class Point(NetGuide):
         super().__init__(weights)
         self.loc = nn.Parameter(init.detach().clone())
 
+    def _draw_free(self):
+        return "point"
+
     def draw(self):
         return self.site(dist.Delta(self.loc, event_dim=1))
 
@@ -230,7 +269,7 @@ class Dropout(NetGuide):
         super().__init__(weights)
         if not 0 < p < 1:
             raise ValueError(f"dropout rate must be in (0, 1), got {p}")
-        self.per, self.learn = per, learn
+        self.per, self.learn, self.rate = per, learn, p
         self.local = "dropout" if per == "unit" else None
         self.loc = nn.Parameter(init.detach().clone())
         self.masked = [w for w in self.weights if w.kind != "other" and w.attr == "weight"]
@@ -241,6 +280,23 @@ class Dropout(NetGuide):
             self.logit_p = nn.Parameter(rate)
         else:
             self.register_buffer("logit_p", rate)
+
+    def _draw_free(self):
+        """MC dropout (per unit) covers every masked weight unless a conv is grouped; the
+        other parameters are points."""
+        if self.local == "dropout" and all(w.groups == 1 for w in self.masked):
+            return "dropout"
+        return None
+
+    def drop(self, w: Weight, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The input ``x`` of the layer of ``w`` dropped: ``x * z / r``, ``z ~ Bern(r)`` per
+        datum and input unit (channel); a Concrete ``z`` while the rate is learned."""
+        if not self.learn and x.dim() == 2 and isinstance(module, nn.Linear):
+            return F.dropout(x, self.rate, training=True)
+        if not self.learn and isinstance(module, nn.Conv2d) and x.dim() == 4:
+            return F.dropout2d(x, self.rate, training=True)
+        keep = self.keep_prob(w)
+        return x * self.unit_mask(keep, unit_shape(module, x), x) / keep
 
     def mask_shape(self, w: Weight) -> tuple[int, ...]:
         """The shape of one draw's mask, broadcast against the weight."""
@@ -292,6 +348,8 @@ class Dropout(NetGuide):
         return {w.name: p[i] for i, w in enumerate(self.masked)}
 
     def kl(self, prior, theta):
+        if isinstance(prior, FlatPrior) and not self.learn:
+            return None  # no prior term and no entropy term: no KL site
         keep = torch.sigmoid(-self.logit_p)
         r = torch.ones_like(self.loc)
         pieces = []
@@ -300,14 +358,15 @@ class Dropout(NetGuide):
                 keep[self.index[w.name]].expand(w.numel) if w.name in self.index else r[w.slice]
             )
         r = torch.cat(pieces) if pieces else r
-        out = prior.expected_neg_log_prob(self.loc, r, theta)
+        out = prior.expected_neg_log_prob(self.loc, r, theta)  # None: a flat prior
         if self.learn:
             p = 1 - keep
             entropy = -(p * torch.log(p) + keep * torch.log(keep))
             k = torch.tensor(
                 [math.prod(self.mask_shape(w)) for w in self.masked], dtype=entropy.dtype
             )
-            out = out - (k.to(entropy.device) * entropy).sum()
+            neg_h = -(k.to(entropy.device) * entropy).sum()
+            out = neg_h if out is None else out + neg_h
         return out
 
 
@@ -416,6 +475,16 @@ def make_guide(
     alpha_per: str = "layer",
 ) -> NetGuide:
     """The guide ``name`` (one of :data:`GUIDES`) over ``weights``, started at ``init``."""
+    q = _family(
+        name, weights, init, prior, init_scale, dropout, prune_threshold, local_reparam, alpha_per
+    )
+    q.exact_kl = prior is not None and prior.exact_kl
+    return q
+
+
+def _family(
+    name, weights, init, prior, init_scale, dropout, prune_threshold, local_reparam, alpha_per
+) -> NetGuide:
     if name not in GUIDES:
         raise ValueError(f"unknown guide {name!r}: choose {', '.join(GUIDES)}")
     log_uniform = ("meanfield", "flipout", "sparse-vd", "gaussian-dropout")
@@ -423,6 +492,16 @@ def make_guide(
         raise ValueError(
             f"the log-uniform prior is improper: guide {name!r} needs a proper prior "
             "(use meanfield, flipout, sparse-vd or gaussian-dropout with it)"
+        )
+    if isinstance(prior, FlatPrior) and name not in (
+        "mc-dropout",
+        "dropconnect",
+        "concrete-dropout",
+        "map",
+    ):
+        raise ValueError(
+            f"the flat prior is improper: guide {name!r} needs a proper prior (the flat prior "
+            "goes with mc-dropout, dropconnect, concrete-dropout or map)"
         )
     if name == "gaussian-dropout":
         if prior is not None and not isinstance(prior, LogUniformPrior):

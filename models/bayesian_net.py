@@ -42,7 +42,6 @@ from typing import Any
 import pyro
 import pyro.distributions as dist
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
@@ -54,8 +53,11 @@ from bayesdl.models.net_likelihoods import (  # noqa: F401 - re-exported
     Likelihood,
     Poisson,
 )
+from bayesdl.models.net_plumbing import Plumbing
 from bayesdl.models.net_priors import (  # noqa: F401 - re-exported
     Concatenated,
+    Flat,
+    FlatPrior,
     LogUniform,
     LogUniformPrior,
     NormalPrior,
@@ -83,31 +85,6 @@ ROWS_PER_PASS = 1 << 15
 
 
 # ----------------------------------------------------------------------------- the model
-
-
-def _op(module: nn.Module, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """The module's linear map of ``x`` by the weight ``w`` (no bias)."""
-    if isinstance(module, nn.Linear):
-        return F.linear(x, w)
-    return module._conv_forward(x, w, None)
-
-
-def _per_channel(v: torch.Tensor, out: torch.Tensor, module: nn.Module) -> torch.Tensor:
-    """A bias-shaped ``[C]`` tensor broadcastable against the module's output."""
-    if isinstance(module, nn.Linear):
-        return v
-    return v.reshape(-1, *([1] * (out.dim() - 2)))
-
-
-def _signs(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-    return torch.randint(0, 2, shape, device=like.device).to(like.dtype) * 2 - 1
-
-
-def _unit_shape(module: nn.Module, x: torch.Tensor) -> tuple[int, ...]:
-    """One dropout mask entry per datum and input unit (channel, for convolutions)."""
-    if isinstance(module, nn.Linear):
-        return (x.shape[0], *([1] * (x.dim() - 2)), x.shape[-1])
-    return (x.shape[0], x.shape[1], *([1] * (x.dim() - 2)))
 
 
 class BayesianNet(nn.Module):
@@ -142,18 +119,21 @@ class BayesianNet(nn.Module):
         return self.spec.get("guide", type(self.guide).__name__)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        theta = None
-        if self.weights:  # masked: KL(q || p) is the "kl" site below (log p(theta) not computed)
+        theta, kind = None, self.guide.take_step() if self.weights else None
+        if self.weights and kind is None:  # masked: KL(q || p) is the "kl" site below
             theta = pyro.sample("theta", self.prior.dist().mask(False))
         data = pyro.plate("data", x.shape[0])
         idx = data.indices
-        f = self.network(x[idx], theta)  # outside the plate: the weights are global
+        if kind is not None:  # a training step without theta: q's parameters in the layers
+            f = self._network_local(x[idx], None, kind)
+        else:
+            f = self.network(x[idx], theta)  # outside the plate: the weights are global
         batch_dims = 1 if theta is None else max(1, theta.dim() - 1)  # draws' dims, then data's
         with data:
             if not torch.is_grad_enabled():  # predictions (a training step need not pay for it)
                 pyro.deterministic("f", f, event_dim=f.dim() - batch_dims)
             self.likelihood(f, None if y is None else y[idx], batch_dims)
-        if theta is not None:
+        if self.weights:
             kl = self.guide.kl(self.prior, theta)
             if kl is not None:
                 unit = dist.Unit(-kl)
@@ -171,7 +151,7 @@ class BayesianNet(nn.Module):
             return self._network_draws(x, theta)
         if torch.is_grad_enabled() and self.guide.local and self.guide.drew(theta):
             return self._network_local(x, theta)
-        return functional_call(self.net, unflatten(self.weights, theta), (x,))
+        return self.plumbing.call(x, self.plumbing.views(theta))
 
     def _network_draws(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         batch = theta.shape[:-1]
@@ -190,86 +170,27 @@ class BayesianNet(nn.Module):
         out = torch.cat([draw(flat[i : i + step]) for i in range(0, len(flat), step)])
         return out.reshape(*batch[:-1], *out.shape[1:])
 
-    def _network_local(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        """The forward pass with the guide's local estimator on dense and conv layers."""
-        guide, kind = self.guide, self.guide.local
+    @property
+    def plumbing(self) -> Plumbing:
+        """Where ``theta``'s parameters live in the network (resolved once per network)."""
+        p = self.__dict__.get("_plumbing")
+        if p is None or p.net is not self.net or p.weights != self.weights:
+            p = self.__dict__["_plumbing"] = Plumbing(self.net, self.weights)
+        return p
+
+    def _network_local(
+        self, x: torch.Tensor, theta: torch.Tensor | None, kind: str | None = None
+    ) -> torch.Tensor:
+        """The forward pass with the guide's local estimator ``kind`` (default ``guide.local``)
+        on dense and conv layers, the other parameters at ``theta`` (``None``: at ``E_q``)."""
+        guide, kind = self.guide, kind or self.guide.local
         mu = guide.mean()
-        params, mean = unflatten(self.weights, theta), unflatten(self.weights, mu)
+        if kind == "point":
+            return self.plumbing.call(x, self.plumbing.views(mu))
         if kind == "lrt":
-            spread = unflatten(self.weights, guide.variance())
+            spread = guide.variance()
         elif kind == "flipout":
-            spread = unflatten(self.weights, theta - mu)  # dW, one draw shared by the batch
-        groups: dict[str, dict[str, Weight]] = {}
-        for w in self.weights:
-            if w.kind != "other" and w.attr in ("weight", "bias"):
-                groups.setdefault(w.module, {})[w.attr] = w
-        handles = []
-        try:
-            for mname, ws in groups.items():
-                module = self.net.get_submodule(mname)
-                ww, wb = ws.get("weight"), ws.get("bias")
-                if kind == "dropout":
-                    if ww is not None and getattr(module, "groups", 1) == 1:
-                        params[ww.name] = mean[ww.name]
-                        handles.append(module.register_forward_pre_hook(self._dropout_hook(ww)))
-                    continue
-                for w in (ww, wb):
-                    if w is not None:
-                        params[w.name] = mean[w.name]
-                pick = (
-                    None if ww is None else spread[ww.name],
-                    None if wb is None else spread[wb.name],
-                )
-                hook = self._lrt_hook(*pick) if kind == "lrt" else self._flipout_hook(*pick)
-                handles.append(module.register_forward_hook(hook))
-            return functional_call(self.net, params, (x,))
-        finally:
-            for h in handles:
-                h.remove()
-
-    @staticmethod
-    def _lrt_hook(var_w: torch.Tensor | None, var_b: torch.Tensor | None):
-        """``b = x mu + sqrt(x^2 sigma_w^2 + sigma_b^2) eps``, ``eps ~ N(0, 1)`` per datum."""
-
-        def hook(module, args, out):
-            x = args[0]
-            v = 0.0
-            if var_w is not None:
-                v = _op(module, x * x, var_w)
-            if var_b is not None:
-                v = v + _per_channel(var_b, out, module)
-            return out + torch.sqrt(torch.as_tensor(v).clamp_min(1e-16)) * torch.randn_like(out)
-
-        return hook
-
-    @staticmethod
-    def _flipout_hook(dw: torch.Tensor | None, db: torch.Tensor | None):
-        """``b = x mu + ((x * s_in) dW) * s_out + db`` with random signs per datum (per datum
-        and channel for convolutions): pseudo-independent perturbations from one draw ``dW``."""
-
-        def hook(module, args, out):
-            x = args[0]
-            if dw is not None:
-                dense = isinstance(module, nn.Linear)
-                s_in = _signs(tuple(x.shape) if dense else _unit_shape(module, x), x)
-                pert = _op(module, x * s_in, dw)
-                s_out = _signs(tuple(pert.shape) if dense else _unit_shape(module, pert), x)
-                out = out + pert * s_out
-            if db is not None:
-                out = out + _per_channel(db, out, module)
-            return out
-
-        return hook
-
-    def _dropout_hook(self, w: Weight):
-        """``x * z / r`` with ``z ~ Bern(r)`` per datum and input unit (relaxed to a Concrete
-        for a learned rate): the dense/conv layer's weights ``M z / r`` per datum."""
-        guide = self.guide
-
-        def hook(module, args):
-            x = args[0]
-            keep = guide.keep_prob(w)
-            z = guide.unit_mask(keep, _unit_shape(module, x), x)
-            return (x * z / keep, *args[1:])
-
-        return hook
+            spread = theta - mu  # dW, one draw shared by the batch
+        else:
+            return self.plumbing.call_local(x, kind, theta, mu, dropout=guide.drop)
+        return self.plumbing.call_local(x, kind, theta, mu, spread)

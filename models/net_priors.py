@@ -39,6 +39,8 @@ class Prior(nn.Module):
     """
 
     family = "prior"
+    #: whether ``kl_normal`` and ``expected_neg_log_prob`` are closed forms (never read ``theta``)
+    exact_kl = False
 
     def dist(self) -> TorchDistribution:
         """``p(theta)``."""
@@ -70,6 +72,7 @@ class NormalPrior(Prior):
     for dense and conv weights, ``scale`` for the rest)."""
 
     family = "normal"
+    exact_kl = True
 
     def __init__(self, loc: torch.Tensor, scale: torch.Tensor, init: torch.Tensor | None = None):
         super().__init__()
@@ -178,6 +181,7 @@ class LogUniformPrior(Prior):
     (their eq. 14), with ``log alpha = log sigma^2 - log mu^2`` clipped to ``[-8, 8]``."""
 
     family = "log-uniform"
+    exact_kl = True  # kl_normal (the dropout family's expectation is refused with this prior)
 
     def __init__(self, stand_in: torch.Tensor):
         super().__init__()
@@ -191,6 +195,55 @@ class LogUniformPrior(Prior):
             -LOG_ALPHA_MAX, LOG_ALPHA_MAX
         )
         return -neg_kl_log_uniform(log_alpha).sum(-1)
+
+
+class Flat(TorchDistribution):
+    """The improper flat density ``p(w) = const`` (its ``log_prob`` is 0). It has no draws:
+    :meth:`sample` returns ``N(0, stand_in^2)`` draws so that a model run without a guide
+    works."""
+
+    arg_constraints: dict = {}
+    support = constraints.real
+    has_rsample = False
+
+    def __init__(self, stand_in: torch.Tensor, validate_args=None):
+        self.stand_in = stand_in
+        super().__init__(stand_in.shape, torch.Size(), validate_args=False)
+
+    def expand(self, batch_shape, _instance=None):
+        return Flat(self.stand_in.expand(torch.Size(batch_shape)))
+
+    def sample(self, sample_shape=()):
+        shape = self._extended_shape(sample_shape)
+        with torch.no_grad():
+            return self.stand_in.expand(shape) * torch.randn(shape, device=self.stand_in.device)
+
+    def log_prob(self, value):
+        return torch.zeros_like(value)
+
+
+class FlatPrior(Prior):
+    """The improper flat prior ``p(theta) = const``: no prior term at all. With the dropout
+    families (``W = M z / r``) the KL is then ``-H(z)``, 0 for a fixed rate: dropout trained
+    without weight decay; with a point (``map``) it is the MLE."""
+
+    family = "flat"
+    exact_kl = True
+
+    def __init__(self, stand_in: torch.Tensor):
+        super().__init__()
+        self.register_buffer("stand_in", stand_in.detach().clone())
+
+    def dist(self) -> TorchDistribution:
+        return Flat(self.stand_in).to_event(1)
+
+    def neg_log_prob(self, value):
+        """``-log p = 0`` (no term: ``None``)."""
+        return None
+
+    def expected_neg_log_prob(self, m, keep, theta):
+        """``E[-log p(W)] = 0`` (no term: ``None``)."""
+        return None
 
 
 class PerParameterPrior(Prior):

@@ -30,6 +30,7 @@ class Weight:
     offset: int
     kind: str  # "linear", "conv" or "other": which local estimators apply
     fan_in: int  # inputs per output unit of a dense/conv weight; 1 otherwise
+    groups: int = 1  # a conv's groups (dropout masks the input units of ungrouped layers)
 
     @property
     def numel(self) -> int:
@@ -92,7 +93,8 @@ def select(net: nn.Module, exclude: Spec = None, only: Spec = None) -> list[Weig
                 else "other"
             )
             fan_in = math.prod(p.shape[1:]) if kind != "other" and attr == "weight" else 1
-            w = Weight(pname, mname, attr, tuple(p.shape), offset, kind, fan_in)
+            groups = int(getattr(module, "groups", 1)) if kind == "conv" else 1
+            w = Weight(pname, mname, attr, tuple(p.shape), offset, kind, fan_in, groups)
             out.append(w)
             offset += w.numel
     return out

@@ -21,6 +21,7 @@ import bayesdl.workflows.bayesian_net as anynet
 from bayesdl.datasets import bundled as datasets
 from bayesdl.guides.bayesian_net import LogVarianceMeanField
 from bayesdl.inference.errors import UserError
+from bayesdl.models.bnn_nets import MLP, lenet5
 from bayesdl.workflows.base import Problem, Workflow, image_data_source
 
 #: the guides the layer stack has: on this stack they are set as the layers set them
@@ -92,13 +93,16 @@ def build(w: Workflow) -> Problem:
     except ValueError:
         raise UserError(f"--noise takes a number, learned or predicted, not {o.noise!r}") from None
     settings = {"exclude": names(o.exclude), "only": names(o.only)}
+    prior = o.prior
     if built_in(w):
         settings = layer_settings(w, net)
+        if prior is None and guide_name(w) == "mc-dropout":
+            prior = "flat"  # the layers' dropout: no prior term (no weight decay)
     try:
         bnet = bayesian(
             net,
             likelihood=o.likelihood,
-            prior=o.prior,
+            prior=prior,
             guide=guide_name(w),
             noise=noise,
             prior_scale=w.prior_scale,
@@ -113,6 +117,7 @@ def build(w: Workflow) -> Problem:
     if built_in(w) and w.settings.guide == "meanfield":  # sds learned as the layers learn them
         q = bnet.guide
         bnet.guide = LogVarianceMeanField(bnet.weights, q.loc, settings["init_scale"], q.local)
+        bnet.guide.exact_kl = q.exact_kl
     data = {"x": split.x_train, "y": split.y_train}
     problem = anynet.build_problem(bnet, None, data, f"bnn --net {o.net or o.arch}")
     problem.extra.update(split=split, net=True, built_in=built_in(w))
@@ -168,24 +173,8 @@ def plain_net(w: Workflow, split: datasets.Split) -> nn.Module:
     if w.model_options.arch == "lenet5":
         if split.x_train.shape[1] != 28 * 28:
             raise UserError("--arch lenet5 needs 28x28 images (--data mnist)")
-        return nn.Sequential(
-            nn.Unflatten(1, (1, 28, 28)),
-            nn.Conv2d(1, 20, 5),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(20, 50, 5),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Flatten(),
-            nn.Linear(800, 500),
-            nn.ReLU(),
-            nn.Linear(500, k),
-        )
-    sizes = (split.x_train.shape[1], *hidden_widths(w.hidden), k)
-    layers: list[nn.Module] = [nn.Flatten()]
-    for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layers += [nn.Linear(d_in, d_out)] + ([nn.ReLU()] if i < len(sizes) - 2 else [])
-    return nn.Sequential(*layers)
+        return lenet5(k)
+    return MLP((split.x_train.shape[1], *hidden_widths(w.hidden), k))
 
 
 def outputs(
