@@ -71,6 +71,11 @@ class Plumbing:
     def __init__(self, net: nn.Module, weights: Sequence[Weight]):
         self.net, self.weights = net, list(weights)
         self.slots = [(net.get_submodule(w.module), w.attr) for w in self.weights]
+        self.sizes = [w.numel for w in self.weights]  # theta's pieces, in order from 0
+        if [w.offset for w in self.weights] != [
+            sum(self.sizes[:i]) for i in range(len(self.sizes))
+        ]:
+            raise ValueError("theta's parameters must lie in order from offset 0")
         groups: dict[str, dict[str, int]] = {}
         for i, w in enumerate(self.weights):
             if w.kind != "other" and w.attr in ("weight", "bias"):
@@ -87,8 +92,10 @@ class Plumbing:
         ]
 
     def views(self, theta: torch.Tensor) -> list[torch.Tensor]:
-        """``theta [D]`` as the parameters' shapes, in ``weights``' order (views)."""
-        return [theta[w.slice].view(w.shape) for w in self.weights]
+        """``theta [D]`` as the parameters' shapes, in ``weights``' order (views; one split,
+        whose gradient is one concatenation)."""
+        parts = theta.split(self.sizes)
+        return [p.view(w.shape) for p, w in zip(parts, self.weights, strict=True)]
 
     def call(self, x: torch.Tensor, values: Sequence[torch.Tensor]) -> torch.Tensor:
         """``net(x)`` with its Bayesian parameters set to ``values`` (``weights``' order)."""
