@@ -218,7 +218,7 @@ def mean_net(post) -> nn.Module:
         with torch.no_grad():
             values = unflatten(bnet.weights, bnet.guide.mean().detach())
             for name, value in values.items():
-                net.get_parameter(name).copy_(value)
+                net.get_parameter(name).copy_(value).requires_grad_(True)
     return net.eval()
 
 

@@ -9,8 +9,9 @@ and the median (min-max) of the per-block ratio.
     OMP_NUM_THREADS=1 python benchmarks/bnn_step_speed.py [--guides mle,map,...]
         [--stacks layers,net] [--compile] [--repeats 15] [--block 100] [-- EXTRA FIT FLAGS]
 
-``--stacks`` names ``--stack`` values of this checkout (``layers`` or ``net``, when the
-option exists) or ``default``; ``--profile NAME`` prints a cProfile of one contender's steps.
+``--stacks`` names ``--stack`` values (``layers`` or ``net``: the layers could be fitted up to
+commit 3eea60a, where the comparison in docs/bnn.md ran) or ``default``; ``--profile NAME``
+prints a cProfile of one contender's steps.
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ def main() -> None:
                 sps[s].append(runs[s].run(a.block))
         ratios = [b / f for f, b in zip(sps[stacks[0]], sps[stacks[-1]], strict=True)]
         med = " | ".join(
-            f"{statistics.median(sps[s]):.0f}" + ("" if runs[s].compiled else " (eager)")
+            f"{statistics.median(sps[s]):.0f}"
+            + (" (eager)" if a.compile and not runs[s].compiled else "")
             for s in stacks
         )
         print(

@@ -33,8 +33,8 @@ from pyro.poutine.runtime import get_plates
 from torch import nn
 
 from bayesdl.models.bayesian_net import FlatPrior, LogUniformPrior, Prior, Weight
-from bayesdl.models.bnn import LOG_ALPHA_MAX, neg_kl_gaussian_dropout
 from bayesdl.models.net_plumbing import unit_shape
+from bayesdl.models.net_priors import LOG_ALPHA_MAX, neg_kl_gaussian_dropout
 
 TEMPERATURE = 0.1  # of the Concrete relaxation (Gal et al. 2017 use 0.1)
 
@@ -45,7 +45,7 @@ class NetGuide(nn.Module):
     replayed or vectorized one.
 
     A training step that reads no draw of ``theta`` has no site ``theta`` at all, in the guide
-    or the model (as :mod:`bayesdl.models.bnn`'s layers, which hold ``q`` themselves): one
+    or the model (as the built-in ``bnn``'s layer classes, which held ``q`` themselves): one
     draw (gradients on, no enclosing plate), a KL in closed form (``exact_kl``, set from the
     prior by :func:`make_guide`), and a local estimator that computes every parameter of
     ``theta`` from ``q``'s parameters (:meth:`draw_free`). The guide then leaves the step's
@@ -61,11 +61,12 @@ class NetGuide(nn.Module):
         self.exact_kl = False
 
     def forward(self, *args, **kwargs) -> torch.Tensor | None:
-        self._marked = False
+        state = self.__dict__  # plain attributes: no nn.Module.__setattr__ at every step
+        state["_marked"] = False
         if not self.weights:
             return None
         if self.exact_kl and torch.is_grad_enabled() and self.draw_free() and not get_plates():
-            self._marked = True
+            state["_marked"] = True
             return None
         with poutine.mask(mask=False):
             theta = self.draw()
@@ -90,7 +91,7 @@ class NetGuide(nn.Module):
     def take_step(self) -> str | None:
         """The model's question after the guide ran: did it leave this step without ``theta``
         (then the local estimator :meth:`draw_free` to use)? Asked once per guide call."""
-        marked, self._marked = self._marked, False
+        marked, self.__dict__["_marked"] = self._marked, False
         return self.draw_free() if marked and torch.is_grad_enabled() else None
 
     def drew(self, theta: torch.Tensor) -> bool:
@@ -154,9 +155,9 @@ class MeanField(NetGuide):
 
 
 class LogVarianceMeanField(MeanField):
-    """:class:`MeanField`'s ``q``, its sds learned as ``log sigma^2`` as the layers of
-    :mod:`bayesdl.models.bnn` learn theirs (an optimizer's step on ``log sigma`` is then half
-    :class:`MeanField`'s): the built-in ``bnn``'s meanfield on ``--stack net``."""
+    """:class:`MeanField`'s ``q``, its sds learned as ``log sigma^2`` as the built-in ``bnn``'s
+    layer classes learned theirs (an optimizer's step on ``log sigma`` is then half
+    :class:`MeanField`'s): the built-in ``bnn``'s meanfield."""
 
     def __init__(
         self,
@@ -376,7 +377,7 @@ class GaussianDropout(NetGuide):
     learned per layer (``per="layer"``) or per weight (``per="weight"``); other parameters are
     points. ``alpha = sigmoid(rho)`` stays in ``(0, 1)``, where the paper's KL fit holds (a
     smooth clip: no dead gradient at the bound). With the log-uniform prior the KL depends on
-    ``alpha`` only (:func:`~bayesdl.models.bnn.neg_kl_gaussian_dropout`). Trained by local
+    ``alpha`` only (:func:`~bayesdl.models.net_priors.neg_kl_gaussian_dropout`). Trained by local
     reparameterization; ``alpha`` is Bernoulli dropout's ``p / (1 - p)`` (same mean and variance
     of the noise), so ``p = alpha / (1 + alpha)`` is the equivalent rate."""
 

@@ -16,7 +16,7 @@ The pieces, each named from the math:
   learned or predicted noise, :class:`Poisson`), each inside ``pyro.plate("data", N)`` so a
   minibatch's log-likelihood is scaled by ``N / B``;
 * :class:`BayesianNet` -- the model. ``theta``'s own density terms are masked out of the ELBO
-  and ``KL(q || p)`` is added as one site marked ``is_kl`` (as :mod:`bayesdl.models.bnn` does),
+  and ``KL(q || p)`` is added as one site marked ``is_kl`` (as the built-in ``bnn``'s layers did),
   so every variational family, even those without a density (dropout), trains by the same
   estimator and ``--kl-warmup`` anneals it.
 
@@ -174,7 +174,7 @@ class BayesianNet(nn.Module):
     def plumbing(self) -> Plumbing:
         """Where ``theta``'s parameters live in the network (resolved once per network)."""
         p = self.__dict__.get("_plumbing")
-        if p is None or p.net is not self.net or p.weights != self.weights:
+        if p is None or p.net is not self.net or p.source is not self.weights:
             p = self.__dict__["_plumbing"] = Plumbing(self.net, self.weights)
         return p
 

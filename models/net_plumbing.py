@@ -69,7 +69,7 @@ class Plumbing:
     order), and the dense/conv :class:`Layer` s among them."""
 
     def __init__(self, net: nn.Module, weights: Sequence[Weight]):
-        self.net, self.weights = net, list(weights)
+        self.net, self.weights, self.source = net, list(weights), weights
         self.slots = [(net.get_submodule(w.module), w.attr) for w in self.weights]
         self.sizes = [w.numel for w in self.weights]  # theta's pieces, in order from 0
         if [w.offset for w in self.weights] != [

@@ -10,11 +10,33 @@ from collections.abc import Callable, Sequence
 
 import pyro.distributions as dist
 import torch
+import torch.nn.functional as F
 from pyro.distributions import TorchDistribution, constraints
 from torch import nn
 
-from bayesdl.models.bnn import LOG_ALPHA_MAX, neg_kl_log_uniform
 from bayesdl.models.net_weights import Weight, flat_size, flatten, unflatten
+
+K1, K2, K3 = 0.63576, 1.87320, 1.48695  # Molchanov et al. 2017, eq. 14
+LOG_ALPHA_MAX = 8.0
+C1, C2, C3 = 1.16145124, -1.50204118, 0.58629921  # Kingma et al. 2015, eq. 7 (alpha <= 1)
+#: ``0.5 log alpha - E log |xi|`` tends to ``(gamma + log 2) / 2`` as ``alpha -> infinity``: the
+#: log-uniform KL's additive constant that makes ``KL -> 0`` there (Molchanov's fit's ``k1``)
+KL_CONST = (0.5772156649015329 + math.log(2)) / 2
+
+
+def neg_kl_log_uniform(log_alpha: torch.Tensor) -> torch.Tensor:
+    """``-KL(N(theta, alpha theta^2) || log-uniform)`` per weight, Molchanov et al.'s fit:
+    ``k1 sigmoid(k2 + k3 log alpha) - 0.5 log(1 + 1/alpha) - k1``."""
+    return K1 * torch.sigmoid(K2 + K3 * log_alpha) - 0.5 * F.softplus(-log_alpha) - K1
+
+
+def neg_kl_gaussian_dropout(log_alpha: torch.Tensor) -> torch.Tensor:
+    """``-KL(N(theta, alpha theta^2) || log-uniform)`` per weight for ``alpha <= 1``, Kingma,
+    Salimans & Welling's (2015) fit of ``0.5 log alpha - E_{xi ~ N(1, alpha)} log |xi|``:
+    ``0.5 log alpha + c1 alpha + c2 alpha^2 + c3 alpha^3 - (gamma + log 2) / 2``."""
+    a = log_alpha.exp()
+    return 0.5 * log_alpha + C1 * a + C2 * a**2 + C3 * a**3 - KL_CONST
+
 
 # ----------------------------------------------------------------------------- priors
 
