@@ -8,6 +8,9 @@ loop's steps per second (eager, or ``--compile``) and the compile time.
         [--stacks layers,net] [--compile] [--data mnist --data-dir DIR] [-- EXTRA FIT FLAGS]
 
 The stacks alternate within each guide and seed, so the load of the moment slows both alike.
+Since issue 20 deleted the layer classes, ``--stack layers`` no longer fits: run the
+comparison in a checkout of commit 3eea60a (where docs/bnn.md's "One stack" table ran), or
+``--stacks net`` here.
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ and the median (min-max) of the per-block ratio.
         [--stacks layers,net] [--compile] [--repeats 15] [--block 100] [-- EXTRA FIT FLAGS]
 
 ``--stacks`` names ``--stack`` values (``layers`` or ``net``: the layers could be fitted up to
-commit 3eea60a, where the comparison in docs/bnn.md ran) or ``default``; ``--profile NAME``
-prints a cProfile of one contender's steps.
+commit 3eea60a; docs/bnn.md's "One stack" table ran the net of commit 4a5db98 beside the
+layer files of 3eea60a in one checkout) or ``default``; ``--profile NAME`` prints a cProfile of
+one contender's steps.
 """
 
 from __future__ import annotations

@@ -1,14 +1,12 @@
 """Bayesian neural network: ``y | x, theta ~ p(y | f_theta(x))``, ``theta ~ p(theta)``,
 predicted by ``p(y | x, D) ~= 1/M sum_m p(y | x, theta_m)``, ``theta_m ~ q(theta)``.
 
-Two stacks behind this one workflow (``--stack``, a hidden option that ``config.json``
-records): ``net``, the network made Bayesian by :func:`bayesdl.bnn.bayesian`
+Every run fits the network made Bayesian by :func:`bayesdl.bnn.bayesian`
 (:mod:`bayesdl.workflows.bnn_net`: the built-in MLP / LeNet-5 as plain ``torch.nn`` layers or
-the user's ``--net FILE.py:make_net``, every guide, any likelihood), and ``layers``, the layer
-classes of :mod:`bayesdl.models.bnn` (:mod:`bayesdl.workflows.bnn_layers`: the built-in
-architectures with mean field, dropout, sparse VD, MAP, MLE). Each built-in guide runs on the
-stack of :data:`DEFAULT_STACK` (the measurements that chose it: ``docs/bnn.md``); runs made
-before ``--stack`` existed were on ``layers`` and load there.
+the user's ``--net FILE.py:make_net``, every guide, any likelihood). Run folders made before
+(bayesdl up to commit af75b74, on the layer classes) load, evaluate and predict through
+:mod:`bayesdl.workflows.bnn_legacy`: their ``config.json`` has no ``stack`` entry, which
+:attr:`BNN.record_defaults` reads as ``layers``; a new run records ``net``.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ import numpy as np
 import torch
 
 import bayesdl.workflows.bayesian_net as anynet
-import bayesdl.workflows.bnn_layers as layers
+import bayesdl.workflows.bnn_legacy as legacy
 import bayesdl.workflows.bnn_net as net_stack
 import bayesdl.workflows.metrics as metrics
 from bayesdl.bnn import PRIORS
@@ -29,7 +27,7 @@ from bayesdl.datasets.io import load_arrays
 from bayesdl.inference.errors import UserError
 from bayesdl.models.bayesian_net import LIKELIHOODS
 from bayesdl.workflows.base import ImageDataOptions, Problem, Workflow, image_data_source
-from bayesdl.workflows.bnn_net import LAYER_GUIDES
+from bayesdl.workflows.bnn_net import BUILT_IN_GUIDES
 from bayesdl.workflows.figures import plt, save
 from bayesdl.workflows.registry import register
 
@@ -38,8 +36,6 @@ if TYPE_CHECKING:
 
 #: guides only the any-network path (:func:`bayesdl.bnn.bayesian`) has
 NEW_GUIDES = ("flipout", "mc-dropout", "dropconnect", "concrete-dropout", "gaussian-dropout")
-#: the stack each built-in guide runs on when ``--stack`` is not given
-DEFAULT_STACK = {g: "layers" for g in LAYER_GUIDES}
 OOD_MAX = 2000  # in- and out-of-domain inputs compared for the OOD check
 
 # Molchanov, Ashukha, Vetrov (ICML 2017), table 1: (test accuracy, compression)
@@ -74,7 +70,7 @@ class BNNOptions(ImageDataOptions):
     )
     local_reparam: bool = field(
         default=True,
-        metadata={"help": "meanfield: sample weights (Pyro latent sites, AutoNormal guide)"},
+        metadata={"help": "meanfield: sample the weights (one latent site theta per step)"},
     )
     dropout: float = field(
         default=0.05,
@@ -139,8 +135,8 @@ class BNNOptions(ImageDataOptions):
     stack: str | None = field(
         default=None,
         metadata={
-            "help": "meanfield, dropout, sparse-vd, map, mle: layers (models/bnn.py's layer "
-            "classes) or net (bayesdl.bnn.bayesian); default: the guide's (docs/bnn.md)",
+            "help": "recorded, not chosen: net (every run since issue 20), or layers (a run "
+            "made before, on the layer classes: it loads, evaluates and predicts)",
             "choices": ("layers", "net"),
             "hidden": True,
         },
@@ -161,7 +157,7 @@ class BNN(Workflow):
     guides = ("meanfield", "dropout", "sparse-vd", "map", "mle", *NEW_GUIDES)
     default_guide = "meanfield"
     options = BNNOptions
-    #: runs made before ``--stack`` existed were on the layer classes
+    #: runs made before ``stack`` was recorded were on the layer classes (bnn_legacy)
     record_defaults = {"stack": "layers"}
     fit_defaults = {
         "steps": 3000,
@@ -187,9 +183,9 @@ class BNN(Workflow):
         return scale
 
     def derive(self) -> FitOptions:
-        """The options with the prior scale and the stack resolved (``config.json`` records
-        the number and the stack)."""
-        stack = self.stack if self.settings.guide in LAYER_GUIDES else None
+        """The options with the prior scale resolved and ``stack="net"`` (``config.json``
+        records both; a folder without ``stack`` is one of the layer classes')."""
+        stack = self.stack if self.settings.guide in BUILT_IN_GUIDES else None
         return self.settings.replace(prior_scale=self.prior_scale, stack=stack)
 
     @property
@@ -201,13 +197,12 @@ class BNN(Workflow):
 
     @property
     def stack(self) -> str:
-        """``--stack``: ``net`` (:func:`bayesdl.bnn.bayesian`; every guide has it) or ``layers``
-        (:mod:`bayesdl.models.bnn`'s layer classes; the built-in guides only); unset: the
-        guide's default, :data:`DEFAULT_STACK`."""
+        """``net`` (:func:`bayesdl.bnn.bayesian`), or ``layers`` for a run folder made on the
+        layer classes before issue 20 (:mod:`bayesdl.workflows.bnn_legacy`; built-in guides
+        only)."""
         o = self.model_options
-        if o.net or self.settings.guide not in LAYER_GUIDES:
-            return "net"
-        return o.stack or DEFAULT_STACK[self.settings.guide]
+        legacy_run = o.stack == "layers" and self.settings.guide in BUILT_IN_GUIDES
+        return "layers" if legacy_run and not o.net else "net"
 
     def _net(self) -> bool:
         """Whether this run goes through :func:`bayesdl.bnn.bayesian`."""
@@ -221,11 +216,7 @@ class BNN(Workflow):
             raise UserError(f"--samples must be >= 1, got {o.samples}")
         if self._net():
             return net_stack.build(self)
-        if not self.prior_scale > 0:
-            raise UserError(f"--prior-scale must be positive, got {self.prior_scale}")
-        if not 0 <= o.dropout < 1:
-            raise UserError(f"--dropout must be in [0, 1), got {o.dropout}")
-        return layers.build(self)
+        return legacy.build(self)
 
     @staticmethod
     def _any_net(problem: Problem) -> bool:
@@ -248,7 +239,7 @@ class BNN(Workflow):
             return self._net_probs(problem, x, samples, mean_net)
         point = mean_net or self.settings.guide in ("map", "mle")
         m = 1 if point else (samples or self.model_options.samples)
-        return layers.probs(self, problem, x, m, mean_net)
+        return legacy.probs(problem, x, m, mean_net)
 
     def _net_outputs(
         self, problem: Problem, x: torch.Tensor, samples: int | None = None, mean_net: bool = False
@@ -264,7 +255,7 @@ class BNN(Workflow):
         the compression ratio."""
         if problem.extra.get("net"):
             return net_stack.sparsity(problem)
-        return layers.sparsity(problem)
+        return legacy.sparsity(problem)
 
     def _ood_inputs(self, problem: Problem) -> dict[str, torch.Tensor]:
         split = problem.extra["split"]
@@ -476,7 +467,7 @@ class BNN(Workflow):
 
     def _mask_figure(self, problem: Problem, out: Path, shape: tuple[int, ...]) -> str:
         """First layer's kept weights, one image per hidden unit (most kept first)."""
-        stack = net_stack if problem.extra.get("net") else layers
+        stack = net_stack if problem.extra.get("net") else legacy
         mask = stack.first_mask(problem).cpu()
         order = mask.sum(1).argsort(descending=True)[:64]
         cols = 8

@@ -2,11 +2,13 @@
 LeNet-5 as plain ``torch.nn`` layers) or the user's ``--net`` network, made Bayesian with the
 chosen guide, on the image data or on ``--data`` arrays.
 
-The built-in guides of the layer stack (:mod:`bayesdl.workflows.bnn_layers`) are the same
-variational families here, set as those layers set them (:func:`layer_settings`): only the
-weights of the dense and conv layers are Bayesian (biases are point estimates, started at 0),
-prior ``N(0, s^2 / fan_in)``, mean-field and sparse-VD sds started at ``exp(-5)``
-(``log sigma^2 = -10``), ``dropout`` is MC dropout on every layer's inputs.
+The built-in guides (meanfield, dropout, sparse VD, MAP, MLE) are set as the layer classes
+that ran them up to commit af75b74 set them (:func:`layer_settings`; their old run folders
+load through :mod:`bayesdl.workflows.bnn_legacy`): only the weights of the dense and conv
+layers are Bayesian (biases are point estimates, started at 0), prior ``N(0, s^2 / fan_in)``,
+mean-field and sparse-VD sds started at ``exp(-5)`` (``log sigma^2 = -10``) and mean field's
+learned as ``log sigma^2``, ``dropout`` is MC dropout on every layer's inputs with the flat
+prior (no weight decay).
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from bayesdl.inference.errors import UserError
 from bayesdl.models.bnn_nets import MLP, lenet5
 from bayesdl.workflows.base import Problem, Workflow, image_data_source
 
-#: the guides the layer stack has: on this stack they are set as the layers set them
-LAYER_GUIDES = ("meanfield", "dropout", "sparse-vd", "map", "mle")
+#: the guides the built-in network had on the layer classes: set here as those layers were
+BUILT_IN_GUIDES = ("meanfield", "dropout", "sparse-vd", "map", "mle")
 #: the layers' starting ``log sigma^2`` (meanfield, sparse VD): sd ``exp(-5)``
 LAYER_LOG_SIGMA2 = -10.0
 ROWS_PER_PASS = 1 << 16  # inputs x samples pushed through the network at once
@@ -55,7 +57,7 @@ def image_split(w: Workflow) -> datasets.Split:
 
 def built_in(w: Workflow) -> bool:
     """Whether the run is the built-in architecture with one of the layer stack's guides."""
-    return not w.model_options.net and w.settings.guide in LAYER_GUIDES
+    return not w.model_options.net and w.settings.guide in BUILT_IN_GUIDES
 
 
 def layer_settings(w: Workflow, net: nn.Module) -> dict[str, Any]:
