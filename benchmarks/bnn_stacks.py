@@ -1,8 +1,8 @@
 """The built-in ``bnn`` on its two stacks, side by side in one process: the layer classes of
-``models/bnn.py`` ("layers", the built-in path up to commit af75b74) against the network made
-Bayesian by ``bayesdl.bnn.bayesian`` ("net", issue 20 item 4), every built-in guide with the
-same options: test accuracy, NLL, ECE (15 bins), the compression of sparse VD, the training
-loop's steps per second (eager, or ``--compile``) and the compile time.
+``models/bnn.py`` ("layers", the built-in path up to commit af75b74, deleted at 76c52b6) against
+the network made Bayesian by ``bayesdl.bnn.bayesian`` ("net", issue 20 item 4), every built-in
+guide with the same options: test accuracy, NLL, ECE (15 bins), the compression of sparse VD,
+the training loop's steps per second (eager, or ``--compile``) and the compile time.
 
     OMP_NUM_THREADS=1 python benchmarks/bnn_stacks.py [--guides meanfield,...] [--seeds 0]
         [--stacks layers,net] [--compile] [--data mnist --data-dir DIR] [-- EXTRA FIT FLAGS]
