@@ -27,6 +27,7 @@ from bayesdl.guides.bayesian_net import GUIDES, MeanField, SparseVD, make_guide
 from bayesdl.models.bayesian_net import (
     LIKELIHOODS,
     BayesianNet,
+    FlatPrior,
     Gaussian,
     Likelihood,
     LogUniformPrior,
@@ -54,7 +55,7 @@ __all__ = [
     "uncertainty",
 ]
 
-PRIORS = ("normal", "scale-mixture", "log-uniform")
+PRIORS = ("normal", "scale-mixture", "log-uniform", "flat")
 
 
 def bayesian(
@@ -84,7 +85,9 @@ def bayesian(
     :param prior: ``"normal"`` (``N(0, prior_scale^2 / fan_in)`` for dense and conv weights,
         ``N(0, prior_scale^2)`` for the rest; the default), ``"scale-mixture"`` (Blundell et al.;
         ``mixture = (pi, sigma1, sigma2)``), ``"log-uniform"`` (sparse VD; the default with
-        ``guide="sparse-vd"``, the only choice with ``"gaussian-dropout"``), or a callable
+        ``guide="sparse-vd"``, the only choice with ``"gaussian-dropout"``), ``"flat"``
+        (improper ``p(theta) = const``, no prior term: the dropout guides and ``map``, which
+        it makes the MLE), or a callable
         ``(name, param) -> pyro distribution``, such as
         :func:`as_prior` of a fitted posterior.
     :param guide: one of :data:`GUIDES`: ``meanfield`` (local reparameterization for dense and
@@ -159,6 +162,8 @@ def _prior(spec, weights, params, scale: float, mixture) -> Prior:
         return ScaleMixturePrior(d, *mixture)
     if spec == "log-uniform":
         return LogUniformPrior(normal_scales(weights, 1.0))
+    if spec == "flat":
+        return FlatPrior(normal_scales(weights, 1.0))
     raise ValueError(f"unknown prior {spec!r}: choose {', '.join(PRIORS)} or a callable")
 
 
@@ -213,7 +218,7 @@ def mean_net(post) -> nn.Module:
         with torch.no_grad():
             values = unflatten(bnet.weights, bnet.guide.mean().detach())
             for name, value in values.items():
-                net.get_parameter(name).copy_(value)
+                net.get_parameter(name).copy_(value).requires_grad_(True)
     return net.eval()
 
 

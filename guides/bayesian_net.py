@@ -29,10 +29,12 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from pyro import poutine
+from pyro.poutine.runtime import get_plates
 from torch import nn
 
-from bayesdl.models.bayesian_net import LogUniformPrior, Prior, Weight
-from bayesdl.models.bnn import LOG_ALPHA_MAX, neg_kl_gaussian_dropout
+from bayesdl.models.bayesian_net import FlatPrior, LogUniformPrior, Prior, Weight
+from bayesdl.models.net_plumbing import unit_shape
+from bayesdl.models.net_priors import LOG_ALPHA_MAX, neg_kl_gaussian_dropout
 
 TEMPERATURE = 0.1  # of the Concrete relaxation (Gal et al. 2017 use 0.1)
 
@@ -40,7 +42,14 @@ TEMPERATURE = 0.1  # of the Concrete relaxation (Gal et al. 2017 use 0.1)
 class NetGuide(nn.Module):
     """The common part: the site ``theta`` (its density masked out of the ELBO: the model adds
     ``KL(q || p)`` itself) and the last draw, so the model can tell its own draw from a
-    replayed or vectorized one."""
+    replayed or vectorized one.
+
+    A training step that reads no draw of ``theta`` has no site ``theta`` at all, in the guide
+    or the model (as the built-in ``bnn``'s layer classes, which held ``q`` themselves): one
+    draw (gradients on, no enclosing plate), a KL in closed form (``exact_kl``, set from the
+    prior by :func:`make_guide`), and a local estimator that computes every parameter of
+    ``theta`` from ``q``'s parameters (:meth:`draw_free`). The guide then leaves the step's
+    mark (:meth:`take_step`), and the model draws the noise per datum in the layers."""
 
     local: str | None = None
 
@@ -48,14 +57,42 @@ class NetGuide(nn.Module):
         super().__init__()
         self.weights = list(weights)
         self._drawn = None
+        self._marked = False
+        self.exact_kl = False
 
     def forward(self, *args, **kwargs) -> torch.Tensor | None:
+        state = self.__dict__  # plain attributes: no nn.Module.__setattr__ at every step
+        state["_marked"] = False
         if not self.weights:
+            return None
+        if self.exact_kl and torch.is_grad_enabled() and self.draw_free() and not get_plates():
+            state["_marked"] = True
             return None
         with poutine.mask(mask=False):
             theta = self.draw()
         self._drawn = weakref.ref(theta)
         return theta
+
+    def draw_free(self) -> str | None:
+        """The local estimator that computes every parameter of ``theta`` from ``q``'s
+        parameters alone (``"lrt"``: its mean and variance; ``"dropout"``, ``"point"``: its
+        mean), or ``None``; resolved once."""
+        kind = self.__dict__.get("_draw_free", False)
+        if kind is False:
+            kind = self.__dict__["_draw_free"] = self._draw_free()
+        return kind
+
+    def _draw_free(self) -> str | None:
+        if self.local == "lrt":
+            if all(w.kind != "other" and w.attr in ("weight", "bias") for w in self.weights):
+                return "lrt"
+        return None
+
+    def take_step(self) -> str | None:
+        """The model's question after the guide ran: did it leave this step without ``theta``
+        (then the local estimator :meth:`draw_free` to use)? Asked once per guide call."""
+        marked, self.__dict__["_marked"] = self._marked, False
+        return self.draw_free() if marked and torch.is_grad_enabled() else None
 
     def drew(self, theta: torch.Tensor) -> bool:
         """Whether ``theta`` is this guide's latest draw (then the model may use ``local``)."""
@@ -64,6 +101,12 @@ class NetGuide(nn.Module):
     def draw(self) -> torch.Tensor:
         """Sample the site ``theta``."""
         raise NotImplementedError
+
+    @staticmethod
+    def site(q) -> torch.Tensor:
+        """The site ``theta ~ q``, its density masked in the distribution itself (so that
+        ``log q(theta)``, which the ELBO would zero, is never computed)."""
+        return pyro.sample("theta", q.mask(False))
 
     def mean(self) -> torch.Tensor:
         """``E_q[theta]``: the weights of the mean network."""
@@ -99,7 +142,7 @@ class MeanField(NetGuide):
         return self.log_sigma.exp()
 
     def draw(self):
-        return pyro.sample("theta", dist.Normal(self.loc, self.sigma()).to_event(1))
+        return self.site(dist.Normal(self.loc, self.sigma()).to_event(1))
 
     def mean(self):
         return self.loc
@@ -109,6 +152,31 @@ class MeanField(NetGuide):
 
     def kl(self, prior, theta):
         return prior.kl_normal(self.loc, self.sigma(), theta)
+
+
+class LogVarianceMeanField(MeanField):
+    """:class:`MeanField`'s ``q``, its sds learned as ``log sigma^2`` as the built-in ``bnn``'s
+    layer classes learned theirs (an optimizer's step on ``log sigma`` is then half
+    :class:`MeanField`'s): the built-in ``bnn``'s meanfield."""
+
+    def __init__(
+        self,
+        weights: Sequence[Weight],
+        init: torch.Tensor,
+        init_scale: float = 1e-3,
+        local: str | None = "lrt",
+    ):
+        NetGuide.__init__(self, weights)
+        self.local = local
+        self.loc = nn.Parameter(init.detach().clone())
+        self.log_sigma2 = nn.Parameter(torch.full_like(self.loc, 2 * math.log(init_scale)))
+
+    def sigma(self) -> torch.Tensor:
+        """``sigma = exp(log sigma^2 / 2)``."""
+        return (0.5 * self.log_sigma2).exp()
+
+    def variance(self):
+        return self.log_sigma2.exp()
 
 
 class SparseVD(NetGuide):
@@ -150,7 +218,7 @@ class SparseVD(NetGuide):
         if not torch.is_grad_enabled():
             keep = self.keep
             loc, sd = loc * keep, torch.where(keep, sd, torch.full_like(sd, 1e-12))
-        return pyro.sample("theta", dist.Normal(loc, sd).to_event(1))
+        return self.site(dist.Normal(loc, sd).to_event(1))
 
     def mean(self):
         return self.loc if torch.is_grad_enabled() else self.loc * self.keep
@@ -169,8 +237,11 @@ class Point(NetGuide):
         super().__init__(weights)
         self.loc = nn.Parameter(init.detach().clone())
 
+    def _draw_free(self):
+        return "point"
+
     def draw(self):
-        return pyro.sample("theta", dist.Delta(self.loc, event_dim=1))
+        return self.site(dist.Delta(self.loc, event_dim=1))
 
     def mean(self):
         return self.loc
@@ -199,7 +270,7 @@ class Dropout(NetGuide):
         super().__init__(weights)
         if not 0 < p < 1:
             raise ValueError(f"dropout rate must be in (0, 1), got {p}")
-        self.per, self.learn = per, learn
+        self.per, self.learn, self.rate = per, learn, p
         self.local = "dropout" if per == "unit" else None
         self.loc = nn.Parameter(init.detach().clone())
         self.masked = [w for w in self.weights if w.kind != "other" and w.attr == "weight"]
@@ -210,6 +281,23 @@ class Dropout(NetGuide):
             self.logit_p = nn.Parameter(rate)
         else:
             self.register_buffer("logit_p", rate)
+
+    def _draw_free(self):
+        """MC dropout (per unit) covers every masked weight unless a conv is grouped; the
+        other parameters are points."""
+        if self.local == "dropout" and all(w.groups == 1 for w in self.masked):
+            return "dropout"
+        return None
+
+    def drop(self, w: Weight, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The input ``x`` of the layer of ``w`` dropped: ``x * z / r``, ``z ~ Bern(r)`` per
+        datum and input unit (channel); a Concrete ``z`` while the rate is learned."""
+        if not self.learn and x.dim() == 2 and isinstance(module, nn.Linear):
+            return F.dropout(x, self.rate, training=True)
+        if not self.learn and isinstance(module, nn.Conv2d) and x.dim() == 4:
+            return F.dropout2d(x, self.rate, training=True)
+        keep = self.keep_prob(w)
+        return x * self.unit_mask(keep, unit_shape(module, x), x) / keep
 
     def mask_shape(self, w: Weight) -> tuple[int, ...]:
         """The shape of one draw's mask, broadcast against the weight."""
@@ -250,7 +338,7 @@ class Dropout(NetGuide):
                 parts.append((m.reshape(w.shape) * zi / keep[i]).reshape(*batch, -1))
             else:
                 parts.append(m.expand(*batch, w.numel))
-        return pyro.sample("theta", dist.Delta(torch.cat(parts, -1), event_dim=1))
+        return self.site(dist.Delta(torch.cat(parts, -1), event_dim=1))
 
     def mean(self):
         return self.loc
@@ -261,6 +349,8 @@ class Dropout(NetGuide):
         return {w.name: p[i] for i, w in enumerate(self.masked)}
 
     def kl(self, prior, theta):
+        if isinstance(prior, FlatPrior) and not self.learn:
+            return None  # no prior term and no entropy term: no KL site
         keep = torch.sigmoid(-self.logit_p)
         r = torch.ones_like(self.loc)
         pieces = []
@@ -269,14 +359,15 @@ class Dropout(NetGuide):
                 keep[self.index[w.name]].expand(w.numel) if w.name in self.index else r[w.slice]
             )
         r = torch.cat(pieces) if pieces else r
-        out = prior.expected_neg_log_prob(self.loc, r, theta)
+        out = prior.expected_neg_log_prob(self.loc, r, theta)  # None: a flat prior
         if self.learn:
             p = 1 - keep
             entropy = -(p * torch.log(p) + keep * torch.log(keep))
             k = torch.tensor(
                 [math.prod(self.mask_shape(w)) for w in self.masked], dtype=entropy.dtype
             )
-            out = out - (k.to(entropy.device) * entropy).sum()
+            neg_h = -(k.to(entropy.device) * entropy).sum()
+            out = neg_h if out is None else out + neg_h
         return out
 
 
@@ -286,7 +377,7 @@ class GaussianDropout(NetGuide):
     learned per layer (``per="layer"``) or per weight (``per="weight"``); other parameters are
     points. ``alpha = sigmoid(rho)`` stays in ``(0, 1)``, where the paper's KL fit holds (a
     smooth clip: no dead gradient at the bound). With the log-uniform prior the KL depends on
-    ``alpha`` only (:func:`~bayesdl.models.bnn.neg_kl_gaussian_dropout`). Trained by local
+    ``alpha`` only (:func:`~bayesdl.models.net_priors.neg_kl_gaussian_dropout`). Trained by local
     reparameterization; ``alpha`` is Bernoulli dropout's ``p / (1 - p)`` (same mean and variance
     of the noise), so ``p = alpha / (1 + alpha)`` is the equivalent rate."""
 
@@ -385,6 +476,16 @@ def make_guide(
     alpha_per: str = "layer",
 ) -> NetGuide:
     """The guide ``name`` (one of :data:`GUIDES`) over ``weights``, started at ``init``."""
+    q = _family(
+        name, weights, init, prior, init_scale, dropout, prune_threshold, local_reparam, alpha_per
+    )
+    q.exact_kl = prior is not None and prior.exact_kl
+    return q
+
+
+def _family(
+    name, weights, init, prior, init_scale, dropout, prune_threshold, local_reparam, alpha_per
+) -> NetGuide:
     if name not in GUIDES:
         raise ValueError(f"unknown guide {name!r}: choose {', '.join(GUIDES)}")
     log_uniform = ("meanfield", "flipout", "sparse-vd", "gaussian-dropout")
@@ -392,6 +493,16 @@ def make_guide(
         raise ValueError(
             f"the log-uniform prior is improper: guide {name!r} needs a proper prior "
             "(use meanfield, flipout, sparse-vd or gaussian-dropout with it)"
+        )
+    if isinstance(prior, FlatPrior) and name not in (
+        "mc-dropout",
+        "dropconnect",
+        "concrete-dropout",
+        "map",
+    ):
+        raise ValueError(
+            f"the flat prior is improper: guide {name!r} needs a proper prior (the flat prior "
+            "goes with mc-dropout, dropconnect, concrete-dropout or map)"
         )
     if name == "gaussian-dropout":
         if prior is not None and not isinstance(prior, LogUniformPrior):

@@ -84,6 +84,10 @@ class Workflow:
     #: ``bayesdl.reports.coin``), with ``figures(workflow, problem, out)`` and
     #: ``comparison(workflow, summary)``; ``None``: none (see :func:`report_module`)
     report: ClassVar[str | None] = None
+    #: the value an option takes in a ``config.json`` written before the option existed, where
+    #: that is not its default (option name -> value; :func:`~bayesdl.workflows.fit_options.
+    #: from_record`): an option that changes what new runs do keeps older runs as they were
+    record_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, options: FitOptions):
         self.settings = options

@@ -161,6 +161,8 @@ def build_problem(
             f"a network from bayesdl.bnn.bayesian comes with its guide; guide= may name another "
             f"of its families ({', '.join(GUIDES)}), not {guide!r}"
         )
+    for w in model.weights:  # placeholders: theta (or q's parameters) replaces them in every
+        model.net.get_parameter(w.name).requires_grad_(False)  # pass: not trained, no Adam state
     if "x" not in data:
         raise UserError(f"{where} needs data x (and y to fit)")
     check_arguments(model, data, where, "data=")

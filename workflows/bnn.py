@@ -1,10 +1,12 @@
 """Bayesian neural network: ``y | x, theta ~ p(y | f_theta(x))``, ``theta ~ p(theta)``,
 predicted by ``p(y | x, D) ~= 1/M sum_m p(y | x, theta_m)``, ``theta_m ~ q(theta)``.
 
-The built-in classifiers (MLP, LeNet-5) with mean field, dropout, sparse VD, MAP and MLE use
-the layer classes of :mod:`bayesdl.models.bnn`; ``--net FILE.py:make_net`` (the user's own
-``nn.Module``) and the guides ``flipout``, ``mc-dropout``, ``dropconnect``, ``concrete-dropout``
-and ``gaussian-dropout`` go through :func:`bayesdl.bnn.bayesian` (any network, any likelihood).
+Every run fits the network made Bayesian by :func:`bayesdl.bnn.bayesian`
+(:mod:`bayesdl.workflows.bnn_net`: the built-in MLP / LeNet-5 as plain ``torch.nn`` layers or
+the user's ``--net FILE.py:make_net``, every guide, any likelihood). Run folders made before
+(bayesdl up to commit af75b74, on the layer classes) load, evaluate and predict through
+:mod:`bayesdl.workflows.bnn_legacy`: their ``config.json`` has no ``stack`` entry, which
+:attr:`BNN.record_defaults` reads as ``layers``; a new run records ``net``.
 """
 
 from __future__ import annotations
@@ -15,19 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from pyro import poutine
-from pyro.infer.autoguide import AutoNormal
 
-import bayesdl.guides.bnn as bnn_guides
-import bayesdl.models.bnn as bnn
 import bayesdl.workflows.bayesian_net as anynet
+import bayesdl.workflows.bnn_legacy as legacy
+import bayesdl.workflows.bnn_net as net_stack
 import bayesdl.workflows.metrics as metrics
 from bayesdl.bnn import PRIORS
-from bayesdl.datasets import bundled as datasets
 from bayesdl.datasets.io import load_arrays
 from bayesdl.inference.errors import UserError
 from bayesdl.models.bayesian_net import LIKELIHOODS
 from bayesdl.workflows.base import ImageDataOptions, Problem, Workflow, image_data_source
+from bayesdl.workflows.bnn_net import BUILT_IN_GUIDES
 from bayesdl.workflows.figures import plt, save
 from bayesdl.workflows.registry import register
 
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 #: guides only the any-network path (:func:`bayesdl.bnn.bayesian`) has
 NEW_GUIDES = ("flipout", "mc-dropout", "dropconnect", "concrete-dropout", "gaussian-dropout")
-ROWS_PER_PASS = 1 << 16  # inputs x samples pushed through the network at once
 OOD_MAX = 2000  # in- and out-of-domain inputs compared for the OOD check
 
 # Molchanov, Ashukha, Vetrov (ICML 2017), table 1: (test accuracy, compression)
@@ -46,21 +45,6 @@ PAPER = {
     ("lenet5", "sparse-vd"): (0.9925, 280.0),
     ("lenet5", "mle"): (0.9920, 1.0),
 }
-
-
-def _names(s: str | None) -> list[str] | None:
-    """``--exclude a,b`` -> ``["a", "b"]``."""
-    return [v.strip() for v in s.split(",") if v.strip()] if s else None
-
-
-def _hidden(s: str) -> tuple[int, ...]:
-    try:
-        h = tuple(int(v) for v in s.split(",") if v.strip())
-    except ValueError:
-        raise UserError(f"--hidden takes comma-separated layer widths, got {s!r}") from None
-    if not h or min(h) < 1:
-        raise UserError(f"--hidden takes positive layer widths, got {s!r}")
-    return h
 
 
 @dataclass(frozen=True)
@@ -86,7 +70,7 @@ class BNNOptions(ImageDataOptions):
     )
     local_reparam: bool = field(
         default=True,
-        metadata={"help": "meanfield: sample weights (Pyro latent sites, AutoNormal guide)"},
+        metadata={"help": "meanfield: sample the weights (one latent site theta per step)"},
     )
     dropout: float = field(
         default=0.05,
@@ -148,6 +132,15 @@ class BNNOptions(ImageDataOptions):
     y_col: str | None = field(
         default=None, metadata={"help": "with --net and a .csv --data: column -> y"}
     )
+    stack: str | None = field(
+        default=None,
+        metadata={
+            "help": "recorded, not chosen: net (every run since issue 20), or layers (a run "
+            "made before, on the layer classes: it loads, evaluates and predicts)",
+            "choices": ("layers", "net"),
+            "hidden": True,
+        },
+    )
 
 
 @register
@@ -164,6 +157,8 @@ class BNN(Workflow):
     guides = ("meanfield", "dropout", "sparse-vd", "map", "mle", *NEW_GUIDES)
     default_guide = "meanfield"
     options = BNNOptions
+    #: runs made before ``stack`` was recorded were on the layer classes (bnn_legacy)
+    record_defaults = {"stack": "layers"}
     fit_defaults = {
         "steps": 3000,
         "lr": 1e-2,
@@ -188,8 +183,10 @@ class BNN(Workflow):
         return scale
 
     def derive(self) -> FitOptions:
-        """The options with the prior scale resolved (``config.json`` records the number)."""
-        return self.settings.replace(prior_scale=self.prior_scale)
+        """The options with the prior scale resolved and ``stack="net"`` (``config.json``
+        records both; a folder without ``stack`` is one of the layer classes')."""
+        stack = self.stack if self.settings.guide in BUILT_IN_GUIDES else None
+        return self.settings.replace(prior_scale=self.prior_scale, stack=stack)
 
     @property
     def hidden(self) -> str:
@@ -198,166 +195,34 @@ class BNN(Workflow):
             return self.model_options.hidden
         return "300,100" if image_data_source(self.model_options) == "mnist" else "100"
 
-    def _split(self) -> datasets.Split:
+    @property
+    def stack(self) -> str:
+        """``net`` (:func:`bayesdl.bnn.bayesian`), or ``layers`` for a run folder made on the
+        layer classes before issue 20 (:mod:`bayesdl.workflows.bnn_legacy`; built-in guides
+        only)."""
         o = self.model_options
-        return datasets.image_classification(image_data_source(o), o.data_dir, o.split_seed)
-
-    def _layer(self):
-        o = self.model_options
-        if self.settings.guide == "meanfield" and o.local_reparam:
-            return lambda shape: bnn.MeanField(shape, bnn.prior_std(shape, self.prior_scale))
-        if self.settings.guide == "dropout":
-            return lambda shape: bnn.Dropout(shape, o.dropout)
-        if self.settings.guide == "sparse-vd":
-            return lambda shape: bnn.SparseVD(shape, o.prune_threshold)
-        if self.settings.guide == "map":
-            return lambda shape: bnn.Deterministic(shape, bnn.prior_std(shape, self.prior_scale))
-        return lambda shape: bnn.Deterministic(shape)  # mle; meanfield without local reparam
+        legacy_run = o.stack == "layers" and self.settings.guide in BUILT_IN_GUIDES
+        return "layers" if legacy_run and not o.net else "net"
 
     def _net(self) -> bool:
         """Whether this run goes through :func:`bayesdl.bnn.bayesian`."""
-        return bool(self.model_options.net) or self.settings.guide in NEW_GUIDES
+        return self.stack == "net"
 
     def build(self) -> Problem:
         o = self.model_options
         if self.settings.guide not in self.guides:
             raise UserError(f"bnn has guides {', '.join(self.guides)}, not {self.settings.guide!r}")
+        if o.samples < 1:
+            raise UserError(f"--samples must be >= 1, got {o.samples}")
         if self._net():
-            return self._build_net()
-        if not self.prior_scale > 0:
-            raise UserError(f"--prior-scale must be positive, got {self.prior_scale}")
-        if not 0 <= o.dropout < 1:
-            raise UserError(f"--dropout must be in [0, 1), got {o.dropout}")
-        if o.samples < 1:
-            raise UserError(f"--samples must be >= 1, got {o.samples}")
-        split = self._split()
-        k = split.num_classes or int(split.y_train.max()) + 1
-        with torch.random.fork_rng():  # the initial weights depend on --seed only
-            torch.manual_seed(self.engine.seed)
-            if o.arch == "lenet5":
-                if split.x_train.shape[1] != 28 * 28:
-                    raise UserError("--arch lenet5 needs 28x28 images (--data mnist)")
-                net = bnn.LeNet5(k, self._layer())
-            else:
-                net = bnn.MLP(split.x_train.shape[1], _hidden(self.hidden), k, self._layer())
-        sampled = self.settings.guide == "meanfield" and not o.local_reparam
-        if sampled:
-            init = {
-                f"layers.{i}.theta": lay.theta.detach().clone() for i, lay in enumerate(net.layers)
-            }
-            model = bnn.BNN(bnn.bayesian_(net, self.prior_scale))
-            guide = bnn_guides.mean_field(model, init)
-        else:
-            model, guide = bnn.BNN(net), bnn_guides.in_layers
-        data = {"x": split.x_train, "y": split.y_train}
-        return Problem(model, guide, data, data_size=len(split.y_train), extra={"split": split})
+            return net_stack.build(self)
+        return legacy.build(self)
 
-    def _build_net(self) -> Problem:
-        """The user's network (or the built-in architecture as a plain ``nn.Sequential``) made
-        Bayesian by :func:`bayesdl.bnn.bayesian`, on the image data or on ``--data`` arrays."""
-        from bayesdl.bnn import bayesian
-
-        o = self.model_options
-        if o.samples < 1:
-            raise UserError(f"--samples must be >= 1, got {o.samples}")
-        split = self._net_split()
-        with torch.random.fork_rng():  # the initial weights depend on --seed only
-            torch.manual_seed(self.engine.seed)
-            net = self._user_net() if o.net else self._plain_net(split)
-        try:
-            noise: float | str = o.noise if o.noise in ("learned", "predicted") else float(o.noise)
-        except ValueError:
-            raise UserError(
-                f"--noise takes a number, learned or predicted, not {o.noise!r}"
-            ) from None
-        try:
-            bnet = bayesian(
-                net,
-                likelihood=o.likelihood,
-                prior=o.prior,
-                guide="mc-dropout" if self.settings.guide == "dropout" else self.settings.guide,
-                exclude=_names(o.exclude),
-                only=_names(o.only),
-                noise=noise,
-                prior_scale=self.prior_scale,
-                dropout=o.dropout,
-                prune_threshold=o.prune_threshold,
-                local_reparam=o.local_reparam,
-                alpha_per=o.alpha_per,
-            )
-        except (ValueError, TypeError) as e:
-            raise UserError(f"bnn --net {o.net or o.arch}: {e}") from None
-        data = {"x": split.x_train, "y": split.y_train}
-        problem = anynet.build_problem(bnet, None, data, f"bnn --net {o.net or o.arch}")
-        problem.extra.update(split=split, net=True)
-        return problem
-
-    def _net_split(self) -> datasets.Split:
-        o = self.model_options
-        source = image_data_source(o)
-        if source in ("digits", "mnist") or not o.net:
-            if o.x_cols or o.y_col:
-                raise UserError("--x-cols/--y-col pick columns of a .csv --data")
-            return self._split()
-        from bayesdl.workflows.user_data import read_data
-
-        arrays = read_data(source, o.x_cols, o.y_col)
-        if "x" not in arrays or "y" not in arrays:
-            raise UserError(
-                f"--data {source}: needs arrays x and y (an .npz) or --x-cols/--y-col (a .csv)"
-            )
-        x, y = arrays["x"], arrays["y"]
-        if o.likelihood == "categorical":
-            y = y.long()
-        xt, yt = arrays.get("x_test"), arrays.get("y_test")
-        if xt is None or yt is None:  # no test split given: reports are on the training data
-            xt, yt = x, y
-        elif o.likelihood == "categorical":
-            yt = yt.long()
-        k = int(max(y.max(), yt.max())) + 1 if o.likelihood == "categorical" else None
-        return datasets.Split(x, y, xt, yt, None, k)
-
-    def _user_net(self) -> torch.nn.Module:
-        from bayesdl.workflows.user_code import load_function, split_spec
-
-        path, fn = split_spec(self.model_options.net, "function")
-        make = load_function(path, fn)
-        try:
-            net = make()
-        except Exception as e:  # noqa: BLE001 - the user's code
-            raise UserError(f"--net {self.model_options.net}: {type(e).__name__}: {e}") from None
-        if not isinstance(net, torch.nn.Module):
-            raise UserError(
-                f"--net {self.model_options.net} returned {type(net).__name__}, not an nn.Module"
-            )
-        return net
-
-    def _plain_net(self, split: datasets.Split) -> torch.nn.Module:
-        """The built-in architecture as plain ``torch.nn`` layers."""
-        from torch import nn
-
-        k = split.num_classes or int(split.y_train.max()) + 1
-        if self.model_options.arch == "lenet5":
-            if split.x_train.shape[1] != 28 * 28:
-                raise UserError("--arch lenet5 needs 28x28 images (--data mnist)")
-            return nn.Sequential(
-                nn.Unflatten(1, (1, 28, 28)),
-                nn.Conv2d(1, 20, 5),
-                nn.ReLU(),
-                nn.MaxPool2d(2),
-                nn.Conv2d(20, 50, 5),
-                nn.ReLU(),
-                nn.MaxPool2d(2),
-                nn.Flatten(),
-                nn.Linear(800, 500),
-                nn.ReLU(),
-                nn.Linear(500, k),
-            )
-        sizes = (split.x_train.shape[1], *_hidden(self.hidden), k)
-        layers: list[nn.Module] = [nn.Flatten()]
-        for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-            layers += [nn.Linear(d_in, d_out)] + ([nn.ReLU()] if i < len(sizes) - 2 else [])
-        return nn.Sequential(*layers)
+    @staticmethod
+    def _any_net(problem: Problem) -> bool:
+        """Whether the summary is the any-network one (``--net``, or a guide only
+        :func:`bayesdl.bnn.bayesian` has); the built-in guides report as the layers do."""
+        return bool(problem.extra.get("net")) and not problem.extra.get("built_in")
 
     def _classifies(self, problem: Problem) -> bool:
         return not problem.extra.get("net") or problem.model.likelihood.classification
@@ -372,74 +237,25 @@ class BNN(Workflow):
         network at the mean of ``q`` (pruned for sparse VD), ``M = 1``."""
         if problem.extra.get("net"):
             return self._net_probs(problem, x, samples, mean_net)
-        net, guide = problem.model.net, problem.guide
-        dev = next(iter(problem.model.parameters()), torch.empty(0)).device
-        x = x.to(dev)
-        m = (
-            1
-            if mean_net or self.settings.guide in ("map", "mle")
-            else (samples or self.model_options.samples)
-        )
-        net.eval()
-        for lay in net.layers:
-            lay.sample = not mean_net
-        try:
-            if isinstance(guide, AutoNormal):  # weights are latent sites: one draw per pass
-                out = []
-                for _ in range(m):
-                    if mean_net:
-                        tr = poutine.trace(guide.median).get_trace(**problem.data)
-                    else:
-                        tr = poutine.trace(guide).get_trace(**problem.data)
-                    with poutine.replay(trace=tr):
-                        out.append(torch.cat([net(c) for c in x.split(ROWS_PER_PASS)]).softmax(-1))
-                return torch.stack(out)
-            # the layers sample per row: M copies of each input are M posterior draws
-            out = []
-            for c in x.split(max(1, ROWS_PER_PASS // m)):
-                rep = c.repeat(m, *([1] * (c.dim() - 1)))
-                out.append(net(rep).softmax(-1).reshape(m, len(c), -1))
-            return torch.cat(out, 1)
-        finally:
-            net.train()
-            for lay in net.layers:
-                lay.sample = True
+        point = mean_net or self.settings.guide in ("map", "mle")
+        m = 1 if point else (samples or self.model_options.samples)
+        return legacy.probs(problem, x, m, mean_net)
 
     def _net_outputs(
         self, problem: Problem, x: torch.Tensor, samples: int | None = None, mean_net: bool = False
     ) -> torch.Tensor:
         """Network outputs ``[M, N, *out]`` of the any-network path."""
-        from bayesdl.bnn import mean_net as mean_network
-
-        if mean_net or self.settings.guide in ("map", "mle"):
-            net = mean_network(problem.model)
-            dev = anynet._device(problem)
-            with torch.no_grad():
-                return torch.cat([net(c.to(dev)) for c in x.split(ROWS_PER_PASS)])[None]
-        return anynet.network_draws(problem, x, samples or self.model_options.samples)
+        return net_stack.outputs(self, problem, x, samples, mean_net)
 
     def _net_probs(self, problem, x, samples=None, mean_net=False) -> torch.Tensor:
         return problem.model.likelihood.probs(self._net_outputs(problem, x, samples, mean_net))
 
     def sparsity(self, problem: Problem) -> dict[str, Any] | None:
-        """Per-layer and total fraction of pruned weights and the compression ratio."""
+        """Per-layer (per parameter with ``--net``) and total fraction of pruned weights and
+        the compression ratio."""
         if problem.extra.get("net"):
-            from bayesdl.bnn import sparsity
-
-            return sparsity(problem.model)
-        layers = problem.model.net.layers
-        if not all(isinstance(lay, bnn.SparseVD) for lay in layers):
-            return None
-        n = [lay.theta.numel() for lay in layers]
-        kept = [int(lay.mask.sum()) for lay in layers]
-        return {
-            "per_layer": [
-                {"weights": w, "kept": k, "sparsity": 1 - k / w}
-                for w, k in zip(n, kept, strict=True)
-            ],
-            "sparsity": 1 - sum(kept) / sum(n),
-            "compression": sum(n) / max(1, sum(kept)),
-        }
+            return net_stack.sparsity(problem)
+        return legacy.sparsity(problem)
 
     def _ood_inputs(self, problem: Problem) -> dict[str, torch.Tensor]:
         split = problem.extra["split"]
@@ -490,7 +306,7 @@ class BNN(Workflow):
             report["test"]["accuracy_pruned_mean_network"] = metrics.accuracy(
                 self.probs(problem, split.x_test, mean_net=True).cpu(), yte
             )
-        if problem.extra.get("net"):
+        if self._any_net(problem):
             test["expected_entropy"] = test["entropy"] - test["mutual_information"]
             report["bayesian_net"] = anynet.net_summary(problem)
         problem.extra["report"] = report
@@ -517,7 +333,7 @@ class BNN(Workflow):
     def summarize(self, problem: Problem) -> dict[str, Any]:
         o = self.model_options
         split = problem.extra["split"]
-        if problem.extra.get("net"):
+        if self._any_net(problem):
             return {
                 "data": {
                     "name": image_data_source(o),
@@ -591,7 +407,7 @@ class BNN(Workflow):
             self.settings.guide == "sparse-vd"
             and self.model_options.arch == "mlp"
             and split.image_shape
-            and not problem.extra.get("net")
+            and not self.model_options.net
         ):
             names.append(self._mask_figure(problem, out, split.image_shape))
         return names
@@ -651,7 +467,8 @@ class BNN(Workflow):
 
     def _mask_figure(self, problem: Problem, out: Path, shape: tuple[int, ...]) -> str:
         """First layer's kept weights, one image per hidden unit (most kept first)."""
-        mask = problem.model.net.layers[0].mask.detach().cpu()
+        stack = net_stack if problem.extra.get("net") else legacy
+        mask = stack.first_mask(problem).cpu()
         order = mask.sum(1).argsort(descending=True)[:64]
         cols = 8
         rows = max(1, (len(order) + cols - 1) // cols)

@@ -259,10 +259,11 @@ def from_namespace(workflow: type, parsed: Any) -> FitOptions:
 def from_record(workflow: type, args: dict[str, Any]) -> FitOptions:
     """The options a run was made with, from its ``config.json``'s ``"args"`` (checked by
     :func:`~bayesdl.fits.records.check_args`): infinities saved as strings come back as
-    floats; options added since the run was made take their defaults; entries no option
-    declares (``model_file``, options since removed) are left out."""
+    floats; options added since the run was made take their defaults (or the workflow's
+    ``record_defaults``); entries no option declares (``model_file``, options since removed)
+    are left out."""
     saved = {k: float(v) if v in ("inf", "-inf") else v for k, v in args.items()}
-    return _build(workflow, saved)
+    return _build(workflow, {**getattr(workflow, "record_defaults", {}), **saved})
 
 
 def from_argv(workflow: type, argv: list[str], prog: str | None = None) -> FitOptions:

@@ -448,7 +448,7 @@ def exact_neg_kl(alpha: float) -> float:
 
 
 def test_gaussian_dropout_kl_is_kingmas_fit_of_the_exact_kl():
-    from bayesdl.models.bnn import neg_kl_gaussian_dropout, neg_kl_log_uniform
+    from bayesdl.models.net_priors import neg_kl_gaussian_dropout, neg_kl_log_uniform
 
     alphas = [1e-4, 1e-3, 0.01, 0.1, 0.5, 1.0]
     la = torch.tensor([math.log(a) for a in alphas], dtype=torch.float64)

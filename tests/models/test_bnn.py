@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-import bayesdl.models.bnn as bnn
 from bayesdl.fits.svi import fit_problem
+from bayesdl.guides.bayesian_net import SparseVD
+from bayesdl.models.net_priors import neg_kl_log_uniform
+from bayesdl.models.net_weights import Weight
 from bayesdl.workflows import metrics
 from bayesdl.workflows.bnn import BNN
 from bayesdl.workflows.fit_options import from_argv
@@ -89,7 +91,7 @@ def test_kl_approximation_matches_monte_carlo():
     exact = torch.stack(
         [0.5 * la - (1 + la.exp().sqrt() * eps).abs().log().mean() for la in log_alpha]
     )
-    d = bnn.neg_kl_log_uniform(log_alpha) - exact
+    d = neg_kl_log_uniform(log_alpha) - exact
     c = (d.max() + d.min()) / 2
     assert (d - c).abs().max() < 0.01
     # and the constant is the paper's: -KL -> 0 as alpha -> inf, i.e. C = -(gamma + log 2) / 2
@@ -122,12 +124,10 @@ def test_predictive_becomes_deterministic_when_posterior_collapses():
     with problem.scope():  # its parameters, never another test's of the same name
         spread = w.probs(problem, x).std(0).max()
         with torch.no_grad():
-            for lay in problem.model.net.layers:
-                lay.log_sigma2.fill_(10.0)
+            problem.model.guide.log_sigma2.fill_(10.0)
         assert w.probs(problem, x).std(0).max() > spread  # wider q, more spread
         with torch.no_grad():
-            for lay in problem.model.net.layers:
-                lay.log_sigma2.fill_(-80.0)  # q(theta) -> a point mass at theta
+            problem.model.guide.log_sigma2.fill_(-80.0)  # q(theta) -> a point mass at theta
         p = w.probs(problem, x)
         mean_net = w.probs(problem, x, mean_net=True)[0]
         assert torch.allclose(p, mean_net.expand_as(p), atol=1e-6)
@@ -143,13 +143,13 @@ def test_dropout_zero_is_the_point_network():
 
 
 def test_sparse_vd_pruning_rule():
-    layer = bnn.SparseVD((3, 2))
+    weight = Weight("w", "", "weight", (3, 2), 0, "linear", 2)
+    q = SparseVD([weight], torch.ones(6))
     with torch.no_grad():
-        layer.theta.copy_(torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]))
-        layer.log_sigma2.copy_(torch.tensor([[2.9, 3.1], [-5.0, 0.0], [8.5, 2.0]]))
-    expected = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
-    assert torch.equal(layer.mask, expected)
-    assert layer.log_alpha.max() == 8.0  # clipped
+        q.log_sigma2.copy_(torch.tensor([2.9, 3.1, -5.0, 0.0, 8.5, 2.0]))
+    expected = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 1.0])
+    assert torch.equal(q.keep.float(), expected)
+    assert q.log_alpha.max() == 8.0  # clipped
 
 
 def test_cli_fit_evaluate_predict(cli, tmp_path):
