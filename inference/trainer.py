@@ -118,24 +118,7 @@ class Trainer:
         self._make_batcher()
         self.train_model = self._wrap(self.estimator.wrap_model(self.model))
         self.train_guide = self._wrap(self.estimator.wrap_guide(self.guide))
-        try:
-            params = trainable_params(
-                self.train_model, self.train_guide, state.data, (self.model, self.guide)
-            )
-        except (ValueError, RuntimeError, IndexError) as e:
-            if self.batcher is None or isinstance(e, UserError):
-                raise
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(
-                f"the model fails on a minibatch of {len(self.subsample.indices)} "
-                f"(--batch-size): {first}; index the data inside the plate "
-                "(with pyro.plate('data', N) as idx: ... obs=y[idx]), or leave --batch-size out"
-            ) from None
-        if not params:
-            raise UserError(
-                "nothing to fit: the guide has no parameters (a guide must create them with "
-                "pyro.param or be a PyroModule / nn.Module)"
-            )
+        params = self._create_params(state.data)
         # lets Pyro settle lazy state (plate nesting, baselines) before any RNG state is saved
         # or restored; with gradients on, as TraceEnum_ELBO refuses a loss it cannot
         # differentiate
@@ -184,6 +167,29 @@ class Trainer:
         if self.batcher is not None:
             self.batcher._pos = self.batcher.batches_per_epoch  # epoch 0 starts at step 0
         return state
+
+    def _create_params(self, data: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Run the wrapped model and guide once: the parameters they create, by name (a
+        minibatch the model cannot take, or none at all, is the user's error in one line)."""
+        try:
+            params = trainable_params(
+                self.train_model, self.train_guide, data, (self.model, self.guide)
+            )
+        except (ValueError, RuntimeError, IndexError) as e:
+            if self.batcher is None or isinstance(e, UserError):
+                raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(
+                f"the model fails on a minibatch of {len(self.subsample.indices)} "
+                f"(--batch-size): {first}; index the data inside the plate "
+                "(with pyro.plate('data', N) as idx: ... obs=y[idx]), or leave --batch-size out"
+            ) from None
+        if not params:
+            raise UserError(
+                "nothing to fit: the guide has no parameters (a guide must create them with "
+                "pyro.param or be a PyroModule / nn.Module)"
+            )
+        return params
 
     def _make_batcher(self) -> None:
         """Minibatches of ``--batch-size`` (and a data-parallel run's shard of each), with the
