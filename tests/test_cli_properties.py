@@ -248,6 +248,12 @@ def test_fit_with_any_options_exits_0_or_2(capsys, user_spec, data):
         box.freeze()
         out = ["--out", box.run] if with_out else []
         code = run(capsys, ["fit", *argv, *out, "--quiet"])
+        if not with_out:  # the default run folder, runs/MODEL-TIMESTAMP in the working dir
+            made = list((box.cwd / "runs").glob("*")) if (box.cwd / "runs").exists() else []
+            assert len(made) <= 1, made
+            if made:
+                shutil.move(str(made[0]), box.run)
+                (box.cwd / "runs").rmdir()
         box.check()
         if code == 0 and box.run.exists():
             assert (box.run / "summary.json").exists()

@@ -49,6 +49,7 @@ CONTRACT = {
     ),
     "save": None,  # below: a run folder that loads as the same class with the same summary
     "to_arviz": lambda p, v: "theta" in v().posterior,
+    "fit_info": lambda p, v: isinstance(v, bayesdl.FitInfo) and v.method == p.method,
 }
 
 
