@@ -172,10 +172,10 @@ class ScaleMixturePrior(Prior):
         return ScaleMixtureNormal(self.pi, self.sigma1, self.sigma2).to_event(1)
 
 
-class LogUniform(TorchDistribution):
-    """The improper log-uniform ``p(|w|) ~ 1 / |w|`` per element (its ``log_prob`` is
-    ``-log |w|``). It has no draws: :meth:`sample` returns ``N(0, stand_in^2)`` draws so that a
-    model run without a guide (Pyro's shape checks) works."""
+class _StandIn(TorchDistribution):
+    """An improper density per element (``log_prob`` in the subclass) with no draws of its
+    own: :meth:`sample` returns ``N(0, stand_in^2)`` draws so that a model run without a guide
+    (Pyro's shape checks) works."""
 
     arg_constraints: dict = {}
     support = constraints.real
@@ -186,12 +186,17 @@ class LogUniform(TorchDistribution):
         super().__init__(stand_in.shape, torch.Size(), validate_args=False)
 
     def expand(self, batch_shape, _instance=None):
-        return LogUniform(self.stand_in.expand(torch.Size(batch_shape)))
+        return type(self)(self.stand_in.expand(torch.Size(batch_shape)))
 
     def sample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)
         with torch.no_grad():
             return self.stand_in.expand(shape) * torch.randn(shape, device=self.stand_in.device)
+
+
+class LogUniform(_StandIn):
+    """The improper log-uniform ``p(|w|) ~ 1 / |w|`` per element (its ``log_prob`` is
+    ``-log |w|``); draws are :class:`_StandIn`'s."""
 
     def log_prob(self, value):
         return -torch.log(value.abs().clamp_min(1e-30))
@@ -219,26 +224,9 @@ class LogUniformPrior(Prior):
         return -neg_kl_log_uniform(log_alpha).sum(-1)
 
 
-class Flat(TorchDistribution):
-    """The improper flat density ``p(w) = const`` (its ``log_prob`` is 0). It has no draws:
-    :meth:`sample` returns ``N(0, stand_in^2)`` draws so that a model run without a guide
-    works."""
-
-    arg_constraints: dict = {}
-    support = constraints.real
-    has_rsample = False
-
-    def __init__(self, stand_in: torch.Tensor, validate_args=None):
-        self.stand_in = stand_in
-        super().__init__(stand_in.shape, torch.Size(), validate_args=False)
-
-    def expand(self, batch_shape, _instance=None):
-        return Flat(self.stand_in.expand(torch.Size(batch_shape)))
-
-    def sample(self, sample_shape=()):
-        shape = self._extended_shape(sample_shape)
-        with torch.no_grad():
-            return self.stand_in.expand(shape) * torch.randn(shape, device=self.stand_in.device)
+class Flat(_StandIn):
+    """The improper flat density ``p(w) = const`` (its ``log_prob`` is 0); draws are
+    :class:`_StandIn`'s."""
 
     def log_prob(self, value):
         return torch.zeros_like(value)
