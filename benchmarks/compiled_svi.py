@@ -1,6 +1,7 @@
 """ms per SVI step of `fit(compile=True)` against eager `fit` and a hand-written torch loop.
 
     OMP_NUM_THREADS=1 python benchmarks/compiled_svi.py [--reps 3] [--only coin,linreg]
+        [--estimator reparam|score|relaxed]
         [--out compiled_svi.json]
 
 Workloads (the NumPyro yardstick's, /work/shared/perf/data.py, plus two): coin (Beta-Bernoulli,
@@ -253,6 +254,34 @@ def bnn():
     )  # fmt: skip
 
 
+def gmm_data():
+    """1000 points from three unit-variance clusters at -4, 0, 4 (numpy seed 0; same in
+    benchmarks/compiled_svi_numpyro.py)."""
+    rng = np.random.default_rng(0)
+    z = rng.integers(0, 3, 1000)
+    return (np.array([-4.0, 0.0, 4.0])[z] + rng.standard_normal(1000)).astype(np.float32)
+
+
+def _gmm_model(x):
+    w = pyro.sample("w", dist.Dirichlet(torch.ones(3)))
+    loc = pyro.sample("loc", dist.Normal(0.0, 10.0).expand([3]).to_event(1))
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Categorical(w), infer={"enumerate": "parallel"})
+        pyro.sample("obs", dist.Normal(loc[z], 1.0), obs=x)
+
+
+def gmm():
+    """w ~ Dir(1), mu_k ~ N(0, 10^2), z_n ~ Cat(w) summed out (``enum``), x_n ~ N(mu_z, 1)."""
+    from pyro import poutine
+
+    def guide():
+        blocked = poutine.block(_gmm_model, hide=["z"])
+        return AutoNormal(blocked, init_loc_fn=init_to_feasible, init_scale=0.1)
+
+    data = {"x": torch.from_numpy(gmm_data())}
+    return dict(model=_gmm_model, guide=guide, data=data, lr=0.01, steps=2000, estimator="enum")
+
+
 WORKLOADS = {
     "coin": coin,
     "linreg": linreg,
@@ -260,6 +289,7 @@ WORKLOADS = {
     "glm": glm,
     "vae": vae,
     "bnn": bnn,
+    "gmm": gmm,
 }
 
 # ------------------------------------------------------------------------------ timing
@@ -275,9 +305,10 @@ def _time_hand(step, steps: int) -> float:
     return (time.perf_counter() - t) / (steps - WARM) * 1e3
 
 
-def time_fit(w: dict, compile_mode: str) -> tuple[float, float, float]:
+def time_fit(w: dict, compile_mode: str, estimator: str = "reparam") -> tuple:
     """(ms per step after compilation, compile seconds, final ELBO) of one ``fit``."""
     cfg = FitConfig(
+        estimator=w.get("estimator", estimator),
         steps=w["steps"],
         lr=w["lr"],
         batch_size=w.get("batch_size"),
@@ -297,6 +328,7 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--only", default="")
     p.add_argument("--out", default="")
+    p.add_argument("--estimator", default="reparam", help="every workload's but gmm's (enum)")
     a = p.parse_args()
     torch.set_num_threads(1)
     names = a.only.split(",") if a.only else list(WORKLOADS)
@@ -308,7 +340,8 @@ def main() -> None:
     results = {}
     for name in names:
         w = WORKLOADS[name]()
-        cols = ["eager", "compiled"] + (["hand"] if "hand" in w else [])
+        hand = "hand" in w and a.estimator == "reparam"  # the hand loops are pathwise
+        cols = ["eager", "compiled"] + (["hand"] if hand else [])
         raw = {c: [] for c in cols}
         compile_s, elbo = [], {}
         for rep in range(a.reps):
@@ -317,7 +350,7 @@ def main() -> None:
                 if c == "hand":
                     raw[c].append(w["hand"](w["steps"]))
                     continue
-                ms, cs, e = time_fit(w, "true" if c == "compiled" else "false")
+                ms, cs, e = time_fit(w, "true" if c == "compiled" else "false", a.estimator)
                 raw[c].append(ms)
                 elbo[c] = e
                 if c == "compiled":

@@ -8,7 +8,8 @@ NumPyro is never a dependency of bayesdl: this file runs only in that venv. The 
 `/work/shared/perf/bench_numpyro.py`'s `np_loop`: a Python loop over `jax.jit(svi.update)`;
 step 1 alone (XLA compile), steps 2-10 warm-up, ms per step over the rest (blocking only at
 those boundaries); medians over repetitions. Same data, model, guide, Adam and steps as the
-torch side (coin, linreg, eight schools, glm, vae, bnn).
+torch side (coin, linreg, eight schools, glm, vae, bnn, gmm); `--estimator score` runs
+`TraceGraph_ELBO` (bayesdl's `score`), gmm always `TraceEnum_ELBO` (needs `pip install funsor`).
 """
 
 import argparse
@@ -144,6 +145,33 @@ def bnn():
     return model, auto(model), 0.01, 700, (x, y)
 
 
+def gmm_data():
+    """1000 points from three unit-variance clusters at -4, 0, 4 (numpy seed 0; same in
+    benchmarks/compiled_svi.py)."""
+    rng = np.random.default_rng(0)
+    z = rng.integers(0, 3, 1000)
+    return (np.array([-4.0, 0.0, 4.0])[z] + rng.standard_normal(1000)).astype(np.float32)
+
+
+def gmm():
+    """w ~ Dir(1), mu_k ~ N(0, 10^2), z_n ~ Cat(w) summed out, x_n ~ N(mu_z, 1)."""
+    from numpyro import handlers
+    from numpyro.contrib.funsor import config_enumerate
+
+    x = jnp.asarray(gmm_data())
+
+    @config_enumerate
+    def model(x):
+        w = numpyro.sample("w", dist.Dirichlet(jnp.ones(3)))
+        loc = numpyro.sample("loc", dist.Normal(0.0, 10.0).expand([3]).to_event(1))
+        with numpyro.plate("data", x.shape[0]):
+            z = numpyro.sample("z", dist.Categorical(w))
+            numpyro.sample("obs", dist.Normal(loc[z], 1.0), obs=x)
+
+    guide = auto(handlers.block(model, hide=["z"]))
+    return model, guide, 0.01, 2000, (x,), "enum"
+
+
 WORKLOADS = {
     "coin": coin,
     "linreg": linreg,
@@ -151,12 +179,27 @@ WORKLOADS = {
     "glm": glm,
     "vae": vae,
     "bnn": bnn,
+    "gmm": gmm,
 }
 
 
-def run_loop(prob, seed):
-    model, guide, lr, n, args = prob
-    svi = SVI(model, guide, Adam(lr), Trace_ELBO())
+def elbo(name):
+    """NumPyro's ELBO for bayesdl's estimator ``name``."""
+    if name == "score":
+        from numpyro.infer import TraceGraph_ELBO
+
+        return TraceGraph_ELBO()
+    if name == "enum":
+        from numpyro.infer import TraceEnum_ELBO
+
+        return TraceEnum_ELBO(max_plate_nesting=1)
+    return Trace_ELBO()
+
+
+def run_loop(prob, seed, estimator="reparam"):
+    model, guide, lr, n, args = prob[:5]
+    estimator = prob[5] if len(prob) > 5 else estimator
+    svi = SVI(model, guide, Adam(lr), elbo(estimator))
     state = svi.init(random.PRNGKey(seed), *args)
     jax.block_until_ready(state)
     update = jax.jit(svi.update)
@@ -180,13 +223,14 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--only", default="")
     ap.add_argument("--out", default="")
+    ap.add_argument("--estimator", default="reparam", help="reparam (Trace_ELBO) | score")
     a = ap.parse_args()
     names = a.only.split(",") if a.only else list(WORKLOADS)
     out = {"jax": jax.__version__, "numpyro": numpyro.__version__, "results": {}}
     for name in names:
         prob = WORKLOADS[name]()
-        run_loop(prob[:3] + (2 * WARM,) + prob[4:], 1000)  # untimed warm-up of the process
-        raw = [run_loop(prob, rep) for rep in range(a.reps)]
+        run_loop(prob[:3] + (2 * WARM,) + prob[4:], 1000, a.estimator)  # untimed warm-up
+        raw = [run_loop(prob, rep, a.estimator) for rep in range(a.reps)]
         med = {k: statistics.median(r[k] for r in raw) for k in raw[0]}
         out["results"][name] = {**med, "raw": raw}
         ms, first = med["ms_per_step"], med["first_step_s"]

@@ -44,8 +44,9 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pyro
@@ -54,7 +55,9 @@ import torch
 from bayesdl.inference.batching import DataSubsample
 from bayesdl.inference.checkpoint import rng_state, set_rng_state
 from bayesdl.inference.checkpoint_check import load_optimizer_state
+from bayesdl.inference.compile_cache import known_vector_isa, shape_env
 from bayesdl.inference.elbo import Estimator
+from bayesdl.inference.elbo_state import StoreState, written_entries
 from bayesdl.inference.estimators import names_with
 from bayesdl.inference.schedules import KLScale
 from bayesdl.inference.tracing import Fallback, ValueReads, difference, structure, user_line
@@ -99,8 +102,9 @@ def unsupported(
         return "data-parallel runs average gradients across processes at every step"
     if check_args:
         return "--validate checks distribution arguments on the host at every step"
-    if caps.scheduled or callable(getattr(estimator, "set_step", None)):
-        return "the estimator changes with the step"
+    scheduled = caps.scheduled or callable(getattr(estimator, "set_step", None))
+    if scheduled and not getattr(estimator, "graph_inputs", None):
+        return "the estimator changes with the step (and names no tensors it changes in place)"
     if not estimator.differentiable:
         return f"--estimator {estimator.name} has no differentiable loss"
     return None
@@ -213,6 +217,8 @@ class CompiledStep:
     :param untrained: called with the loss at capture
         (:class:`~bayesdl.inference.params.UntrainedCheck`).
     :param device: where the learning rate and KL weight live (default: the parameters').
+    :param scalars: tensors the model or guide reads that the fit changes in place between
+        steps (an estimator's ``graph_inputs``: the relaxed estimator's temperature).
     :param backend: ``"inductor"`` (compile; plain replay if that fails) or ``"fx"`` (replay
         the traced graph without compiling); default :data:`BACKEND`
         (``$BAYESDL_COMPILE_BACKEND``, else ``inductor``).
@@ -236,11 +242,13 @@ class CompiledStep:
         untrained: Callable[[torch.Tensor], None] | None = None,
         device: torch.device | None = None,
         backend: str | None = None,
+        scalars: Sequence[torch.Tensor] = (),
     ):
         backend = BACKEND if backend is None else backend
         self.loss_fn, self.optimizer, self.model, self.guide = loss_fn, optimizer, model, guide
         self.clip_norm, self.kl, self.subsample = clip_norm, kl, subsample
         self.untrained = untrained
+        self.scalars = list(scalars)
         self.params = list(params.values())
         self.device = device if device is not None else self.params[0].device
         self.keys = [k for k, v in data.items() if torch.is_tensor(v)]
@@ -257,6 +265,7 @@ class CompiledStep:
         rng = rng_state()  # capture and checks draw noise: the run's RNG stays as it was
         try:
             self.signature = self._check_structure(data)
+            self.elbo_state = StoreState(written_entries(loss_fn, data))
             self.graph = self._trace(data)
             self.fn = self.graph
             if backend == "inductor":
@@ -289,13 +298,16 @@ class CompiledStep:
         return sigs[0]
 
     def _inputs(self, data: dict[str, Any]) -> list[torch.Tensor]:
-        """The graph's inputs, flat: parameters, optimizer states, lr, beta, data, indices."""
+        """The graph's inputs, flat: parameters, optimizer states, the ELBO's own state
+        (:mod:`~bayesdl.inference.elbo_state`), lr, beta, data, indices."""
         idx = [self.subsample.indices] if self.subsample is not None else []
         return [
             *self.params,
             *self.flat_states,
+            *self.elbo_state.tensors,
             self.lr,
             self.beta,
+            *self.scalars,
             *map(data.get, self.keys),
             *idx,
         ]
@@ -305,14 +317,14 @@ class CompiledStep:
         n, k, m = len(self.params), len(self.state_keys), len(self.keys)
         params, flat = list(flat[:n]), flat[n:]
         states = [list(flat[i * k : (i + 1) * k]) for i in range(n)]
-        lr, beta, xs, idx = (
-            flat[n * k],
-            flat[n * k + 1],
-            flat[n * k + 2 : n * k + 2 + m],
-            flat[n * k + 2 + m :],
-        )
-        loss, new_params, new_states = self._step(params, states, lr, beta, list(xs), list(idx))
-        return [loss, *new_params, *(t for st in new_states for t in st)]
+        e = len(self.elbo_state)
+        elbo_state, flat = list(flat[n * k : n * k + e]), flat[: n * k] + flat[n * k + e :]
+        a = n * k + 2 + len(self.scalars)  # the scalars are read where they live
+        lr, beta, xs, idx = flat[n * k], flat[n * k + 1], flat[a : a + m], flat[a + m :]
+        new_elbo_state: list[torch.Tensor] = []
+        with self.elbo_state.bound(elbo_state, new_elbo_state):
+            loss, new_params, new_states = self._step(params, states, lr, beta, list(xs), list(idx))
+        return [loss, *new_params, *(t for st in new_states for t in st), *new_elbo_state]
 
     def _step(self, params, states, lr, beta, xs, idx):
         """The traced function: its inputs are the real tensors, so every use of them inside
@@ -399,8 +411,16 @@ class CompiledStep:
             with (
                 torch.no_grad(),
                 inductor_config.patch(options),
+                warnings.catch_warnings(),
+                shape_env(),  # Inductor's on-disk FX graph cache: see compile_cache
+                known_vector_isa(),
             ):
-                fn = compile_fx(self.graph, inputs)  # an inference graph: no autograd at replay
+                # Inductor's own deprecation notices (torch._prims_common.check in lowering
+                # masked ops) are not the user's to act on
+                warnings.filterwarnings(
+                    "ignore", category=FutureWarning, module=r"torch\._inductor"
+                )
+                fn = compile_fx(self.graph, inputs)  # an inference graph: no autograd
                 fn(*inputs)
             if key is not None:
                 _COMPILED[key] = fn
@@ -419,8 +439,9 @@ class CompiledStep:
         optimizer's current learning rate and the current KL weight; updates the parameters
         and the optimizer state in place and returns the detached loss."""
         if self._fixed is None:  # the inputs that are the same tensors at every step
-            self._fixed = [*self.params, *self.flat_states, self.lr, self.beta]
-            self._targets = [*self.params, *self.flat_states]
+            self._fixed = [*self.params, *self.flat_states, *self.elbo_state.tensors]
+            self._fixed += [self.lr, self.beta, *self.scalars]
+            self._targets = [*self.params, *self.flat_states, *self.elbo_state.tensors]
             self._cuda = self.device.type == "cuda"
         self.lr.fill_(self.optimizer.param_groups[0]["lr"])
         if self.kl is not None:
@@ -489,6 +510,7 @@ class CompiledStep:
             # torch.is_grad_enabled() (a BNN's local reparameterization does)
             with torch.enable_grad(), pyro.validation_enabled(False):
                 eager = float(self.loss_fn(**data).detach())
+            self.elbo_state.restore()  # the eager loss replaced them: training keeps its own
         except Exception as e:  # noqa: BLE001 -- the eager step will say what fails, and where
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             return f"the eager loss failed ({type(e).__name__}: {first})"

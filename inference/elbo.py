@@ -146,13 +146,15 @@ class Capabilities:
     """What an estimator supports, declared by its factory: the engine and the workflows read
     these flags, never the estimator's name.
 
-    :param compilable: the whole step is one differentiable loss with no Python-side state
-        between steps: ``--compile`` can trace it (:mod:`bayesdl.inference.compiled`).
+    :param compilable: the whole step is one differentiable loss whose state between steps
+        lives in tensors (parameter-store entries the loss replaces, such as the score
+        function's baselines; tensors a scheduled estimator changes in place, its
+        ``graph_inputs``): ``--compile`` can trace it (:mod:`bayesdl.inference.compiled`).
     :param data_parallel: its loss is differentiable, so ``DistributedDataParallel`` can wrap
         it (``torchrun``: :mod:`bayesdl.inference.distributed`).
-    :param stateful: it keeps Python-side state between steps: the score function's
-        decaying-average baselines, one per site and input (not broadcast over vectorized
-        particles).
+    :param stateful: it keeps state between steps, in parameter-store entries it replaces:
+        the score function's decaying-average baselines, one per site and input (not
+        broadcast over vectorized particles).
     :param scheduled: it changes with the step (``set_step(step, total)``: a temperature).
     :param enumerates: it sums discrete latent sites out exactly, so a guide over the
         continuous sites suffices.

@@ -70,7 +70,9 @@ def _score(particles: int, vectorize: bool, max_plate_nesting: float) -> Estimat
             max_plate_nesting=max_plate_nesting,
         ),
         wrap_guide=lambda g: ScoreFunction()(g),
-        capabilities=Capabilities(data_parallel=True, stateful=True, discrete=True),
+        capabilities=Capabilities(
+            compilable=True, data_parallel=True, stateful=True, discrete=True
+        ),
     )
 
 
@@ -84,7 +86,9 @@ def _enum(particles: int, vectorize: bool, max_plate_nesting: float) -> Estimato
         ),
         wrap_model=lambda m: config_enumerate(m, default="parallel"),
         wrap_guide=lambda g: config_enumerate(g, default="parallel"),
-        capabilities=Capabilities(data_parallel=True, enumerates=True, discrete=True),
+        capabilities=Capabilities(
+            compilable=True, data_parallel=True, enumerates=True, discrete=True
+        ),
     )
 
 

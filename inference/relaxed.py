@@ -11,7 +11,7 @@ simplex point where it expects the category (e.g. ``models.stochastic_depth.sele
 
 The temperature follows ``tau_t = tau_0 (tau_T / tau_0)^(t / T)`` (geometric, as Jang et al.'s
 exponential decay) through :meth:`RelaxedEstimator.set_step`, which the engine's loop calls each
-step.
+step; ``tau`` is a tensor changed in place, an input of a compiled step's graph.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class LinearConcrete(TorchDistribution):
     support = constraints.simplex
     has_rsample = True
 
-    def __init__(self, temperature: float, logits: torch.Tensor):
+    def __init__(self, temperature: float | torch.Tensor, logits: torch.Tensor):
         self.temperature = temperature
         self.logits = logits - logits.logsumexp(-1, keepdim=True)
         super().__init__(logits.shape[:-1], logits.shape[-1:], validate_args=False)
@@ -63,7 +63,9 @@ class Relax(Messenger):
 
     def __init__(self, temperature: float = TEMPERATURE[0]):
         super().__init__()
-        self.temperature = temperature
+        #: a 0-d tensor changed in place (:meth:`RelaxedEstimator.set_step`): a compiled step
+        #: reads it as an input of its graph
+        self.temperature = torch.tensor(float(temperature))
 
     def _pyro_sample(self, msg):
         if msg["is_observed"] or not isinstance(msg["fn"], torch.distributions.Categorical):
@@ -82,7 +84,12 @@ class RelaxedEstimator(Estimator):
     def set_step(self, step: int, total: int) -> None:
         """Set ``tau`` for ``step`` of ``total`` (geometric from ``tau_0`` to ``tau_T``)."""
         t0, t1 = self.schedule
-        self.relax.temperature = t0 * (t1 / t0) ** (step / max(1, total - 1))
+        self.relax.temperature.fill_(t0 * (t1 / t0) ** (step / max(1, total - 1)))
+
+    @property
+    def graph_inputs(self) -> list[torch.Tensor]:
+        """The tensors :meth:`set_step` changes in place: inputs of a compiled step's graph."""
+        return [self.relax.temperature]
 
 
 def make_relaxed(
@@ -103,7 +110,9 @@ def make_relaxed(
         ),
         wrap_model=lambda m: relax(m),
         wrap_guide=lambda g: relax(g),
-        capabilities=Capabilities(data_parallel=True, scheduled=True, discrete=True),
+        capabilities=Capabilities(
+            compilable=True, data_parallel=True, scheduled=True, discrete=True
+        ),
         relax=relax,
         schedule=schedule,
     )

@@ -6,11 +6,13 @@
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 from collections.abc import Callable
 from typing import Any
 
 import pyro
+import pyro.util
 import torch
 from pyro import poutine
 from torch.overrides import TorchFunctionMode
@@ -110,14 +112,70 @@ def _depends_on_inputs(t: torch.Tensor) -> bool:
     return False
 
 
+_PYRO = os.path.dirname(pyro.__file__) + os.sep
+_TORCH_OR_HERE = (os.path.dirname(torch.__file__) + os.sep, __file__)
+#: Pyro's own reads of a tensor's value that a trace may answer without reading it, by the
+#: function that reads (``(file under pyro/, function)``), and the answer
+_PYRO_READS = {
+    # ``if not (p > 0).all():`` in the enumerated ELBO's ``sum_k p_k c_k`` (see ValueReads)
+    ("infer/util.py", "compute_expectation"): False,
+    # warnings only; a NaN or inf loss is found by the training loop at its log points
+    ("util.py", "warn_if_nan"): False,
+    ("util.py", "warn_if_inf"): False,
+}
+
+
+def _pyro_reader() -> tuple[str, str] | None:
+    """``(file under pyro/, function)`` of the innermost frame outside torch and this module,
+    when it is one of Pyro's, else ``None``."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_TORCH_OR_HERE):
+        frame = frame.f_back
+    if frame is None or not frame.f_code.co_filename.startswith(_PYRO):
+        return None
+    return frame.f_code.co_filename[len(_PYRO) :], frame.f_code.co_name
+
+
+def _no_warning(value, *args, **kwargs):
+    return value
+
+
 class ValueReads(TorchFunctionMode):
     """Active while make_fx traces the step: a Python-side read of the value of a tensor that
     depends on the inputs raises :class:`Fallback` naming the read and the user's line; a read
-    of a tensor that does not (built from constants) runs untraced and its value is kept."""
+    of a tensor that does not (built from constants) runs untraced and its value is kept.
+
+    Some reads of Pyro's own are answered without a value (:data:`_PYRO_READS`): its NaN and
+    inf warnings, and ``Dice.compute_expectation`` (the enumerated ELBO's ``sum_k p_k c_k``),
+    which drops the terms with ``p_k = 0`` (``c_k`` may be ``-inf`` there) only ``if not
+    (p > 0).all()``, by ``masked_select``, whose output shape depends on the values. In the
+    trace that branch is always taken and ``masked_select(x, m)`` becomes ``where(m, x, 0)``:
+    the dot product ``sum_k p_k c_k`` over ``m`` is the same sum, in a graph of static shapes,
+    whatever the probabilities at each step."""
+
+    def __enter__(self):
+        # Pyro's NaN/inf warnings also hook the gradient (`warn_if_nan` registers itself as a
+        # backward hook, which runs inside autograd, where this mode is not consulted): the
+        # hook calls pyro.util's own name, which is a no-op while the step is traced
+        self._warnings = pyro.util.warn_if_nan, pyro.util.warn_if_inf
+        pyro.util.warn_if_nan = pyro.util.warn_if_inf = _no_warning
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        pyro.util.warn_if_nan, pyro.util.warn_if_inf = self._warnings
+        return super().__exit__(*exc)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", None)
+        if name in ("__bool__", "masked_select"):
+            reader = _pyro_reader()
+            if name == "__bool__" and reader in _PYRO_READS:
+                return _PYRO_READS[reader]
+            if name == "masked_select" and reader == ("infer/util.py", "compute_expectation"):
+                x, mask = args
+                zero = torch.zeros((), dtype=x.dtype, device=x.device)
+                return torch.where(mask, x, zero).reshape(-1)
         if name in _READS and args and isinstance(args[0], torch.Tensor):
             if _depends_on_inputs(args[0]):
                 raise Fallback(

@@ -296,6 +296,7 @@ class Trainer:
                 untrained=self.untrained,
                 device=self.device,
                 backend=backend,
+                scalars=getattr(self.estimator, "graph_inputs", ()),
             )
         except Fallback as e:
             print(f"--compile: running eagerly: {e}", file=sys.stderr)

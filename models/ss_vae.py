@@ -31,7 +31,6 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from torch import nn
-from torch.nn import functional as F
 
 from bayesdl.models.vae import mlp
 
@@ -39,7 +38,9 @@ from bayesdl.models.vae import mlp
 def join(y: torch.Tensor, other: torch.Tensor, num_classes: int) -> torch.Tensor:
     """``[one_hot(y), other]`` along the last dim, the batch dims broadcast (an enumerated
     ``y`` of shape (K, 1) against ``other`` (B, D) or (K, B, D))."""
-    onehot = F.one_hot(y, num_classes).to(other.dtype)
+    # == arange, not F.one_hot, which reads y's values on the host to check their range
+    # (a per-step sync, and no compiled step); the labels are checked where they are read
+    onehot = (y.unsqueeze(-1) == torch.arange(num_classes, device=y.device)).to(other.dtype)
     shape = torch.broadcast_shapes(onehot.shape[:-1], other.shape[:-1])
     return torch.cat([onehot.expand(*shape, -1), other.expand(*shape, -1)], -1)
 

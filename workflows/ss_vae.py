@@ -160,6 +160,12 @@ class SSVAE(Workflow):
             raise UserError(f"ss-vae needs pixels in [0, 1], the data span [{lo:.3g}, {hi:.3g}]")
         k = split.num_classes or int(split.y_train.max()) + 1
         split.num_classes = k
+        ys = torch.cat([split.y_train, split.y_test])
+        if int(ys.min()) < 0 or int(ys.max()) >= k:
+            raise UserError(
+                f"ss-vae needs labels 0..{k - 1} (the training labels' range), the data hold "
+                f"{int(ys.min())}..{int(ys.max())}"
+            )
         labelled = pick_labelled(split.y_train, o.labels_per_class, k, o.label_seed)
         mask = torch.ones(len(split.x_train), dtype=torch.bool)
         mask[labelled] = False
