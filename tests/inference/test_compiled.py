@@ -375,8 +375,12 @@ def test_loss_check_holds_with_minibatches_kl_warmup_and_clipping(monkeypatch, f
             "--guide",
             "auto-mvn",
         ],
+        ["ss-vae"],
+        ["stochastic-depth"],
+        ["stochastic-depth", "--estimator", "score"],
+        ["stochastic-depth", "--estimator", "relaxed"],
     ],
-    ids=["vae", "bnn", "eight-schools"],
+    ids=["vae", "bnn", "eight-schools", "ss-vae", "depth-enum", "depth-score", "depth-relaxed"],
 )
 def test_project_models_still_compile(argv, tmp_path, monkeypatch, fx_backend):
     """The project's models read no value the capture refuses (Pyro's handlers included)."""
