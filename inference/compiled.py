@@ -94,8 +94,9 @@ def unsupported(
     caps = estimator.capabilities
     if not caps.compilable:
         return (
-            f"--estimator {estimator.name} is not compiled (it keeps Python-side state, "
-            "computes its own gradients or reads its loss on the host; compiled: "
+            f"--estimator {estimator.name} is not compiled (it declares no `compilable` "
+            "capability: it may keep Python-side state, compute its own gradients or read its "
+            "loss on the host; compiled: "
             f"{', '.join(names_with('compilable'))})"
         )
     if data_parallel:

@@ -6,21 +6,23 @@ own ``differentiable_loss`` -- the engine never re-implements an ELBO, so any Py
 what Pyro computes; one without ``differentiable_loss`` (``RenyiELBO``) is trained through its own
 ``loss_and_grads``.
 
-Two subclasses only remove host synchronisation: Pyro's ``Trace_ELBO.differentiable_loss``
-reads every site's ``log_prob_sum`` with ``.item()`` and ``TraceGraph_ELBO`` has no
-``differentiable_loss``; :class:`SyncFreeTrace_ELBO` and :class:`SyncFreeTraceGraph_ELBO` sum the
-same per-particle terms on the device (NaN is caught by the training loop when it logs).
+Three subclasses only remove host synchronisation: Pyro's ``Trace_ELBO.differentiable_loss``
+and ``TraceMeanField_ELBO`` read every particle's ELBO with ``.item()`` and ``TraceGraph_ELBO``
+has no ``differentiable_loss``; :class:`SyncFreeTrace_ELBO`, :class:`SyncFreeTraceMeanField_ELBO`
+and :class:`SyncFreeTraceGraph_ELBO` sum the same per-particle terms on the device (NaN is
+caught by the training loop when it logs).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from pyro.distributions import TorchDistribution
 from pyro.distributions.util import is_identically_zero
-from pyro.infer import ELBO, Trace_ELBO, TraceGraph_ELBO
+from pyro.infer import ELBO, Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO, trace_mean_field_elbo
 from pyro.infer.trace_elbo import _compute_log_r
 from pyro.poutine.messenger import Messenger
 
@@ -48,6 +50,32 @@ class SyncFreeTraceGraph_ELBO(TraceGraph_ELBO):
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:  # noqa: D102
         value, surrogate = self._loss_and_surrogate_loss(model, guide, args, kwargs)
         return surrogate + (-value - surrogate).detach()
+
+
+class SyncFreeTraceMeanField_ELBO(TraceMeanField_ELBO):
+    """:class:`~pyro.infer.TraceMeanField_ELBO` whose ``differentiable_loss`` never waits on
+    the device: Pyro's reads each particle's ELBO with ``.item()``; its surrogate
+    ``-ELBO`` (analytic KL where Pyro knows it, ``log p - log q`` at the draw elsewhere) has
+    the same value, and is the loss here."""
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:  # noqa: D102
+        loss = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            with _item_detached(trace_mean_field_elbo):
+                _, surrogate = self._differentiable_loss_particle(model_trace, guide_trace)
+            loss = loss + surrogate / self.num_particles
+        return loss
+
+
+@contextmanager
+def _item_detached(module):
+    """``module.torch_item(x)`` returns ``x.detach()`` (a tensor, no host read) meanwhile."""
+    item = module.torch_item
+    module.torch_item = lambda x: x.detach() if torch.is_tensor(x) else x
+    try:
+        yield
+    finally:
+        module.torch_item = item
 
 
 def _trace_elbo_particle(model_trace, guide_trace) -> tuple:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pyro.infer import TraceEnum_ELBO, TraceMeanField_ELBO, config_enumerate
+from pyro.infer import TraceEnum_ELBO, config_enumerate
 
 from bayesdl.inference.elbo import (
     Capabilities,
@@ -30,6 +30,7 @@ from bayesdl.inference.elbo import (
     ScoreFunction,
     SyncFreeTrace_ELBO,
     SyncFreeTraceGraph_ELBO,
+    SyncFreeTraceMeanField_ELBO,
 )
 from bayesdl.inference.errors import UserError
 from bayesdl.inference.relaxed import make_relaxed
@@ -95,14 +96,12 @@ def _enum(particles: int, vectorize: bool, max_plate_nesting: float) -> Estimato
 def _meanfield(particles: int, vectorize: bool, max_plate_nesting: float) -> Estimator:
     return Estimator(
         "meanfield",
-        TraceMeanField_ELBO(
+        SyncFreeTraceMeanField_ELBO(
             num_particles=particles,
             vectorize_particles=vectorize,
             max_plate_nesting=max_plate_nesting,
         ),
-        # not compilable: Pyro's TraceMeanField_ELBO reads its loss on the host (torch_item)
-        # at every step, where a capture must stop (it always did: tests/inference/test_step.py)
-        capabilities=Capabilities(data_parallel=True),
+        capabilities=PATHWISE,
     )
 
 

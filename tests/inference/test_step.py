@@ -32,7 +32,7 @@ from bayesdl.inference import compiled as compiled_mod
 from bayesdl.inference.compiled import CompiledStep
 from bayesdl.inference.diagnostics import gradient_draws
 from bayesdl.inference.elbo import Estimator
-from bayesdl.inference.estimators import capabilities
+from bayesdl.inference.estimators import capabilities, names_with
 from bayesdl.inference.params import trainable_params
 from bayesdl.inference.step import EagerStep, Step
 from bayesdl.inference.trainer import Trainer
@@ -61,16 +61,17 @@ def test_every_estimator_declares_its_capabilities():
         assert caps.scheduled == callable(getattr(est, "set_step", None)), name
         assert not (caps.compilable and caps.scheduled) or est.graph_inputs, name
         assert not caps.enumerates or caps.discrete, name
-    assert [n for n in NAMES if not capabilities(n).compilable] == ["meanfield"]
+    assert all(capabilities(n).compilable for n in NAMES)
 
 
 # -- compilable
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [*NAMES, "renyi"])
 def test_compilable_estimators_compile_and_the_others_fall_back_in_one_line(
-    name, capsys, fx_backend
+    name, capsys, fx_backend, monkeypatch
 ):
+    monkeypatch.setitem(ESTIMATORS, "renyi", _renyi)
     pyro.set_rng_seed(0)
     with pyro.get_param_store().scope():
         tr = Trainer(coin.model, coin_guides.beta, FitConfig(steps=5, estimator=name))
@@ -86,7 +87,7 @@ def test_compilable_estimators_compile_and_the_others_fall_back_in_one_line(
     else:
         assert len(lines) == 1, lines
         assert lines[0].startswith(f"--compile: running eagerly: --estimator {name} ")
-        assert lines[0].endswith("compiled: reparam, score, enum, relaxed)")
+        assert lines[0].endswith(f"compiled: {', '.join(names_with('compilable'))})")
 
 
 # -- data-parallel
